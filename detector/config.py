@@ -36,7 +36,7 @@ class TrainConfig:
     amp: bool = True  # only takes effect on CUDA
     sync_bn: bool = False  # only under DDP
     autoanchor: bool = True
-    cache_dir: Optional[str] = None  # decoded-image cache; default ~/.cache/yolo-evolve
+    cache_dir: Optional[str] = None  # decoded-image cache; default ~/.cache/yolo-evolve/images ($YOLO_EVOLVE_CACHE/images)
     conf_thres: float = 0.001
     iou_thres: float = 0.6
     max_det: int = 300

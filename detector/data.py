@@ -1,0 +1,330 @@
+"""Data sets in the YOLOv5/Ultralytics format: the data YAML, YOLO txt labels, the Dataset and DataLoader.
+
+A data YAML names ``train`` and ``val`` image sources (a folder searched recursively, a .txt list of
+image paths, or a list of those) relative to ``path``, and the class ``names``. Labels live beside the
+images with the last ``/images/`` folder swapped for ``/labels/`` and a ``.txt`` suffix, one
+``class xc yc w h`` row per object, normalised to the image. Every problem in them is a ``DataError``
+naming the file and line. Decoded images come from the shared disk cache (``detector.cache``);
+augmentation is ``detector.augment``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from detector.augment import AugmentConfig, augment_sample, letterbox
+from detector.cache import IMG_EXTENSIONS, ImageCache
+from detector.errors import DataError
+from detector.hyp import DEFAULT_HYP
+
+LOGGER = logging.getLogger(__name__)
+TOLERANCE = 1e-6  # label coordinates may overshoot [0, 1] by rounding this much
+
+
+@dataclass
+class DataConfig:
+    """A resolved data YAML: the image files of each split and the class names."""
+
+    yaml_path: Path
+    root: Path
+    train: list[Path]
+    val: list[Path]
+    names: list[str]
+    nc: int
+
+
+# -- the data YAML --------------------------------------------------------------------------------------
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """Read a data YAML and list its images; ``DataError`` naming the file and key on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data YAML not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping with keys path, train, val, names")
+    root = path.resolve().parent
+    if data.get("path"):
+        root = Path(str(data["path"])).expanduser()
+        root = root if root.is_absolute() else (path.resolve().parent / root)
+        if not root.is_dir():
+            raise DataError(f"{path}: key 'path': folder not found: {root}")
+    names = _names(path, data)
+    splits = {}
+    for key in ("train", "val"):
+        if not data.get(key):
+            raise DataError(f"{path}: missing key '{key}'")
+        splits[key] = _list_images(path, key, data[key], root)
+    return DataConfig(yaml_path=path, root=root, train=splits["train"], val=splits["val"], names=names,
+                      nc=len(names))
+
+
+def _names(path: Path, data: dict[str, Any]) -> list[str]:
+    names = data.get("names")
+    nc = data.get("nc")
+    if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
+        raise DataError(f"{path}: key 'nc' must be a positive integer, got {nc!r}")
+    if names is None:
+        if nc is None:
+            raise DataError(f"{path}: missing key 'names'")
+        return [f"class{i}" for i in range(nc)]
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise DataError(f"{path}: key 'names': dict keys must be 0..{len(names) - 1}, "
+                            f"got {sorted(names, key=str)}")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{path}: key 'names' must be a non-empty list or a dict {{index: name}}")
+    if nc is not None and nc != len(names):
+        raise DataError(f"{path}: key 'nc' is {nc} but 'names' has {len(names)} entries")
+    return [str(n) for n in names]
+
+
+def _list_images(yaml_path: Path, key: str, value: Any, root: Path) -> list[Path]:
+    sources = value if isinstance(value, list) else [value]
+    files: list[Path] = []
+    for src in sources:
+        if not isinstance(src, (str, Path)):
+            raise DataError(f"{yaml_path}: key '{key}': expected a path or a list of paths, got {src!r}")
+        p = Path(src).expanduser()
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS and f.is_file())
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            files += _read_list(p, root)
+        elif p.is_file() and p.suffix.lower() in IMG_EXTENSIONS:
+            files.append(p)
+        else:
+            raise DataError(f"{yaml_path}: key '{key}': folder or file not found: {p}")
+    if not files:
+        raise DataError(f"{yaml_path}: key '{key}': no images found in {', '.join(map(str, sources))} "
+                        f"(extensions: {', '.join(sorted(IMG_EXTENSIONS))})")
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    return unique
+
+
+def _read_list(txt: Path, root: Path) -> list[Path]:
+    # A .txt listing one image path a line; relative lines are taken from the data set root.
+    out = []
+    for lineno, line in enumerate(txt.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise DataError(f"{txt}:{lineno}: image not found: {p}")
+        if p.suffix.lower() in IMG_EXTENSIONS:
+            out.append(p)
+    return out
+
+
+# -- labels ---------------------------------------------------------------------------------------------
+
+def img2label_path(img: Path) -> Path:
+    """``.../images/a/x.jpg`` -> ``.../labels/a/x.txt`` (the last ``images`` folder); beside it if none."""
+    parts = list(Path(img).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def read_labels(path: Path, nc: int) -> np.ndarray:
+    """Parse a YOLO label file into float32 ``(n, 5)`` ``[cls, xc, yc, w, h]``; a missing file is empty.
+
+    Rows with an odd number of columns above 5 are polygons (``cls x1 y1 x2 y2 ...``, the segmentation
+    format) and become their enclosing box. Any other problem raises ``DataError("file:line: ...")``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return np.zeros((0, 5), np.float32)
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        cols = line.split()
+        if not cols:
+            continue
+        where = f"{path}:{lineno}"
+        if len(cols) != 5 and (len(cols) < 7 or len(cols) % 2 == 0):
+            raise DataError(f"{where}: expected 5 columns 'class xc yc w h', got {len(cols)}")
+        try:
+            vals = [float(c) for c in cols]
+        except ValueError:
+            bad = next(c for c in cols if not _is_float(c))
+            raise DataError(f"{where}: non-numeric value '{bad}'") from None
+        if not all(math.isfinite(v) for v in vals):
+            raise DataError(f"{where}: non-finite value in '{line.strip()}'")
+        cls = vals[0]
+        if cls != int(cls):
+            raise DataError(f"{where}: class {cols[0]} is not an integer")
+        if not 0 <= cls < nc:
+            raise DataError(f"{where}: class {int(cls)} out of range 0..{nc - 1}")
+        coords = vals[1:]
+        if len(cols) == 5 and (coords[2] <= 0 or coords[3] <= 0):
+            raise DataError(f"{where}: box width and height must be positive, got {cols[3]} {cols[4]}")
+        if min(coords) < -TOLERANCE or max(coords) > 1 + TOLERANCE:
+            raise DataError(f"{where}: coordinates must be normalised to [0, 1], got {' '.join(cols[1:])}")
+        if len(cols) > 5:
+            xs, ys = coords[0::2], coords[1::2]
+            coords = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+            if coords[2] <= 0 or coords[3] <= 0:
+                raise DataError(f"{where}: polygon encloses no area")
+        rows.append([cls, *coords])
+    labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
+    labels[:, 1:] = labels[:, 1:].clip(0, 1)
+    unique = np.unique(labels, axis=0)
+    if len(unique) < len(labels):
+        LOGGER.warning("%s: %d duplicate label rows removed", path, len(labels) - len(unique))
+        _, first = np.unique(labels, axis=0, return_index=True)
+        labels = labels[np.sort(first)]
+    return labels
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- the Dataset ----------------------------------------------------------------------------------------
+
+class YoloDataset(Dataset):
+    """Images and labels of one split, as square ``imgsz`` samples.
+
+    Without ``augment`` a sample is the letterboxed image (grey 114 padding). With ``augment`` it is
+    built by ``detector.augment.augment_sample`` from the hyps, with a random generator seeded by
+    ``(seed, epoch, index)``: reproducible, different every epoch. ``set_epoch`` reaches DataLoader
+    workers, persistent ones included, through a shared-memory tensor.
+    """
+
+    def __init__(self, files: Sequence[Path], nc: int, imgsz: int, hyp: dict[str, float] | None = None,
+                 augment: bool = False, cache_dir: Path | None = None, seed: int = 0):
+        if not files:
+            raise DataError("no images given to the data set")
+        self.nc, self.imgsz, self.augment, self.seed = int(nc), int(imgsz), bool(augment), int(seed)
+        self.aug = AugmentConfig.from_hyp({**DEFAULT_HYP, **(hyp or {})})
+        # Labels first: a label error should stop the run before minutes of decoding.
+        all_labels = [read_labels(img2label_path(Path(f)), self.nc) for f in files]
+        self.cache = ImageCache(files, self.imgsz, cache_dir)
+        slots = np.array([self.cache.index_of(f) for f in files], dtype=np.int64)
+        ok = self.cache.ok[slots]
+        bad = [str(f) for f, good in zip(files, ok) if not good]
+        self.skipped = len(bad)
+        if bad:
+            LOGGER.warning("%d unreadable image(s) skipped, e.g. %s", len(bad), ", ".join(bad[:3]))
+        if not ok.any():
+            raise DataError(f"none of the {len(files)} images could be read, e.g. {bad[0]}")
+        self.files = [Path(f) for f, good in zip(files, ok) if good]
+        self.labels: list[np.ndarray] = [lab for lab, good in zip(all_labels, ok) if good]
+        self._slots = slots[ok]
+        self.shapes = self.cache.orig_wh[self._slots].copy()  # (N, 2) original (w, h)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch that seeds augmentation (seen by every worker from the next iteration on)."""
+        self._epoch[0] = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, int(index)))
+
+    def load_image(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index`` resized to long side ``imgsz`` (read-only) and labels [cls, x1, y1, x2, y2] px."""
+        img = self.cache.image(int(self._slots[index]))
+        h, w = img.shape[:2]
+        lab = self.labels[index]
+        out = np.empty((len(lab), 5), np.float32)
+        out[:, 0] = lab[:, 0]
+        out[:, 1] = (lab[:, 1] - lab[:, 3] / 2) * w
+        out[:, 2] = (lab[:, 2] - lab[:, 4] / 2) * h
+        out[:, 3] = (lab[:, 1] + lab[:, 3] / 2) * w
+        out[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h
+        return img, out
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        s = self.imgsz
+        if self.augment:
+            img, lab = augment_sample(self.load_image, index, len(self), s, self.aug, self.rng(index))
+        else:
+            img, lab = self.load_image(index)
+            img, r, (left, top) = letterbox(img, s)
+            lab[:, 1:5] = lab[:, 1:5] * r + (left, top, left, top)
+        targets = torch.zeros((len(lab), 6), dtype=torch.float32)
+        if len(lab):
+            xyxy = lab[:, 1:5]
+            targets[:, 1] = torch.from_numpy(lab[:, 0])
+            targets[:, 2] = torch.from_numpy((xyxy[:, 0] + xyxy[:, 2]) / 2 / s)
+            targets[:, 3] = torch.from_numpy((xyxy[:, 1] + xyxy[:, 3]) / 2 / s)
+            targets[:, 4] = torch.from_numpy((xyxy[:, 2] - xyxy[:, 0]) / s)
+            targets[:, 5] = torch.from_numpy((xyxy[:, 3] - xyxy[:, 1]) / s)
+        chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return chw, targets, str(self.files[index])
+
+    @staticmethod
+    def collate_fn(batch: list[tuple[torch.Tensor, torch.Tensor, str]]
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Stack images; concatenate targets with column 0 set to the image's index in the batch."""
+        imgs, targets, paths = zip(*batch)
+        for i, t in enumerate(targets):
+            t[:, 0] = i
+        return torch.stack(imgs, 0), torch.cat(targets, 0), list(paths)
+
+
+# -- the DataLoader -------------------------------------------------------------------------------------
+
+def _seed_worker(worker_id: int) -> None:
+    # Samples are seeded per index; this only tames any stray global randomness in workers.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_dataloader(dataset: Dataset, batch: int, workers: int, shuffle: bool, seed: int = 0,
+                     distributed: bool = False) -> tuple[DataLoader, Sampler | None]:
+    """A DataLoader with ``collate_fn``, seeded shuffling and workers, and a ``DistributedSampler``
+    (rank and world size from ``torch.distributed``) when ``distributed``. ``batch`` is per process."""
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    workers = max(0, min(int(workers), os.cpu_count() or 1))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
+                        num_workers=workers, pin_memory=torch.cuda.is_available(),
+                        collate_fn=YoloDataset.collate_fn, worker_init_fn=_seed_worker, generator=generator,
+                        persistent_workers=workers > 0)
+    return loader, sampler
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader's data set (augmentation seed) and distributed sampler (shuffle) the epoch.
+
+    Call before iterating the loader for that epoch.
+    """
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
