@@ -1,0 +1,145 @@
+"""Tests of evolve/config.py: validation naming flags, round trips through the checkpoint, resume merging."""
+from __future__ import annotations
+
+import pytest
+
+from evolve.config import (
+    FLAGS,
+    EvolveConfig,
+    get_setting,
+    resumed_config,
+    surrogate_options,
+    trial_train_config,
+)
+from evolve.errors import ConfigError
+from evolve.ga import GAConfig
+from evolve.runner import RayConfig
+
+
+def make(**ga) -> EvolveConfig:
+    return EvolveConfig(ga=GAConfig(population=6, generations=3, **ga),
+                        train=trial_train_config(epochs=2, extra={"surrogate": surrogate_options()}),
+                        trainer="surrogate")
+
+
+def test_defaults_are_those_of_an_evolution():
+    cfg = EvolveConfig()
+    cfg.validate()
+    assert (cfg.ga.population, cfg.ga.generations, cfg.seed) == (50, 300, 0)
+    assert (cfg.project, cfg.name, cfg.trainer) == ("runs/evolve", "exp", "detector")
+    # Trials neither draw progress bars nor save weights unless asked.
+    assert cfg.train.progress is False and cfg.train.save_weights is False
+    assert surrogate_options() == {"landscape": "smooth", "noise": 0.0, "seconds": 0.0, "seconds_spread": 0.0,
+                                   "failure_rate": 0.0}
+
+
+@pytest.mark.parametrize("path, value, flag", [
+    ("ga.population", 1, "--population"),
+    ("ga.generations", 0, "--generations"),
+    ("ga.elite", (2, 6), "--elite"),
+    ("ga.tournament", (0, 2), "--tournament"),
+    ("ga.crossover_rate", (1.5, 0.5), "--crossover-rate"),
+    ("ga.mutation_rate", (0.5, -0.1), "--mutation-rate"),
+    ("ga.mutation_sigma", 0.0, "--mutation-sigma"),
+    ("ga.crossover", "two_point", "--crossover"),
+    ("ray.cpus_per_trial", -1.0, "--cpus-per-trial"),
+    ("ray.max_concurrent", 0, "--max-concurrent"),
+    ("train.epochs", 0, "--epochs"),
+    ("trainer", " ", "--trainer"),
+    ("train.extra.surrogate.landscape", "flat", "--surrogate-landscape"),
+    ("train.extra.surrogate.failure_rate", 1.5, "--surrogate-failure-rate"),
+    ("train.extra.surrogate.seconds_spread", 2.0, "--surrogate-spread"),
+    ("train.extra.surrogate.seconds", -1.0, "--surrogate-seconds"),
+    ("train.extra.surrogate.noise", float("nan"), "--surrogate-noise"),
+])
+def test_validate_names_the_flag(path, value, flag):
+    cfg = make()
+    *parents, last = path.split(".")
+    holder = cfg
+    for part in parents:
+        holder = holder[part] if isinstance(holder, dict) else getattr(holder, part)
+    if isinstance(holder, dict):
+        holder[last] = value
+    else:
+        setattr(holder, last, value)
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert flag in str(err.value) and "\n" not in str(err.value)
+
+
+def test_num_cpus_with_an_address_is_refused():
+    cfg = make()
+    cfg.ray.address, cfg.ray.num_cpus = "auto", 4
+    with pytest.raises(ConfigError, match="--num-cpus"):
+        cfg.validate()
+
+
+def test_round_trip_through_a_plain_dict():
+    cfg = make(elite=(1, 3), seed=7)
+    cfg.explicit = frozenset({"--seed", "--elite"})
+    cfg.ray = RayConfig(address="auto", max_concurrent=3)
+    data = cfg.to_dict()
+    assert data["ga"]["elite"] == (1, 3) and data["explicit"] == ["--elite", "--seed"]
+    back = EvolveConfig.from_dict(data)
+    assert back == cfg
+
+
+def test_from_dict_of_another_version_is_a_config_error():
+    data = make().to_dict()
+    data["ga"]["crossover_points"] = 2
+    with pytest.raises(ConfigError, match=r"^ckpt\.pkl: saved configuration does not match"):
+        EvolveConfig.from_dict(data, source="ckpt.pkl")
+    data = make().to_dict()
+    del data["train"]
+    with pytest.raises(ConfigError, match="ckpt.pkl"):
+        EvolveConfig.from_dict(data, source="ckpt.pkl")
+
+
+def test_result_settings_leave_out_execution_and_folders():
+    a, b = make(), make()
+    b.ray = RayConfig(address="auto", cpus_per_trial=2.0)
+    b.train.device, b.train.workers = "cpu", 0
+    b.project, b.name, b.exist_ok, b.resume = "elsewhere", "x", True, "runs/evolve/exp"
+    assert a.result_settings() == b.result_settings()
+    b.train.epochs = 3
+    assert a.result_settings() != b.result_settings()
+
+
+def test_resume_keeps_saved_settings_except_generations_and_execution():
+    saved = make()
+    new = make()
+    new.ga = GAConfig(population=8, generations=5, seed=3)
+    new.ray = RayConfig(address="auto")
+    new.train.device = "cpu"
+    new.train.epochs = 9
+    new.resume = "runs/evolve/exp"
+    new.explicit = frozenset({"--population", "--generations", "--address", "--device", "--epochs"})
+    merged, notes = resumed_config(saved, new)
+    assert merged.ga.population == 6 and merged.ga.generations == 5 and merged.seed == 0
+    assert merged.train.epochs == 2
+    assert merged.ray.address == "auto" and merged.train.device == "cpu"
+    assert merged.resume == "runs/evolve/exp"
+    # The seed differs too but was not typed, so only the typed conflicts are reported.
+    assert notes == ["--population 8 ignored: the resumed run keeps 6",
+                     "--epochs 9 ignored: the resumed run keeps 2"]
+    assert saved.ga.generations == 3  # the saved config itself is left alone
+
+
+def test_resume_without_generations_flag_keeps_the_saved_count():
+    saved = make()
+    new = make()
+    new.ga = GAConfig(generations=300)
+    merged, notes = resumed_config(saved, new)
+    assert merged.ga.generations == 3 and notes == []
+
+
+def test_every_flag_path_names_a_real_setting():
+    cfg = make()
+    for path in FLAGS:
+        value = cfg
+        for part in path.split("."):
+            assert (part in value) if isinstance(value, dict) else hasattr(value, part), path
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        assert get_setting(cfg, path) == value
+    assert get_setting(cfg, "ga.elite") == (2, 5)
+    assert get_setting(cfg, "train.extra.surrogate.landscape") == "smooth"

@@ -1,0 +1,217 @@
+"""Tests of orchestrate.py: flags, --help, and every kind of bad input (exit 2, one line, nothing touched).
+
+None of these starts Ray: all input is validated before a run folder or a trial exists. The runs that
+need Ray (full runs, SIGKILL and Ctrl-C resumes) are in tests/evolve/test_driver.py.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import orchestrate
+from detector.hyp import DEFAULT_HYP_PATH, DEFAULT_META_PATH
+from detector.results import Metrics
+from evolve.driver import checkpoint_state, prepare
+from evolve.ga import GeneticAlgorithm
+from evolve.records import RunRecords, TrialRecord
+from evolve.rundir import save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--trainer", "surrogate", "--generations", "3", "--population", "6", "--epochs", "1"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        orchestrate.main(argv)
+    return exc.value.code, capsys.readouterr().err
+
+
+def make_run(project: Path, extra: list[str] = (), name: str = "exp") -> Path:
+    """A run folder as a driver leaves it after one trial of generation 0 (built without Ray)."""
+    parser = orchestrate.build_parser()
+    args = parser.parse_args([*FAST, "--project", str(project), *extra])
+    plan = prepare(orchestrate.build_config(args))
+    run_dir = project / name
+    run_dir.mkdir(parents=True)
+    ga = GeneticAlgorithm(plan.cfg.ga, len(plan.space))
+    population = ga.initial_population([plan.space.encode(plan.space.base)])
+    save_checkpoint(run_dir, checkpoint_state(plan, 0, population, ga.get_state()))
+    records = RunRecords(run_dir)
+    records.append(TrialRecord(0, 0, "g000i000", plan.space.decode(population[0]),
+                               Metrics(map50=0.5, map50_95=0.3).with_fitness()))
+    records.write_population(0, [plan.space.decode(g) for g in population])
+    return run_dir
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    make_run(tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def write_meta(path: Path, edit) -> Path:
+    meta = yaml.safe_load(DEFAULT_META_PATH.read_text())
+    edit(meta)
+    path.write_text(yaml.safe_dump(meta))
+    return path
+
+
+def write_hyp(path: Path, **changes) -> Path:
+    hyp = yaml.safe_load(DEFAULT_HYP_PATH.read_text())
+    hyp.update(changes)
+    path.write_text(yaml.safe_dump(hyp))
+    return path
+
+
+def bad_cases(tmp: Path, project: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (extra flags, fragments the one-line error must contain)."""
+    meta_unknown = write_meta(tmp / "m1.yaml", lambda m: m.update(foo={"evolve": True, "low": 0, "high": 1}))
+    meta_order = write_meta(tmp / "m2.yaml", lambda m: m["lr0"].update(low=0.1, high=0.01))
+    meta_log = write_meta(tmp / "m3.yaml", lambda m: m["lr0"].update(low=0.0))
+    meta_missing = write_meta(tmp / "m4.yaml", lambda m: m.pop("mixup"))
+    hyp_outside = write_hyp(tmp / "h1.yaml", lr0=0.5)
+    hyp_unknown = write_hyp(tmp / "h2.yaml", foo=1.0)
+    seeds = tmp / "seeds"
+    seeds.mkdir()
+    (seeds / "a.yaml").write_text("lr0: [1, 2]\n")
+    population = tmp / "pop.yaml"
+    population.write_text("gen0number0: {lr0: 0.01}\ngen0number1: 3\n")
+    corrupt = project / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.pkl").write_bytes(b"\x80\x05not a pickle")
+    empty = project / "empty"
+    empty.mkdir()
+    badcsv = make_run(project, name="badcsv")
+    (badcsv / "evolve.csv").write_text("gen,ind\n0,0\n")
+    run = str(project / "exp")
+    return {
+        "meta unknown key": (["--meta", str(meta_unknown)], [str(meta_unknown), "'foo'"]),
+        "meta low >= high": (["--meta", str(meta_order)], [str(meta_order), "'lr0'", "low"]),
+        "meta log low <= 0": (["--meta", str(meta_log)], [str(meta_log), "'lr0'", "log"]),
+        "meta missing key": (["--meta", str(meta_missing)], [str(meta_missing), "'mixup'"]),
+        "base outside bounds": (["--hyp", str(hyp_outside)], [str(hyp_outside), "'lr0'", "outside"]),
+        "unknown hyp key": (["--hyp", str(hyp_unknown)], [str(hyp_unknown), "'foo'"]),
+        "bad population dir file": (["--population-dir", str(seeds)], [str(seeds / "a.yaml"), "'lr0'"]),
+        "bad population file": (["--resume", str(population)], [str(population), "gen0number1"]),
+        "missing resume target": (["--resume", str(tmp / "nope")], ["--resume", str(tmp / "nope")]),
+        "corrupt checkpoint": (["--resume", str(corrupt)], [str(corrupt / "checkpoint.pkl"), "corrupt"]),
+        "folder without checkpoint": (["--resume", str(empty)], [str(empty / "checkpoint.pkl"), "not found"]),
+        "corrupt evolve.csv": (["--resume", str(badcsv)], [str(badcsv / "evolve.csv"), "header"]),
+        "bad trainer spec": (["--trainer", "no_such_pkg.mod:fn"], ["--trainer", "no_such_pkg"]),
+        "trainer not callable": (["--trainer", "os:sep"], ["--trainer", "not callable"]),
+        "missing data YAML": (["--data", str(tmp / "missing.yaml")], ["--data", "missing.yaml", "not found"]),
+        "existing run without resume": (["--exist-ok"], [run, "evolve.csv", "--resume"]),
+        "bad schedule flag": (["--elite", "2,x"], ["--elite", "START,END"]),
+        "population too small": (["--population", "1"], ["--population"]),
+        "elite not below population": (["--elite", "1,6"], ["--elite"]),
+        "bad image size": (["--imgsz", "100"], ["--imgsz", "multiple of 32"]),
+        "num-cpus with address": (["--address", "auto", "--num-cpus", "2"], ["--num-cpus"]),
+    }
+
+
+CASES = ["meta unknown key", "meta low >= high", "meta log low <= 0", "meta missing key",
+         "base outside bounds", "unknown hyp key", "bad population dir file", "bad population file",
+         "missing resume target", "corrupt checkpoint", "folder without checkpoint", "corrupt evolve.csv",
+         "bad trainer spec", "trainer not callable", "missing data YAML", "existing run without resume",
+         "bad schedule flag", "population too small", "elite not below population", "bad image size",
+         "num-cpus with address"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, tmp_path, project, capsys):
+    flags, fragments = bad_cases(tmp_path, project)[case]
+    before = snapshot(project)
+    code, err = cli([*FAST, "--project", str(project), *flags], capsys)
+    assert code == 2
+    assert err.startswith("orchestrate.py: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert snapshot(project) == before
+    assert sorted(p.name for p in project.iterdir()) == ["badcsv", "corrupt", "empty", "exp"]
+
+
+def test_resume_of_a_folder_in_use_is_refused(project, capsys):
+    run = project / "exp"
+    (run / ".lock").write_text(f"pid={os.getpid()}\nhost={socket.gethostname()}\n")
+    before = snapshot(project)
+    code, err = cli(["--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "in use" in err and str(run) in err
+    assert snapshot(project) == before
+
+
+def test_resume_refuses_a_changed_search_space(tmp_path, capsys):
+    meta = write_meta(tmp_path / "meta.yaml", lambda m: None)
+    run = make_run(tmp_path / "runs", ["--meta", str(meta)])
+    write_meta(meta, lambda m: m["lr0"].update(high=0.05))
+    before = snapshot(run)
+    code, err = cli(["--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "checkpoint.pkl" in err and "changed since the run started" in err
+    assert snapshot(run) == before
+
+
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
+    meta = write_meta(tmp_path / "meta.yaml", lambda m: m.update(bogus={"evolve": True, "low": 0, "high": 1}))
+    proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), *FAST, "--meta", str(meta),
+                           "--project", str(tmp_path / "runs")],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"orchestrate.py: error: {meta}: unknown hyperparameter key 'bogus'"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_lists_every_flag_with_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        orchestrate.main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    flags = ["--generations", "--population", "--data", "--hyp", "--meta", "--model", "--epochs", "--imgsz",
+             "--batch", "--trainer", "--population-dir", "--resume", "--seed", "--project", "--name",
+             "--exist-ok", "--address", "--cpus-per-trial", "--gpus-per-trial", "--max-concurrent",
+             "--crossover", "--mutation", "--mutation-sigma", "--init", "--elite", "--tournament",
+             "--crossover-rate", "--mutation-rate", "--workers", "--device", "--max-images", "--num-cpus",
+             "--num-gpus", "--surrogate-landscape", "--surrogate-seconds", "--surrogate-spread",
+             "--surrogate-failure-rate", "--surrogate-noise", "--verbose"]
+    for flag in flags:
+        assert flag in out, flag
+    flat = " ".join(out.split())
+    for default in ("individuals per generation (default: 50)", "(default: 300)", "(default: runs/evolve)",
+                    "(default: 2,5)", "(default: 10,2)", "(default: 1.0,0.5)", "(default: 0.5,0.01)"):
+        assert default in flat, default
+
+
+def test_flags_build_the_config_and_remember_what_was_typed():
+    parser = orchestrate.build_parser()
+    argv = ["--generations", "5", "--elite", "3", "--tournament", "4,2", "--mutation-rate", "0.3,0.02",
+            "--address", "auto", "--trainer", "surrogate", "--surrogate-failure-rate", "0.2", "--seed", "9",
+            "--epochs", "2", "--data", "d.yaml"]
+    args = parser.parse_args(argv)
+    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    assert (cfg.ga.generations, cfg.ga.population, cfg.ga.elite, cfg.ga.tournament) == (5, 50, (3, 3), (4, 2))
+    assert cfg.ga.mutation_rate == (0.3, 0.02) and cfg.seed == 9 and cfg.train.seed == 9
+    assert cfg.ray.address == "auto" and cfg.ray.cpus_per_trial == 1.0
+    assert cfg.train.epochs == 2 and cfg.train.data == "d.yaml" and cfg.train.progress is False
+    assert cfg.train.extra["surrogate"]["failure_rate"] == 0.2
+    assert cfg.explicit == {"--generations", "--elite", "--tournament", "--mutation-rate", "--address",
+                            "--trainer", "--surrogate-failure-rate", "--seed", "--epochs", "--data"}
+
+
+def test_checkpoint_written_for_tests_is_loadable(project):
+    # The fixture's run folder must look like a driver's, or the cases above would test the wrong thing.
+    state = pickle.loads((project / "exp" / "checkpoint.pkl").read_bytes())
+    assert state["generation"] == 0 and len(state["population"]) == 6
+    plan = prepare(orchestrate.build_config(orchestrate.build_parser().parse_args(
+        ["--resume", str(project / "exp")])))
+    assert plan.run_dir == project / "exp" and plan.cfg.ga.population == 6 and plan.cfg.trainer == "surrogate"
