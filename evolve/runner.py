@@ -1,0 +1,430 @@
+"""Execution of evolution trials on Ray Tune: one Tune trial per hyp, jobs pulled from a ``JobSource``.
+
+The driver hands a ``TrialRunner`` a ``JobSource``; the runner runs a single ``tune.Tuner`` whose search
+algorithm pulls ``TrialJob``s from the source as resources free up, and tells the source about each
+trial the moment it ends (``on_result``, in the driver process), so records are written per trial and
+an asynchronous GA can breed the next child at once. The trial itself is ``evolve.trainable.run_trial``.
+
+Statuses: the trainable always ends with a report flagged ``final``, so a trial without one was ended by
+a scheduler (``stopped``, with the metrics it reached); a trial whose worker was lost is retried by
+Tune's ``FailureConfig`` and recorded ``failed`` only once the retries are spent.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Protocol, Union
+
+from detector.config import TrainConfig
+from detector.results import Metrics
+from evolve.errors import ConfigError
+from evolve.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result, run_trial
+from evolve.trainers import BUILTIN_TRAINERS, resolve_trainer
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_FAILURES = 2  # retries of a trial lost with its worker (actor died, node lost)
+
+# Set only while Tune runs: Ray's own console output is replaced by the driver's progress, per-trial
+# JSON/CSV/TensorBoard loggers duplicate evolve.csv, and workers keep the driver's working directory
+# so that relative paths in the TrainConfig mean the same thing in a trial as on the command line.
+TUNE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+}
+# Tune logs a full traceback for every lost worker and a "did not complete" error for every failed
+# trial; the runner logs one line for each instead (the tracebacks stay in Tune's trial folders).
+QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+
+
+@dataclass
+class RayConfig:
+    """Where and how trials run. ``address`` None starts an embedded local Ray sized to the machine."""
+
+    address: Optional[str] = None  # None: embedded local Ray; "auto" or "host:port": join a cluster
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: Optional[int] = None  # default: as many trials as the cluster's resources allow
+    num_cpus: Optional[int] = None  # embedded Ray only
+    num_gpus: Optional[int] = None  # embedded Ray only; may declare logical GPUs on a CPU machine
+    storage: Optional[str] = None  # Ray Tune storage path; default <run_dir>/ray
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, value: Any, why: str) -> ConfigError:
+            return ConfigError(f"--{flag} {value!r}: {why}")
+
+        for flag, value in (("cpus-per-trial", self.cpus_per_trial), ("gpus-per-trial", self.gpus_per_trial)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or value < 0:
+                raise bad(flag, value, "must be a number >= 0")
+        if self.cpus_per_trial == 0 and self.gpus_per_trial == 0:
+            raise bad("cpus-per-trial", self.cpus_per_trial, "a trial needs some CPU or GPU (both are 0)")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise bad("gpus-per-trial", self.gpus_per_trial, "above 1 it must be a whole number of GPUs")
+        for flag, value, low in (("max-concurrent", self.max_concurrent, 1), ("num-cpus", self.num_cpus, 1),
+                                 ("num-gpus", self.num_gpus, 0)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise bad(flag, value, f"must be a whole number >= {low}")
+        if self.address is not None:
+            _parse_address(self.address)
+            if self.num_cpus is not None or self.num_gpus is not None:
+                raise bad("address", self.address, "--num-cpus/--num-gpus size an embedded Ray only; "
+                          "a cluster's resources are set with 'ray start'")
+
+
+def _parse_address(address: Any) -> Optional[tuple[str, int]]:
+    """(host, port) of a ``host:port`` address, None for ``auto``; ConfigError for anything else."""
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(f"--address {address!r}: expected 'auto' or 'host:port'")
+    address = address.strip()
+    if address == "auto":
+        return None
+    if "://" in address:
+        # Under Ray Client, Tune runs its loop on the cluster and results would not reach this driver.
+        raise ConfigError(f"--address {address!r}: Ray Client addresses are not supported; run the driver "
+                          f"on a cluster node with --address auto or the head's host:port")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address!r}: expected 'auto' or 'host:port'")
+    return host, int(port)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConfigError unless something listens at a ``host:port`` address (Ray itself retries for minutes)."""
+    target = _parse_address(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address!r}: no Ray cluster answers there ({exc}); start one with "
+                          f"'ray start --head' or use --address auto on a cluster node") from exc
+
+
+@dataclass
+class TrialJob:
+    """One hyp to train: identified in the records by generation and individual."""
+
+    trial_id: str
+    generation: int
+    individual: int
+    hyp: dict[str, float]
+
+
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT: Any = _Wait()  # a JobSource has nothing to start until another running trial ends
+
+
+class JobSource(Protocol):
+    """What a TrialRunner pulls jobs from and reports results to (the GA's side of execution).
+
+    A source may also define ``on_epoch(job, epoch, metrics)`` to receive per-epoch reports.
+    """
+
+    def next_job(self) -> Union[TrialJob, None, Any]:  # TrialJob, None (no more ever) or WAIT
+        ...
+
+    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
+        ...
+
+
+@dataclass
+class _RunState:
+    """What the searcher, the callback and the stopper share during one ``run``."""
+
+    source: Any
+    jobs: dict[str, TrialJob] = field(default_factory=dict)  # Tune trial id -> job, while running
+    exhausted: bool = False
+    error: Optional[BaseException] = None
+    finished: int = 0
+
+
+def _tune_classes():
+    # Ray Tune is imported only when trials run: importing evolve must stay cheap and side-effect free.
+    from ray import tune
+    from ray.tune.search import Searcher
+    from ray.tune.stopper import Stopper
+
+    class JobSearcher(Searcher):
+        """Suggests the source's next job as a trial config (None while the source says WAIT)."""
+
+        def __init__(self, state: _RunState):
+            super().__init__()
+            self.state = state
+
+        def suggest(self, trial_id: str):
+            state = self.state
+            if state.error is not None or state.exhausted:
+                return Searcher.FINISHED
+            try:
+                job = state.source.next_job()
+                if job is WAIT:
+                    if not state.jobs:
+                        raise RuntimeError("JobSource.next_job returned WAIT while no trial is running; "
+                                           "nothing could ever end the wait")
+                    return None
+                if job is None:
+                    state.exhausted = True
+                    return Searcher.FINISHED
+                if not isinstance(job, TrialJob):
+                    raise TypeError(f"JobSource.next_job returned {type(job).__name__}, expected TrialJob")
+            except Exception as exc:  # surfaces from run() once Tune has stopped the running trials
+                state.error = exc
+                return Searcher.FINISHED
+            state.jobs[trial_id] = job
+            return {"trial_id": job.trial_id, "generation": int(job.generation),
+                    "individual": int(job.individual), "hyp": dict(job.hyp)}
+
+        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+            pass  # the callback records results: it also sees the error of a lost trial
+
+        def save(self, checkpoint_path: str) -> None:
+            pass  # the evolution keeps its own checkpoint; Tune's experiment restore is not used
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    class ResultRelay(tune.Callback):
+        """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
+
+        def __init__(self, state: _RunState):
+            self.state = state
+
+        def _deliver(self, trial: Any, metrics: Metrics) -> None:
+            job = self.state.jobs.pop(trial.trial_id, None)
+            if job is None or self.state.error is not None:
+                return
+            self.state.finished += 1
+            try:
+                self.state.source.on_result(job, metrics)
+            except Exception as exc:
+                self.state.error = exc
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+            on_epoch = getattr(self.state.source, "on_epoch", None)
+            job = self.state.jobs.get(trial.trial_id)
+            if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
+                return
+            try:
+                on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
+            except Exception as exc:
+                self.state.error = exc
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            result = trial.last_result or {}
+            if result.get(FINAL_KEY):
+                metrics = metrics_from_result(result)
+                if result.get(ERROR_KEY):
+                    LOGGER.warning("trial %s failed: %s", trial.config.get("trial_id"), result[ERROR_KEY])
+            else:  # ended by a scheduler before its final report: keep what it reached
+                metrics = metrics_from_result(result, status="stopped")
+            self._deliver(trial, metrics)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
+            LOGGER.warning("trial %s lost its worker on attempt %d of %d; retrying: %s",
+                           trial.config.get("trial_id"), trial.run_metadata.num_failures, MAX_FAILURES + 1,
+                           _error_line(trial))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
+                           trial.config.get("trial_id"), MAX_FAILURES + 1, _error_line(trial))
+            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
+            self._deliver(trial, Metrics(status="failed", epochs=epochs))
+
+    class StopOnError(Stopper):
+        """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
+
+        def __init__(self, state: _RunState):
+            self.state = state
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.state.error is not None
+
+    return tune, JobSearcher, ResultRelay, StopOnError
+
+
+def _error_line(trial: Any) -> str:
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:300] if lines else "no message"
+    except Exception:  # the error file is a courtesy; never let it break recording
+        pass
+    return "no message"
+
+
+@contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """TUNE_ENV set and Tune's loggers held at CRITICAL while Tune runs; both restored afterwards."""
+    old_env = {k: os.environ.get(k) for k in TUNE_ENV}
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    old_levels = [lg.level for lg in loggers]
+    os.environ.update(TUNE_ENV)
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for lg, lvl in zip(loggers, old_levels):
+            lg.setLevel(lvl)
+
+
+def _absolute_paths(cfg: TrainConfig) -> dict[str, Any]:
+    """TrainConfig as a dict with relative file paths made absolute against the driver's directory."""
+    d = cfg.to_dict()
+    for key in ("data", "cache_dir", "resume"):
+        value = d.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(value) and Path(value).exists():
+            d[key] = str(Path(value).resolve())
+    return d
+
+
+class TrialRunner:
+    """Runs TrialJobs as Ray Tune trials of ``trainer`` and reports each result to the JobSource."""
+
+    def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: TrainConfig, run_dir: Path,
+                 scheduler: Any = None):
+        """``scheduler``: an optional Ray Tune TrialScheduler (early stopping) acting on ``fitness``."""
+        self.ray_cfg = ray_cfg
+        self.scheduler = scheduler
+        self.trainer = trainer
+        self.train_cfg = train_cfg
+        self.run_dir = Path(run_dir).resolve()
+        self._started_ray = False
+        self._runs = 0
+        self._check_trainer(trainer)
+
+    @staticmethod
+    def _check_trainer(trainer: str) -> None:
+        # The detector is checked without importing it: torch is heavy and only workers need it.
+        if trainer == "detector":
+            import importlib.util
+
+            if importlib.util.find_spec(BUILTIN_TRAINERS["detector"].split(":")[0]) is None:
+                raise ConfigError("--trainer 'detector': module 'detector.train' is not installed")
+            return
+        resolve_trainer(trainer)
+
+    # Ray lifetime -------------------------------------------------------------------------------------
+    def __enter__(self) -> "TrialRunner":
+        self._ensure_ray()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut Ray down if this runner started it (a Ray someone else started is left running)."""
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+
+    def _ensure_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        cfg = self.ray_cfg
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                      logging_level=logging.WARNING)
+        if cfg.address is None:
+            kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        else:
+            _check_reachable(cfg.address)
+            kwargs.update(address=cfg.address.strip())
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise ConfigError(f"--address {cfg.address!r}: cannot connect to a Ray cluster: {exc}") from exc
+        self._started_ray = True
+        LOGGER.info("Ray %s: %s", "joined" if cfg.address else "started locally",
+                    {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+
+    def concurrency(self) -> int:
+        """How many trials run at once: ``max_concurrent`` or what the cluster's CPUs/GPUs allow."""
+        import ray
+
+        if self.ray_cfg.max_concurrent is not None:
+            return self.ray_cfg.max_concurrent
+        res = ray.cluster_resources()
+        fits = []
+        for name, need in (("CPU", self.ray_cfg.cpus_per_trial), ("GPU", self.ray_cfg.gpus_per_trial)):
+            if need > 0:
+                have = float(res.get(name, 0.0))
+                if have + 1e-9 < need:
+                    if self.ray_cfg.address is None:
+                        flag = "--cpus-per-trial" if name == "CPU" else "--gpus-per-trial"
+                        raise ConfigError(f"{flag} {need}: the local Ray has only {have:g} {name}s")
+                    LOGGER.warning("a trial needs %g %s but the cluster has %g now; trials wait for more",
+                                   need, name, have)
+                fits.append(int(have / need + 1e-9))
+        return max(1, min(fits))
+
+    # Running ------------------------------------------------------------------------------------------
+    def run(self, source: JobSource) -> None:
+        """Run the source's jobs as Tune trials until it is exhausted and every trial has ended.
+
+        ``source.on_result`` is called in this process as each trial ends. An exception raised by the
+        source stops the running trials and is re-raised here; Ctrl-C stops them and raises
+        KeyboardInterrupt.
+        """
+        self._ensure_ray()
+        tune, JobSearcher, ResultRelay, StopOnError = _tune_classes()
+        state = _RunState(source=source)
+        limit = self.concurrency()
+        self._runs += 1
+        storage = self.ray_cfg.storage or str(self.run_dir / "ray")
+        if "://" not in storage:  # a local folder; URIs (s3://, gs://) go to Tune as they are
+            storage = str(Path(storage).resolve())
+            Path(storage).mkdir(parents=True, exist_ok=True)
+        static = {"trainer": self.trainer, "train_cfg": _absolute_paths(self.train_cfg),
+                  "run_dir": str(self.run_dir)}
+        resources = {"cpu": self.ray_cfg.cpus_per_trial, "gpu": self.ray_cfg.gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), resources)
+
+        def trial_name(trial: Any) -> str:
+            return str(trial.config.get("trial_id", trial.trial_id))
+
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=JobSearcher(state), scheduler=self.scheduler, num_samples=-1,
+                max_concurrent_trials=limit,
+                # A finished trial's worker (with torch and the trainer imported) takes the next trial.
+                reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{self._runs}", storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES), verbose=0,
+                stop=StopOnError(state), callbacks=[ResultRelay(state)], log_to_file=False),
+        )
+        LOGGER.debug("running trials with %s per trial, at most %d at once", resources, limit)
+        with _quiet_tune():
+            tuner.fit()
+        if state.error is not None:
+            raise state.error
+        if not state.exhausted or state.jobs:
+            # Tune catches Ctrl-C itself, stops the running trials and returns; hand the interrupt on.
+            raise KeyboardInterrupt(f"interrupted with {len(state.jobs)} trial(s) running; they were stopped")
+        LOGGER.debug("%d trials run", state.finished)

@@ -1,0 +1,173 @@
+"""The Ray Tune function trainable that runs one evolution trial inside a Ray worker.
+
+``run_trial(config, static)`` trains one hyp with the configured trainer, forwards every per-epoch report
+to ``ray.tune.report`` and ends with one report flagged ``final: True``. Whatever the trainer does
+(returns Metrics, a mapping, garbage, or raises) the trial ends with such a final report, so the driver
+records it once and Tune never retries it; only a trial lost with its worker reaches Tune's retries.
+
+The trial's files go to ``<run_dir>/trials/<trial_id>/``, including ``trial.log`` with every log record
+emitted in the worker while the trial runs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from detector.config import TrainConfig
+from detector.results import STATUSES, Metrics
+from evolve.trainers import resolve_trainer
+
+LOGGER = logging.getLogger(__name__)
+
+# Result keys reported to Tune on top of the Metrics fields.
+FINAL_KEY = "final"
+EPOCH_KEY = "epoch"
+ERROR_KEY = "error"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def trial_config(cfg: TrainConfig | Mapping[str, Any], run_dir: Path, trial_id: str) -> TrainConfig:
+    """The TrainConfig of one trial: the run's config writing under ``<run_dir>/trials/<trial_id>``.
+
+    Progress bars are turned off because nobody watches a worker's stderr; the log file has the story.
+    """
+    d = dict(cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg)
+    d.update(project=str(Path(run_dir) / "trials"), name=trial_id, exist_ok=True, progress=False)
+    return TrainConfig(**d)
+
+
+def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "") -> dict[str, Any]:
+    """The flat dict reported to Tune for one epoch (or the end) of a trial."""
+    row: dict[str, Any] = {k: v for k, v in metrics.to_dict().items()}
+    for key, value in row.items():
+        # Tune's loggers and schedulers choke on NaN/inf; a diverged run reports 0 like a failed one.
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = 0.0
+    row[EPOCH_KEY] = int(epoch)
+    row[FINAL_KEY] = bool(final)
+    row[ERROR_KEY] = error
+    return row
+
+
+def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = None) -> Metrics:
+    """Rebuild Metrics from a reported result (the driver side of ``result_row``)."""
+    result = result or {}
+    fields = Metrics.__dataclass_fields__
+    kwargs = {k: result[k] for k in fields if k in result and k != "status"}
+    st = status or str(result.get("status", "ok"))
+    m = Metrics(**kwargs, status=st if st in STATUSES else "failed")
+    if m.status in ("failed", "diverged"):
+        m.fitness = 0.0
+    # A per-epoch report (all a stopped trial leaves) may lack these; Tune's own bookkeeping has them.
+    if not m.epochs:
+        m.epochs = int(result.get(EPOCH_KEY, 0) or 0)
+    if not m.seconds:
+        m.seconds = float(result.get("time_total_s", 0.0) or 0.0)
+    return m
+
+
+@contextmanager
+def trial_log(path: Path) -> Iterator[None]:
+    """Send every log record of this worker to ``path`` for the duration of the trial.
+
+    The root logger is opened to INFO so the trainer's progress lands in the file, while the handlers
+    already on it (Ray's stderr, which may be forwarded to the driver's console) are held at WARNING so
+    that per-trial chatter never floods the driver's terminal. Everything is restored afterwards, as the
+    worker process may be reused for the next trial.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    old_level = root.level
+    old_handler_levels = [(h, h.level) for h in root.handlers]
+    for h, level in old_handler_levels:
+        h.setLevel(max(level, logging.WARNING))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(old_level)
+        for h, level in old_handler_levels:
+            h.setLevel(level)
+
+
+def _finish(metrics: Metrics, seconds: float) -> Metrics:
+    if metrics.status in ("failed", "diverged") or not math.isfinite(metrics.fitness):
+        metrics.fitness = 0.0
+    if not metrics.seconds or not math.isfinite(metrics.seconds) or metrics.seconds <= 0:
+        metrics.seconds = seconds
+    return metrics
+
+
+def _release_gpu_memory() -> None:
+    # The worker is reused for the next trial; memory cached by this one (or left by an OOM) must go.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrainConfig,
+            report: Callable[[int, Any], None]) -> tuple[Metrics, str]:
+    """Run the trainer once and turn whatever happens into (Metrics, error message).
+
+    ``report(epoch, metrics)`` is handed to the trainer. An exception from the trainer, or a result that
+    is neither Metrics nor a mapping with the mAPs, gives a ``failed`` Metrics and the reason.
+    """
+    start = time.perf_counter()
+    epochs_seen = [0]
+
+    def _report(epoch: int, metrics: Any) -> None:
+        epochs_seen[0] = int(epoch)
+        report(int(epoch), metrics)
+
+    error = ""
+    try:
+        trainer = resolve_trainer(trainer_spec)
+        out = trainer(dict(hyp), cfg, _report)
+        try:
+            metrics = Metrics.from_any(out)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"trainer '{trainer_spec}' returned an unusable result: {exc}") from exc
+        metrics.epochs = metrics.epochs or epochs_seen[0]
+    except Exception as exc:  # failure is data: the trial is recorded as failed, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+        LOGGER.error("trial failed: %s", error, exc_info=True)
+        metrics = Metrics(status="failed", epochs=epochs_seen[0])
+    finally:
+        _release_gpu_memory()
+    return _finish(metrics, time.perf_counter() - start), error
+
+
+def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
+    """Ray Tune function trainable: ``config`` is one TrialJob, ``static`` what all trials share.
+
+    ``static`` holds ``trainer`` (a trainer spec), ``train_cfg`` (TrainConfig as a dict) and ``run_dir``.
+    """
+    from ray import tune
+
+    trial_id = str(config["trial_id"])
+    run_dir = Path(static["run_dir"])
+    cfg = trial_config(static["train_cfg"], run_dir, trial_id)
+    trial_dir = Path(cfg.project) / cfg.name
+
+    def report(epoch: int, metrics: Any) -> None:
+        tune.report(result_row(Metrics.from_any(metrics), epoch, final=False))
+
+    with trial_log(trial_dir / "trial.log"):
+        LOGGER.info("trial %s (generation %s, individual %s) starts with trainer '%s'", trial_id,
+                    config.get("generation"), config.get("individual"), static["trainer"])
+        metrics, error = execute(static["trainer"], config["hyp"], cfg, report)
+        LOGGER.info("trial %s ends: status %s, fitness %.5f, %.1f s", trial_id, metrics.status,
+                    metrics.fitness, metrics.seconds)
+    tune.report(result_row(metrics, metrics.epochs, final=True, error=error))

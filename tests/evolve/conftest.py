@@ -1,0 +1,65 @@
+"""Fixtures shared by the evolution tests: a private cache folder and one local Ray for the whole session.
+
+``ray_cluster`` (alias ``ray_address``) starts Ray once, in this process, with 2 CPUs, and yields its
+address so that subprocess drivers can join it with ``--address``; TrialRunners created in the tests
+find Ray initialised and reuse it. ``YOLO_EVOLVE_CACHE`` points at a session tmp folder for every test
+and every Ray worker (set before Ray starts, so workers inherit it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+# Test trainers are named ``trainers_for_tests:<function>``; the driver finds them here, and Ray workers
+# through PYTHONPATH (set in ray_cluster before Ray starts its worker processes).
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def evolve_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session-private YOLO_EVOLVE_CACHE, so tests never touch the user's cache."""
+    path = tmp_path_factory.mktemp("yolo-evolve-cache")
+    old = os.environ.get("YOLO_EVOLVE_CACHE")
+    os.environ["YOLO_EVOLVE_CACHE"] = str(path)
+    yield path
+    _set_env("YOLO_EVOLVE_CACHE", old)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(evolve_cache: Path) -> Iterator[str]:
+    """One local Ray (2 CPUs, no dashboard) for the whole test session; yields its address."""
+    import ray
+
+    old_pythonpath = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old_pythonpath) if p)
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        started = True
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        if started:
+            ray.shutdown()
+        _set_env("PYTHONPATH", old_pythonpath)
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster: str) -> str:
+    """Alias of ``ray_cluster``."""
+    return ray_cluster

@@ -1,0 +1,320 @@
+"""Tests of evolve/runner.py: TrialJobs run as Ray Tune trials on the session's local Ray."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trainers_for_tests as tt
+
+from detector.config import TrainConfig
+from detector.hyp import DEFAULT_HYP
+from detector.results import fitness
+from evolve.errors import ConfigError
+from evolve.runner import WAIT, RayConfig, TrialJob, TrialRunner
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_jobs(n: int, generation: int = 0, start: int = 0) -> list[TrialJob]:
+    jobs = []
+    for i in range(start, start + n):
+        hyp = dict(DEFAULT_HYP, lr0=0.001 * (i + 1), momentum=0.6 + 0.05 * i)
+        jobs.append(TrialJob(f"g{generation}i{i}", generation, i, hyp))
+    return jobs
+
+
+class ListSource:
+    """Hands out a fixed list of jobs and keeps every result and per-epoch report."""
+
+    def __init__(self, jobs: list[TrialJob]):
+        self.pending = list(jobs)
+        self.results: dict[str, object] = {}
+        self.epochs: list[tuple[str, int, float]] = []
+
+    def next_job(self):
+        return self.pending.pop(0) if self.pending else None
+
+    def on_result(self, job, metrics):
+        self.results[job.trial_id] = metrics
+
+    def on_epoch(self, job, epoch, metrics):
+        self.epochs.append((job.trial_id, epoch, metrics.fitness))
+
+
+def make_runner(tmp_path: Path, trainer: str, ray_cfg: RayConfig | None = None, epochs: int = 2,
+                scheduler=None, **extra) -> TrialRunner:
+    cfg = TrainConfig(epochs=epochs, extra=extra)
+    return TrialRunner(ray_cfg or RayConfig(), f"trainers_for_tests:{trainer}", cfg, tmp_path / "run",
+                       scheduler=scheduler)
+
+
+def expected_fitness(job: TrialJob) -> float:
+    return fitness(tt.expected_map50(job.hyp), tt.expected_map50_95(job.hyp))
+
+
+def test_six_jobs_reach_on_result_with_their_fitness_and_files(tmp_path):
+    jobs = make_jobs(6)
+    source = ListSource(jobs)
+    with make_runner(tmp_path, "linear") as runner:
+        runner.run(source)
+    assert sorted(source.results) == sorted(j.trial_id for j in jobs)
+    for job in jobs:
+        m = source.results[job.trial_id]
+        assert m.status == "ok"
+        assert m.fitness == pytest.approx(expected_fitness(job), abs=1e-9)
+        assert (m.map50, m.precision, m.recall, m.epochs, m.seconds) == \
+            (pytest.approx(tt.expected_map50(job.hyp)), 0.5, 0.25, 2, 1.5)
+        trial_dir = tmp_path / "run" / "trials" / job.trial_id
+        assert (trial_dir / "weights.txt").read_text() == "trained\n"
+        log = (trial_dir / "trial.log").read_text()
+        assert f"trial {job.trial_id} (generation 0, individual {job.individual}) starts" in log
+        assert "ends: status ok" in log
+    # two per-epoch reports per trial, the first at half the final fitness
+    assert len(source.epochs) == 12
+    first = {tid: f for tid, e, f in source.epochs if e == 1}
+    assert first["g0i3"] == pytest.approx(expected_fitness(jobs[3]) / 2, abs=1e-9)
+    assert (tmp_path / "run" / "ray").is_dir()
+
+
+OUTCOMES = {  # trainer -> (status, text in trial.log)
+    "raises": ("failed", "ValueError: boom in the trainer"),
+    "garbage": ("failed", "unusable result"),
+    "as_mapping": ("ok", "ends: status ok"),
+    "diverges": ("diverged", "ends: status diverged"),
+    "always_dies": ("failed", "starts with trainer"),  # lost on every attempt: failed once retries are spent
+}
+
+
+def test_each_trainer_outcome_is_recorded_and_the_run_goes_on(tmp_path):
+    jobs = [TrialJob(f"{name}-{i}", 0, i, job.hyp)
+            for i, (name, job) in enumerate(zip(OUTCOMES, make_jobs(len(OUTCOMES))))]
+    source = ListSource(jobs)
+    make_runner(tmp_path, "by_trial_id").run(source)
+    assert sorted(source.results) == sorted(j.trial_id for j in jobs)
+    for job in jobs:
+        name = job.trial_id.split("-")[0]
+        status, text = OUTCOMES[name]
+        m = source.results[job.trial_id]
+        assert m.status == status, name
+        if status == "ok":  # a mapping from a user's trainer is turned into Metrics
+            assert m.fitness == pytest.approx(expected_fitness(job), abs=1e-9)
+        else:
+            assert m.fitness == 0.0
+        log = (tmp_path / "run" / "trials" / job.trial_id / "trial.log").read_text()
+        assert text in log, name
+    assert source.results["as_mapping-2"].box_loss == 0.125
+    assert source.results["raises-0"].epochs == 1  # it had reported one epoch before raising
+    # the lost trial ran three times (first run and MAX_FAILURES retries), each logged
+    assert (tmp_path / "run" / "trials" / "always_dies-4" / "trial.log").read_text().count("starts") == 3
+
+
+class TwoBatchSource(ListSource):
+    """Yields a first batch, then WAIT until all of it has results, then a second batch."""
+
+    def __init__(self):
+        super().__init__([])
+        self.first, self.second = make_jobs(3), make_jobs(3, generation=1)
+        self.seen_at_second: list[int] = []
+
+    def next_job(self):
+        if self.first:
+            return self.first.pop(0)
+        if len(self.results) < 3:
+            return WAIT
+        if self.second:
+            self.seen_at_second.append(all(j.trial_id in self.results for j in make_jobs(3)))
+            return self.second.pop(0)
+        return None
+
+
+def test_wait_holds_the_second_batch_until_the_first_has_ended(tmp_path):
+    source = TwoBatchSource()
+    make_runner(tmp_path, "linear", epochs=1).run(source)
+    assert len(source.results) == 6
+    assert source.seen_at_second == [True, True, True]
+    assert {m.status for m in source.results.values()} == {"ok"}
+
+
+def _intervals(stamp_dir: Path) -> list[tuple[float, float]]:
+    out = []
+    for start in stamp_dir.glob("*.start"):
+        end = start.with_suffix(".end")
+        out.append((float(start.read_text()), float(end.read_text())))
+    return out
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    # an end and a start at the same instant do not overlap: ends (-1) sort first
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = cur = 0
+    for _, step in events:
+        cur += step
+        best = max(best, cur)
+    return best
+
+
+@pytest.mark.parametrize("cpus,limit,n", [(1.0, 1, 3), (0.5, 2, 4)])
+def test_max_concurrent_is_respected(tmp_path, cpus, limit, n):
+    stamps = tmp_path / "stamps"
+    stamps.mkdir()
+    source = ListSource(make_jobs(n))
+    runner = make_runner(tmp_path, "linear", RayConfig(cpus_per_trial=cpus, max_concurrent=limit), epochs=1,
+                         stamp_dir=str(stamps), sleep=0.3)
+    runner.run(source)
+    intervals = _intervals(stamps)
+    assert len(intervals) == n and len(source.results) == n
+    assert 1 <= _max_overlap(intervals) <= limit
+
+
+def test_default_concurrency_follows_the_cluster_resources(tmp_path):
+    assert make_runner(tmp_path, "linear", RayConfig(cpus_per_trial=1)).concurrency() == 2
+    assert make_runner(tmp_path, "linear", RayConfig(cpus_per_trial=0.5)).concurrency() == 4
+    assert make_runner(tmp_path, "linear", RayConfig(cpus_per_trial=0.5, max_concurrent=3)).concurrency() == 3
+    with pytest.raises(ConfigError, match="--gpus-per-trial 1.*only 0 GPUs"):
+        make_runner(tmp_path, "linear", RayConfig(gpus_per_trial=1)).concurrency()
+
+
+def _stop_after_first_epoch():
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class StopAfterFirstEpoch(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            if result.get("epoch") == 1 and not result.get("final"):
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+    return StopAfterFirstEpoch()
+
+
+def test_a_trial_ended_by_a_scheduler_is_recorded_stopped_with_what_it_reached(tmp_path):
+    jobs = make_jobs(2)
+    source = ListSource(jobs)
+    make_runner(tmp_path, "linear", epochs=3, scheduler=_stop_after_first_epoch()).run(source)
+    for job in jobs:
+        m = source.results[job.trial_id]
+        assert (m.status, m.epochs) == ("stopped", 1)
+        assert m.fitness == pytest.approx(expected_fitness(job) / 3, abs=1e-9)
+
+
+def test_an_error_in_the_source_stops_the_run_and_is_raised(tmp_path):
+    class Failing(ListSource):
+        def on_result(self, job, metrics):
+            raise OSError(f"disk full while recording {job.trial_id}")
+
+    with pytest.raises(OSError, match="disk full while recording"):
+        make_runner(tmp_path, "linear", epochs=1).run(Failing(make_jobs(3)))
+
+
+def test_wait_with_nothing_running_is_an_error(tmp_path):
+    class Stuck(ListSource):
+        def next_job(self):
+            return WAIT
+
+    with pytest.raises(RuntimeError, match="WAIT while no trial is running"):
+        make_runner(tmp_path, "linear").run(Stuck([]))
+
+
+def test_ctrl_c_stops_running_trials_and_propagates(tmp_path):
+    stamps, markers = tmp_path / "stamps", tmp_path / "markers"
+    stamps.mkdir()
+    markers.mkdir()
+    source = ListSource(make_jobs(2))
+    # 100 epochs of 0.2 s: the trials would need 20 s unless they are stopped
+    runner = make_runner(tmp_path, "interrupts_driver", epochs=100, stamp_dir=str(stamps),
+                         marker_dir=str(markers), driver_pid=os.getpid(), sleep=0.2)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(source)
+    assert time.monotonic() - start < 20.0
+    assert source.results == {}
+    assert list(stamps.glob("*.start")) and not list(stamps.glob("*.end"))
+
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+import ray
+from detector.config import TrainConfig
+from detector.hyp import DEFAULT_HYP
+from evolve.runner import RayConfig, TrialJob, TrialRunner
+
+class Source:
+    def __init__(self):
+        self.jobs = [TrialJob(f"g0i{i}", 0, i, dict(DEFAULT_HYP)) for i in range(3)]
+        self.statuses = []
+    def next_job(self):
+        return self.jobs.pop() if self.jobs else None
+    def on_result(self, job, metrics):
+        self.statuses.append(metrics.status)
+
+for name, kwargs in json.loads(sys.argv[2]).items():
+    runner = TrialRunner(RayConfig(**kwargs), "trainers_for_tests:linear", TrainConfig(epochs=1),
+                         Path(sys.argv[1], name))
+    source = Source()
+    with runner:
+        runner.run(source)
+        limit = runner.concurrency()
+    print(json.dumps({"name": name, "statuses": source.statuses, "limit": limit,
+                      "after": ray.is_initialized()}))
+"""
+
+
+def test_a_driver_process_joins_a_cluster_or_starts_its_own_quietly(tmp_path, ray_cluster):
+    configs = {
+        "join": {"address": ray_cluster},
+        # an embedded Ray declaring logical GPUs on a CPU machine, as for a dry run of a GPU set-up
+        "embedded": {"num_cpus": 1, "num_gpus": 2, "cpus_per_trial": 0.25, "gpus_per_trial": 0.5},
+    }
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), json.dumps(configs)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2, proc.stdout  # Ray and Tune print nothing of their own on stdout
+    out = {d["name"]: d for d in map(json.loads, lines)}
+    for name in configs:
+        assert out[name]["statuses"] == ["ok", "ok", "ok"]
+        assert out[name]["after"] is False  # the runner shut down (or disconnected from) what it started
+        assert len(list((tmp_path / name / "trials").glob("*/trial.log"))) == 3
+    assert (out["join"]["limit"], out["embedded"]["limit"]) == (2, 4)
+    import ray
+
+    assert ray.cluster_resources().get("CPU") == 2  # the shared cluster survives a driver that joined it
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"cpus_per_trial": -1}, "--cpus-per-trial -1"),
+    ({"cpus_per_trial": float("nan")}, "--cpus-per-trial nan"),
+    ({"cpus_per_trial": 0, "gpus_per_trial": 0}, "both are 0"),
+    ({"gpus_per_trial": 1.5}, "--gpus-per-trial 1.5"),
+    ({"max_concurrent": 0}, "--max-concurrent 0"),
+    ({"num_cpus": 0}, "--num-cpus 0"),
+    ({"num_gpus": -1}, "--num-gpus -1"),
+    ({"address": " "}, "--address ' ': expected 'auto' or 'host:port'"),
+    ({"address": "headnode"}, "--address 'headnode': expected 'auto' or 'host:port'"),
+    ({"address": "headnode:port"}, "--address 'headnode:port': expected"),
+    ({"address": "ray://headnode:10001"}, "Ray Client addresses are not supported"),
+    ({"address": "auto", "num_cpus": 4}, "--address 'auto'.*embedded Ray only"),
+])
+def test_bad_ray_flags_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        RayConfig(**kwargs)
+
+
+def test_an_address_where_nothing_listens_is_a_config_error():
+    from evolve.runner import _check_reachable
+
+    with pytest.raises(ConfigError, match="--address '127.0.0.1:1': no Ray cluster answers there"):
+        _check_reachable("127.0.0.1:1")
+    _check_reachable("auto")  # found by Ray itself, which fails fast when there is none
+
+
+def test_an_unusable_trainer_is_rejected_before_any_trial(tmp_path):
+    with pytest.raises(ConfigError, match="no_such_module_xyz"):
+        TrialRunner(RayConfig(), "no_such_module_xyz:train", TrainConfig(), tmp_path)
