@@ -8,6 +8,10 @@ an asynchronous GA can breed the next child at once. The trial itself is ``evolv
 Statuses: the trainable always ends with a report flagged ``final``, so a trial without one was ended by
 a scheduler (``stopped``, with the metrics it reached); a trial whose worker was lost is retried by
 Tune's ``FailureConfig`` and recorded ``failed`` only once the retries are spent.
+
+Scale-out: ``RayConfig`` sets the resources of a trial (fractional GPUs pack trials on one GPU), its DDP
+ranks (``--workers-per-trial`` on CPU, one per GPU from 2 GPUs up) and early stopping (``--early-stop
+asha``); the Tune-side classes live in ``evolve.tune_glue``.
 """
 from __future__ import annotations
 
@@ -17,23 +21,26 @@ import os
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Union
 
 from detector.config import TrainConfig
 from detector.results import Metrics
+from evolve.ddp import nproc_for
 from evolve.errors import ConfigError
-from evolve.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result, run_trial
+from evolve.trainable import run_trial
 from evolve.trainers import BUILTIN_TRAINERS, resolve_trainer
+from evolve.tune_glue import MAX_FAILURES, RunState, epoch_asha, record_callbacks, tune_classes
 
 LOGGER = logging.getLogger(__name__)
 
-MAX_FAILURES = 2  # retries of a trial lost with its worker (actor died, node lost)
+EARLY_STOP = ("none", "asha")
 
-# Set only while Tune runs: Ray's own console output is replaced by the driver's progress, per-trial
-# JSON/CSV/TensorBoard loggers duplicate evolve.csv, and workers keep the driver's working directory
-# so that relative paths in the TrainConfig mean the same thing in a trial as on the command line.
+# Set only while Tune runs: Ray's own console output is replaced by the driver's progress, Tune's
+# automatic loggers are replaced by its JSON and CSV loggers alone (TensorBoard curves would duplicate
+# evolve.csv), and workers keep the driver's working directory so that relative paths in the TrainConfig
+# mean the same thing in a trial as on the command line.
 TUNE_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -54,7 +61,11 @@ class RayConfig:
     max_concurrent: Optional[int] = None  # default: as many trials as the cluster's resources allow
     num_cpus: Optional[int] = None  # embedded Ray only
     num_gpus: Optional[int] = None  # embedded Ray only; may declare logical GPUs on a CPU machine
-    storage: Optional[str] = None  # Ray Tune storage path; default <run_dir>/ray
+    storage: Optional[str] = None  # Ray Tune storage path or URI; default <run_dir>/ray
+    workers_per_trial: Optional[int] = None  # CPU DDP ranks per trial (evolve.ddp.nproc_for)
+    early_stop: str = "none"  # "none" | "asha"
+    grace_epochs: int = 1  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: float = 3.0  # ASHA: 1/reduction_factor of the trials go on at each rung
 
     def __post_init__(self) -> None:
         def bad(flag: str, value: Any, why: str) -> ConfigError:
@@ -72,6 +83,17 @@ class RayConfig:
                                  ("num-gpus", self.num_gpus, 0)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise bad(flag, value, f"must be a whole number >= {low}")
+        nproc_for(self.gpus_per_trial, self.workers_per_trial)
+        if self.early_stop not in EARLY_STOP:
+            raise bad("early-stop", self.early_stop, f"expected one of {', '.join(EARLY_STOP)}")
+        grace = self.grace_epochs
+        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+            raise bad("grace-epochs", self.grace_epochs, "must be a whole number >= 1")
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)) \
+                or not math.isfinite(self.reduction_factor) or self.reduction_factor <= 1:
+            raise bad("reduction-factor", self.reduction_factor, "must be a number > 1")
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
+            raise bad("storage", self.storage, "expected a folder or a URI such as s3://bucket/path")
         if self.address is not None:
             _parse_address(self.address)
             if self.num_cpus is not None or self.num_gpus is not None:
@@ -137,135 +159,6 @@ class JobSource(Protocol):
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         ...
-
-
-@dataclass
-class _RunState:
-    """What the searcher, the callback and the stopper share during one ``run``."""
-
-    source: Any
-    jobs: dict[str, TrialJob] = field(default_factory=dict)  # Tune trial id -> job, while running
-    exhausted: bool = False
-    error: Optional[BaseException] = None
-    finished: int = 0
-
-
-def _tune_classes():
-    # Ray Tune is imported only when trials run: importing evolve must stay cheap and side-effect free.
-    from ray import tune
-    from ray.tune.search import Searcher
-    from ray.tune.stopper import Stopper
-
-    class JobSearcher(Searcher):
-        """Suggests the source's next job as a trial config (None while the source says WAIT)."""
-
-        def __init__(self, state: _RunState):
-            super().__init__()
-            self.state = state
-
-        def suggest(self, trial_id: str):
-            state = self.state
-            if state.error is not None or state.exhausted:
-                return Searcher.FINISHED
-            try:
-                job = state.source.next_job()
-                if job is WAIT:
-                    if not state.jobs:
-                        raise RuntimeError("JobSource.next_job returned WAIT while no trial is running; "
-                                           "nothing could ever end the wait")
-                    return None
-                if job is None:
-                    state.exhausted = True
-                    return Searcher.FINISHED
-                if not isinstance(job, TrialJob):
-                    raise TypeError(f"JobSource.next_job returned {type(job).__name__}, expected TrialJob")
-            except Exception as exc:  # surfaces from run() once Tune has stopped the running trials
-                state.error = exc
-                return Searcher.FINISHED
-            state.jobs[trial_id] = job
-            return {"trial_id": job.trial_id, "generation": int(job.generation),
-                    "individual": int(job.individual), "hyp": dict(job.hyp)}
-
-        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
-            pass  # the callback records results: it also sees the error of a lost trial
-
-        def save(self, checkpoint_path: str) -> None:
-            pass  # the evolution keeps its own checkpoint; Tune's experiment restore is not used
-
-        def restore(self, checkpoint_path: str) -> None:
-            pass
-
-    class ResultRelay(tune.Callback):
-        """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
-
-        def __init__(self, state: _RunState):
-            self.state = state
-
-        def _deliver(self, trial: Any, metrics: Metrics) -> None:
-            job = self.state.jobs.pop(trial.trial_id, None)
-            if job is None or self.state.error is not None:
-                return
-            self.state.finished += 1
-            try:
-                self.state.source.on_result(job, metrics)
-            except Exception as exc:
-                self.state.error = exc
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-            on_epoch = getattr(self.state.source, "on_epoch", None)
-            job = self.state.jobs.get(trial.trial_id)
-            if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
-                return
-            try:
-                on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
-            except Exception as exc:
-                self.state.error = exc
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-            result = trial.last_result or {}
-            if result.get(FINAL_KEY):
-                metrics = metrics_from_result(result)
-                if result.get(ERROR_KEY):
-                    LOGGER.warning("trial %s failed: %s", trial.config.get("trial_id"), result[ERROR_KEY])
-            else:  # ended by a scheduler before its final report: keep what it reached
-                metrics = metrics_from_result(result, status="stopped")
-            self._deliver(trial, metrics)
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
-            LOGGER.warning("trial %s lost its worker on attempt %d of %d; retrying: %s",
-                           trial.config.get("trial_id"), trial.run_metadata.num_failures, MAX_FAILURES + 1,
-                           _error_line(trial))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
-            LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
-                           trial.config.get("trial_id"), MAX_FAILURES + 1, _error_line(trial))
-            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
-            self._deliver(trial, Metrics(status="failed", epochs=epochs))
-
-    class StopOnError(Stopper):
-        """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
-
-        def __init__(self, state: _RunState):
-            self.state = state
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return self.state.error is not None
-
-    return tune, JobSearcher, ResultRelay, StopOnError
-
-
-def _error_line(trial: Any) -> str:
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-            return lines[-1][:300] if lines else "no message"
-    except Exception:  # the error file is a courtesy; never let it break recording
-        pass
-    return "no message"
 
 
 @contextmanager
@@ -383,6 +276,56 @@ class TrialRunner:
         return max(1, min(fits))
 
     # Running ------------------------------------------------------------------------------------------
+    def trial_layout(self) -> tuple[int, int]:
+        """(DDP ranks per trial, DataLoader workers per rank) that fit the trial's resources.
+
+        A surrogate trial always runs in one process: it does not use torch.distributed, so N ranks would
+        compute the same numbers N times; its GPUs are still reserved, which is what a dry run checks.
+        Each rank needs one CPU of its own, so a rank gets ``floor(cpus_per_trial / ranks) - 1`` loader
+        workers at most (0: load in the training process) and never more than ``--workers``.
+        """
+        nproc = nproc_for(self.ray_cfg.gpus_per_trial, self.ray_cfg.workers_per_trial)
+        if nproc > 1 and self.trainer == "surrogate":
+            LOGGER.info("the surrogate trainer runs each trial in one process (%d ranks asked for)", nproc)
+            nproc = 1
+        fit = max(0, math.floor(self.ray_cfg.cpus_per_trial / nproc + 1e-9) - 1)
+        return nproc, min(self.train_cfg.workers, fit)
+
+    def _static(self) -> dict[str, Any]:
+        """What every trial of a run shares: trainer, TrainConfig (as trials see it) and layout."""
+        nproc, workers = self.trial_layout()
+        train_cfg = _absolute_paths(self.train_cfg)
+        if workers < self.train_cfg.workers:
+            LOGGER.info("data-loading workers per trial process: %d (--workers %d does not fit "
+                        "--cpus-per-trial %g with %d process(es) per trial)", workers, self.train_cfg.workers,
+                        self.ray_cfg.cpus_per_trial, nproc)
+        train_cfg["workers"] = workers
+        if self.ray_cfg.early_stop != "none" and train_cfg.get("val_every") != 1:
+            # early stopping decides on per-epoch fitness, which needs a validation every epoch
+            train_cfg["val_every"] = 1
+        return {"trainer": self.trainer, "train_cfg": train_cfg, "run_dir": str(self.run_dir),
+                "nproc": nproc, "cpus_per_trial": float(self.ray_cfg.cpus_per_trial)}
+
+    def _scheduler(self) -> Any:
+        """The scheduler given to the constructor, else ASHA when ``early_stop`` asks for it (fresh per run:
+        its rungs hold the results of the trials it has seen)."""
+        if self.scheduler is not None:
+            return self.scheduler
+        if self.ray_cfg.early_stop == "asha":
+            if self.ray_cfg.grace_epochs >= self.train_cfg.epochs:
+                LOGGER.warning("--grace-epochs %d with --epochs %d: ASHA can stop no trial",
+                               self.ray_cfg.grace_epochs, self.train_cfg.epochs)
+            return epoch_asha(max_t=self.train_cfg.epochs, grace_period=self.ray_cfg.grace_epochs,
+                              reduction_factor=self.ray_cfg.reduction_factor)
+        return None
+
+    def storage_path(self) -> str:
+        """Where Ray Tune keeps its experiment state and per-trial records (a folder or a URI)."""
+        storage = self.ray_cfg.storage or str(self.run_dir / "ray")
+        if "://" in storage:  # URIs (s3://, gs://, ...) go to Tune as they are
+            return storage
+        return str(Path(storage).expanduser().resolve())
+
     def run(self, source: JobSource) -> None:
         """Run the source's jobs as Tune trials until it is exhausted and every trial has ended.
 
@@ -391,18 +334,15 @@ class TrialRunner:
         KeyboardInterrupt.
         """
         self._ensure_ray()
-        tune, JobSearcher, ResultRelay, StopOnError = _tune_classes()
-        state = _RunState(source=source)
+        tune, JobSearcher, ResultRelay, StopOnError = tune_classes()
+        state = RunState(source=source, job_type=TrialJob, wait=WAIT)
         limit = self.concurrency()
         self._runs += 1
-        storage = self.ray_cfg.storage or str(self.run_dir / "ray")
-        if "://" not in storage:  # a local folder; URIs (s3://, gs://) go to Tune as they are
-            storage = str(Path(storage).resolve())
+        storage = self.storage_path()
+        if "://" not in storage:
             Path(storage).mkdir(parents=True, exist_ok=True)
-        static = {"trainer": self.trainer, "train_cfg": _absolute_paths(self.train_cfg),
-                  "run_dir": str(self.run_dir)}
         resources = {"cpu": self.ray_cfg.cpus_per_trial, "gpu": self.ray_cfg.gpus_per_trial}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, static=static), resources)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, static=self._static()), resources)
 
         def trial_name(trial: Any) -> str:
             return str(trial.config.get("trial_id", trial.trial_id))
@@ -410,14 +350,15 @@ class TrialRunner:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=JobSearcher(state), scheduler=self.scheduler, num_samples=-1,
+                search_alg=JobSearcher(state), scheduler=self._scheduler(), num_samples=-1,
                 max_concurrent_trials=limit,
                 # A finished trial's worker (with torch and the trainer imported) takes the next trial.
                 reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{self._runs}", storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES), verbose=0,
-                stop=StopOnError(state), callbacks=[ResultRelay(state)], log_to_file=False),
+                stop=StopOnError(state), callbacks=[ResultRelay(state), *record_callbacks()],
+                log_to_file=False),
         )
         LOGGER.debug("running trials with %s per trial, at most %d at once", resources, limit)
         with _quiet_tune():

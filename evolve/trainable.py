@@ -6,12 +6,16 @@ to ``ray.tune.report`` and ends with one report flagged ``final: True``. Whateve
 records it once and Tune never retries it; only a trial lost with its worker reaches Tune's retries.
 
 The trial's files go to ``<run_dir>/trials/<trial_id>/``, including ``trial.log`` with every log record
-emitted in the worker while the trial runs.
+emitted in the worker while the trial runs. Every report also says where the trial ran (``node_id``,
+``gpu_ids``, ``cuda_visible_devices``, ``pid``) and when (``start_time``, ``end_time``), so Ray Tune's own
+records show placement and timing. A trial asked to run ``nproc`` > 1 ranks trains through
+``evolve.ddp.run_ddp`` on the trial's CPUs and GPUs.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -28,6 +32,8 @@ LOGGER = logging.getLogger(__name__)
 FINAL_KEY = "final"
 EPOCH_KEY = "epoch"
 ERROR_KEY = "error"
+END_TIME_KEY = "end_time"
+NOSET_CUDA_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # Ray's switch to leave the variable alone
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -41,9 +47,17 @@ def trial_config(cfg: TrainConfig | Mapping[str, Any], run_dir: Path, trial_id: 
     return TrainConfig(**d)
 
 
-def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "") -> dict[str, Any]:
-    """The flat dict reported to Tune for one epoch (or the end) of a trial."""
-    row: dict[str, Any] = {k: v for k, v in metrics.to_dict().items()}
+def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
+               placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The flat dict reported to Tune for one epoch (or the end) of a trial.
+
+    ``placement`` (where and since when the trial runs) is copied in, and ``end_time`` set to now, so that
+    Ray Tune's own records tell which node and GPU ran each report, and when.
+    """
+    row: dict[str, Any] = dict(placement or {})
+    if placement is not None:
+        row[END_TIME_KEY] = time.time()
+    row.update(metrics.to_dict())
     for key, value in row.items():
         # Tune's loggers and schedulers choke on NaN/inf; a diverged run reports 0 like a failed one.
         if isinstance(value, float) and not math.isfinite(value):
@@ -118,11 +132,14 @@ def _release_gpu_memory() -> None:
 
 
 def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrainConfig,
-            report: Callable[[int, Any], None]) -> tuple[Metrics, str]:
+            report: Callable[[int, Any], None], nproc: int = 1,
+            cpus: float | None = None) -> tuple[Metrics, str]:
     """Run the trainer once and turn whatever happens into (Metrics, error message).
 
-    ``report(epoch, metrics)`` is handed to the trainer. An exception from the trainer, or a result that
-    is neither Metrics nor a mapping with the mAPs, gives a ``failed`` Metrics and the reason.
+    ``report(epoch, metrics)`` is handed to the trainer. With ``nproc`` > 1 the trainer runs as an
+    ``nproc``-rank DDP job on ``cpus`` CPUs (``evolve.ddp.run_ddp``), rank 0's reports reaching
+    ``report``. An exception from the trainer (or a failed rank), or a result that is neither Metrics
+    nor a mapping with the mAPs, gives a ``failed`` Metrics and the reason.
     """
     start = time.perf_counter()
     epochs_seen = [0]
@@ -133,8 +150,12 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrainConfig,
 
     error = ""
     try:
-        trainer = resolve_trainer(trainer_spec)
-        out = trainer(dict(hyp), cfg, _report)
+        if nproc > 1:
+            from evolve.ddp import run_ddp
+
+            out: Any = run_ddp(trainer_spec, dict(hyp), cfg, nproc, _report, cpus=cpus)
+        else:
+            out = resolve_trainer(trainer_spec)(dict(hyp), cfg, _report)
         try:
             metrics = Metrics.from_any(out)
         except (TypeError, ValueError) as exc:
@@ -149,25 +170,50 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrainConfig,
     return _finish(metrics, time.perf_counter() - start), error
 
 
+def placement() -> dict[str, Any]:
+    """Where this trial runs, for Ray Tune's records: node, GPUs, pid, start time (Unix seconds).
+
+    Ray makes a trial's GPUs, fractional ones included, the only ones CUDA sees by setting
+    ``CUDA_VISIBLE_DEVICES`` in the worker; it is set here from ``ray.get_gpu_ids()`` should it differ,
+    unless the user told Ray to leave it alone. A trial that reserved no GPU is left as Ray leaves it.
+    """
+    import ray
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    visible = ",".join(gpu_ids)
+    if gpu_ids and os.environ.get("CUDA_VISIBLE_DEVICES") != visible \
+            and os.environ.get(NOSET_CUDA_ENV, "0").lower() not in ("1", "true"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "pid": os.getpid(),
+            "start_time": time.time()}
+
+
 def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
     """Ray Tune function trainable: ``config`` is one TrialJob, ``static`` what all trials share.
 
-    ``static`` holds ``trainer`` (a trainer spec), ``train_cfg`` (TrainConfig as a dict) and ``run_dir``.
+    ``static`` holds ``trainer`` (a trainer spec), ``train_cfg`` (TrainConfig as a dict), ``run_dir``,
+    and optionally ``nproc`` (DDP ranks, default 1) and ``cpus_per_trial`` (CPUs the ranks share).
     """
     from ray import tune
 
+    where = placement()
     trial_id = str(config["trial_id"])
     run_dir = Path(static["run_dir"])
     cfg = trial_config(static["train_cfg"], run_dir, trial_id)
     trial_dir = Path(cfg.project) / cfg.name
+    nproc = int(static.get("nproc", 1))
 
     def report(epoch: int, metrics: Any) -> None:
-        tune.report(result_row(Metrics.from_any(metrics), epoch, final=False))
+        tune.report(result_row(Metrics.from_any(metrics), epoch, final=False, placement=where))
 
     with trial_log(trial_dir / "trial.log"):
         LOGGER.info("trial %s (generation %s, individual %s) starts with trainer '%s'", trial_id,
                     config.get("generation"), config.get("individual"), static["trainer"])
-        metrics, error = execute(static["trainer"], config["hyp"], cfg, report)
+        LOGGER.info("on node %s, pid %d, GPUs [%s], %d process(es), %d loader workers each", where["node_id"],
+                    where["pid"], where["cuda_visible_devices"], nproc, cfg.workers)
+        metrics, error = execute(static["trainer"], config["hyp"], cfg, report, nproc=nproc,
+                                 cpus=static.get("cpus_per_trial"))
         LOGGER.info("trial %s ends: status %s, fitness %.5f, %.1f s", trial_id, metrics.status,
                     metrics.fitness, metrics.seconds)
-    tune.report(result_row(metrics, metrics.epochs, final=True, error=error))
+    tune.report(result_row(metrics, metrics.epochs, final=True, error=error, placement=where))

@@ -126,33 +126,6 @@ def test_failure_message_without_rank_errors_quotes_the_launcher(tmp_path):
 
 # -- real launches -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_detector_trains_on_two_gloo_ranks_with_identical_weights(tiny_cfg, tmp_path):
-    import torch
-
-    cfg = tiny_cfg(name="trial", extra={"rank_state_dir": str(tmp_path / "ranks")})
-    reports: list[tuple[int, Metrics]] = []
-    metrics = run_ddp("detector", dict(DEFAULT_HYP), cfg, nproc=2,
-                      report=lambda epoch, m: reports.append((epoch, m)), timeout=300, cpus=2)
-    assert metrics.status == "ok" and metrics.epochs == 1
-    assert [e for e, _ in reports] == [1]
-    validated = reports[0][1]
-    for key in ("precision", "recall", "map50", "map50_95", "box_loss", "obj_loss", "cls_loss", "fitness"):
-        assert getattr(metrics, key) == pytest.approx(getattr(validated, key), abs=1e-12), key
-    run = Path(cfg.project) / "trial"
-    with (run / "results.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 1
-    assert float(rows[0]["metrics/mAP_0.5:0.95"]) == pytest.approx(metrics.map50_95, abs=1e-5)
-    assert "rank 0 of 2 on cpu, 1 threads" in (run / "ddp" / "rank0.log").read_text()
-    assert "rank 1 of 2 on cpu, 1 threads" in (run / "ddp" / "rank1.log").read_text()
-    states = [torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1)]
-    assert states[0].keys() == states[1].keys() and len(states[0]) > 10
-    for key, value in states[0].items():
-        assert torch.equal(value, states[1][key]), key
-    assert live_pids(str(run / "ddp" / "job.json")) == []
-
-
-@pytest.mark.slow
 def test_a_failing_rank_tears_the_job_down(tmp_path):
     cfg = job_cfg(tmp_path, epochs=1)
     with pytest.raises(RuntimeError) as info:
@@ -199,3 +172,55 @@ def test_rank_entry_point_needs_exactly_one_job_file(capsys):
     assert main([]) == 2
     assert main(["a.json", "b.json"]) == 2
     assert "usage: python -m evolve.ddp <job.json>" in capsys.readouterr().err
+
+
+# -- through the runner --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_runner_trial_with_two_workers_trains_the_detector_on_two_gloo_ranks(tiny_cfg, tmp_path,
+                                                                              ray_cluster):
+    import torch
+
+    from evolve.runner import RayConfig, TrialJob, TrialRunner
+
+    class Source:
+        def __init__(self) -> None:
+            self.jobs = [TrialJob("g0i0", 0, 0, dict(DEFAULT_HYP))]
+            self.results: dict[str, Metrics] = {}
+            self.epochs: list[tuple[int, Metrics]] = []
+
+        def next_job(self):
+            return self.jobs.pop() if self.jobs else None
+
+        def on_result(self, job, metrics):
+            self.results[job.trial_id] = metrics
+
+        def on_epoch(self, job, epoch, metrics):
+            self.epochs.append((epoch, metrics))
+
+    source = Source()
+    cfg = tiny_cfg(workers=2, extra={"rank_state_dir": str(tmp_path / "ranks")})
+    runner = TrialRunner(RayConfig(cpus_per_trial=2, workers_per_trial=2), "detector", cfg, tmp_path / "run")
+    assert runner.trial_layout() == (2, 0)  # 2 gloo ranks of one CPU each: no loader workers
+    runner.run(source)
+    metrics = source.results["g0i0"]
+    assert (metrics.status, metrics.epochs) == ("ok", 1)
+    assert [e for e, _ in source.epochs] == [1]  # rank 0's epoch report reached the driver
+    validated = source.epochs[0][1]
+    for key in ("precision", "recall", "map50", "map50_95", "box_loss", "obj_loss", "cls_loss", "fitness"):
+        assert getattr(metrics, key) == pytest.approx(getattr(validated, key), abs=1e-12), key
+    trial = tmp_path / "run" / "trials" / "g0i0"
+    assert "2 process(es), 0 loader workers each" in (trial / "trial.log").read_text()
+    with (trial / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1  # written by rank 0 only
+    assert float(rows[0]["metrics/mAP_0.5:0.95"]) == pytest.approx(metrics.map50_95, abs=1e-5)
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 on cpu, 1 threads" in (trial / "ddp" / f"rank{rank}.log").read_text()
+    result = json.loads((trial / "ddp" / "result.json").read_text())
+    assert result["fitness"] == pytest.approx(metrics.fitness)
+    # the metrics are those of one synchronised model: both ranks ended with identical weights
+    states = [torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1)]
+    assert states[0].keys() == states[1].keys() and len(states[0]) > 10
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key
+    assert live_pids(str(trial / "ddp" / "job.json")) == []

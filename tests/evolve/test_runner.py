@@ -79,7 +79,26 @@ def test_six_jobs_reach_on_result_with_their_fitness_and_files(tmp_path):
     assert len(source.epochs) == 12
     first = {tid: f for tid, e, f in source.epochs if e == 1}
     assert first["g0i3"] == pytest.approx(expected_fitness(jobs[3]) / 2, abs=1e-9)
-    assert (tmp_path / "run" / "ray").is_dir()
+    # Ray Tune's own records: three reports per trial, each saying where and when it ran
+    records = tune_records(tmp_path / "run" / "ray")
+    assert sorted(records) == sorted(j.trial_id for j in jobs)
+    for job in jobs:
+        rows = records[job.trial_id]
+        assert [(r["epoch"], r["final"]) for r in rows] == [(1, False), (2, False), (2, True)]
+        assert rows[-1]["fitness"] == pytest.approx(expected_fitness(job), abs=1e-9)
+        assert len({r["pid"] for r in rows}) == 1 and len({r["start_time"] for r in rows}) == 1
+        assert rows[0]["start_time"] <= rows[0]["end_time"] <= rows[-1]["end_time"]
+        assert (rows[-1]["gpu_ids"], len(rows[-1]["node_id"])) == ([], 56)
+
+
+def tune_records(storage: Path) -> dict[str, list[dict]]:
+    """Every report of every trial as Ray Tune logged it (result.json), by the job's trial id."""
+    out: dict[str, list[dict]] = {}
+    for path in storage.glob("tune-*/*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["config"]["trial_id"]] = rows
+    return out
 
 
 OUTCOMES = {  # trainer -> (status, text in trial.log)
@@ -202,6 +221,65 @@ def test_a_trial_ended_by_a_scheduler_is_recorded_stopped_with_what_it_reached(t
         assert m.fitness == pytest.approx(expected_fitness(job) / 3, abs=1e-9)
 
 
+ASHA_LR0 = [0.01, 0.006, 0.015, 0.003, 0.03, 0.001, 0.0005, 0.06, 0.0002, 0.09]  # good ones first
+
+
+def surrogate_curve(hyp: dict, epochs: int) -> list[float]:
+    from evolve.surrogate import train
+
+    curve: list[float] = []
+    train(hyp, TrainConfig(epochs=epochs), lambda epoch, m: curve.append(m.fitness))
+    return curve
+
+
+def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
+    jobs = [TrialJob(f"a{i}", 0, i, dict(DEFAULT_HYP, lr0=lr)) for i, lr in enumerate(ASHA_LR0)]
+    calls: list[str] = []
+
+    class Counting(ListSource):
+        def on_result(self, job, metrics):
+            calls.append(job.trial_id)
+            super().on_result(job, metrics)
+
+    source = Counting(jobs)
+    cfg = TrainConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
+    ray_cfg = RayConfig(cpus_per_trial=0.5, early_stop="asha", grace_epochs=1, reduction_factor=3)
+    runner = TrialRunner(ray_cfg, "surrogate", cfg, tmp_path / "run")
+    assert runner._static()["train_cfg"]["val_every"] == 1  # early stopping needs every epoch validated
+    runner.run(source)
+    assert sorted(calls) == sorted(j.trial_id for j in jobs)  # each trial recorded exactly once
+    statuses = {tid: m.status for tid, m in source.results.items()}
+    stopped = [tid for tid, st in statuses.items() if st == "stopped"]
+    assert len(stopped) >= 2 and set(statuses.values()) == {"ok", "stopped"}, statuses
+    records = tune_records(tmp_path / "run" / "ray")
+    for job in jobs:
+        m = source.results[job.trial_id]
+        curve = surrogate_curve(job.hyp, 6)
+        rows = records[job.trial_id]
+        if m.status == "ok":
+            assert m.epochs == 6 and rows[-1]["final"] is True
+            assert m.fitness == pytest.approx(curve[-1], abs=1e-9)
+        else:  # stopped between epochs with the fitness of its last epoch, and no final report
+            assert 1 <= m.epochs < 6, job.trial_id
+            assert m.fitness == pytest.approx(curve[m.epochs - 1], abs=1e-9)
+            assert [r["epoch"] for r in rows] == list(range(1, m.epochs + 1))
+            assert not any(r["final"] for r in rows)
+            last_epoch = [f for tid, e, f in source.epochs if tid == job.trial_id][-1]
+            assert m.fitness == pytest.approx(last_epoch, abs=1e-12)
+
+
+def test_asha_flags_are_checked_and_give_the_scheduler(tmp_path):
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    runner = TrialRunner(RayConfig(early_stop="asha", grace_epochs=2, reduction_factor=4), "surrogate",
+                         TrainConfig(epochs=9), tmp_path)
+    asha = runner._scheduler()
+    assert isinstance(asha, AsyncHyperBandScheduler)
+    assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "fitness", "max", 9)
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [8, 2]
+    assert TrialRunner(RayConfig(), "surrogate", TrainConfig(), tmp_path)._scheduler() is None
+
+
 def test_an_error_in_the_source_stops_the_run_and_is_raised(tmp_path):
     class Failing(ListSource):
         def on_result(self, job, metrics):
@@ -265,24 +343,20 @@ for name, kwargs in json.loads(sys.argv[2]).items():
 """
 
 
-def test_a_driver_process_joins_a_cluster_or_starts_its_own_quietly(tmp_path, ray_cluster):
-    configs = {
-        "join": {"address": ray_cluster},
-        # an embedded Ray declaring logical GPUs on a CPU machine, as for a dry run of a GPU set-up
-        "embedded": {"num_cpus": 1, "num_gpus": 2, "cpus_per_trial": 0.25, "gpus_per_trial": 0.5},
-    }
+def test_a_driver_process_joins_a_cluster_quietly(tmp_path, ray_cluster):
+    # (a driver starting an embedded Ray of its own, with logical GPUs, is tested in test_packing.py)
+    configs = {"join": {"address": ray_cluster}}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), json.dumps(configs)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 2, proc.stdout  # Ray and Tune print nothing of their own on stdout
-    out = {d["name"]: d for d in map(json.loads, lines)}
-    for name in configs:
-        assert out[name]["statuses"] == ["ok", "ok", "ok"]
-        assert out[name]["after"] is False  # the runner shut down (or disconnected from) what it started
-        assert len(list((tmp_path / name / "trials").glob("*/trial.log"))) == 3
-    assert (out["join"]["limit"], out["embedded"]["limit"]) == (2, 4)
+    assert len(lines) == 1, proc.stdout  # Ray and Tune print nothing of their own on stdout
+    out = json.loads(lines[0])
+    assert out["statuses"] == ["ok", "ok", "ok"]
+    assert out["after"] is False  # the runner disconnected from what it joined
+    assert len(list((tmp_path / "join" / "trials").glob("*/trial.log"))) == 3
+    assert out["limit"] == 2
     import ray
 
     assert ray.cluster_resources().get("CPU") == 2  # the shared cluster survives a driver that joined it
@@ -301,6 +375,14 @@ def test_a_driver_process_joins_a_cluster_or_starts_its_own_quietly(tmp_path, ra
     ({"address": "headnode:port"}, "--address 'headnode:port': expected"),
     ({"address": "ray://headnode:10001"}, "Ray Client addresses are not supported"),
     ({"address": "auto", "num_cpus": 4}, "--address 'auto'.*embedded Ray only"),
+    ({"early_stop": "hyperband"}, "--early-stop 'hyperband': expected one of none, asha"),
+    ({"grace_epochs": 0}, "--grace-epochs 0: must be a whole number >= 1"),
+    ({"grace_epochs": 1.5}, "--grace-epochs 1.5: must be a whole number >= 1"),
+    ({"reduction_factor": 1}, "--reduction-factor 1: must be a number > 1"),
+    ({"reduction_factor": float("inf")}, "--reduction-factor inf: must be a number > 1"),
+    ({"workers_per_trial": 0}, "--workers-per-trial 0: must be a whole number >= 1"),
+    ({"workers_per_trial": 2, "gpus_per_trial": 1}, "--workers-per-trial 2 with --gpus-per-trial 1"),
+    ({"storage": ""}, "--storage '': expected a folder or a URI"),
 ])
 def test_bad_ray_flags_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
