@@ -4,6 +4,11 @@ The GA knows nothing about hyps, Ray or files: it turns (genome, fitness) pairs 
 train. Genomes are lists of floats in [0, 1] (see ``evolve.space``). Selection uses exactly the fitness
 given. Everything random runs on the GA's own ``random`` state, swapped in around every DEAP call (DEAP's
 tools draw from the global ``random`` module), so a run is reproducible for a seed and resumable exactly.
+
+Besides the classic operators every bred child is shifted by the population's drift: ``drift`` times the
+difference between the mean genome of the best quarter and the mean of the whole generation. That is the
+direction in which the good genomes lie, estimated from the generation itself (the mean update of an
+evolution strategy), so no state is kept for it and a resumed run breeds exactly the same children.
 """
 from __future__ import annotations
 
@@ -24,12 +29,14 @@ LOGGER = logging.getLogger(__name__)
 CROSSOVERS = ("one_point", "uniform", "blend")
 MUTATIONS = ("gaussian", "polynomial")
 INITS = ("mutants", "random")
+BOUNDS = ("clip", "reflect")
 UNIFORM_SWAP_PROB = 0.5  # per-gene swap probability of uniform crossover
 BLEND_ALPHA = 0.3  # how far blend crossover may reach beyond the parents (BLX-alpha)
 POLYNOMIAL_ETA = 15.0  # crowding degree of polynomial mutation: larger keeps children closer to parents
 # The tournament stays near its start size for most of the run (10 - 8 p^3 with the defaults): in a short
 # run strong selection pays in every generation but the last ones (see docs/evolve-ga.md for the figures).
 TOURNAMENT_POWER = 3.0
+DRIFT_TOP = 0.25  # fraction of a generation, by fitness, whose mean sets the drift direction
 
 
 @dataclass
@@ -38,7 +45,7 @@ class GAConfig:
 
     population: int = 50
     generations: int = 300
-    crossover: str = "blend"  # ahead of one_point on every surrogate landscape (docs/evolve-ga.md)
+    crossover: str = "blend"  # ahead of one_point, with or without drift (docs/benchmarks-ga.md)
     mutation: str = "gaussian"
     mutation_sigma: float = 0.05  # std of a Gaussian step, in normalised gene units
     elite: tuple[int, int] = (2, 5)
@@ -47,6 +54,8 @@ class GAConfig:
     mutation_rate: tuple[float, float] = (0.5, 0.01)  # per-gene probability of a mutation
     init: str = "mutants"
     init_sigma: float = 0.07  # std of the steps that make generation 0's mutants of the seeds
+    drift: float = 1.5  # how far children move along (mean of the best quarter - mean of all); 0: off
+    bounds: str = "clip"  # a step past a bound stops on it ("clip") or comes back in ("reflect")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,7 +71,8 @@ class GAConfig:
             raise ConfigError(f"--population must be at least 2, got {self.population}")
         if self.generations < 1:
             raise ConfigError(f"--generations must be at least 1, got {self.generations}")
-        for name, allowed in (("crossover", CROSSOVERS), ("mutation", MUTATIONS), ("init", INITS)):
+        for name, allowed in (("crossover", CROSSOVERS), ("mutation", MUTATIONS), ("init", INITS),
+                              ("bounds", BOUNDS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -70,6 +80,9 @@ class GAConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number > 0, got {value!r}")
+        if isinstance(self.drift, bool) or not isinstance(self.drift, (int, float)) \
+                or not (math.isfinite(self.drift) and self.drift >= 0):
+            raise ConfigError(f"--drift must be a number >= 0, got {self.drift!r}")
         if any(int(e) != e or e < 0 for e in self.elite):
             raise ConfigError(f"--elite must be whole numbers >= 0, got {self.elite}")
         if any(int(t) != t or t < 1 for t in self.tournament):
@@ -155,6 +168,22 @@ class GeneticAlgorithm:
         )
 
     # --- operators (call inside self._rng()) --------------------------------------------------------
+    def _bound(self, x: float) -> float:
+        # Clipping puts real probability on the bound itself, where many best values sit (mixup 0,
+        # mosaic 1); a gene on a bound still moves: half of its steps point inwards.
+        return min(1.0, max(0.0, x)) if self.cfg.bounds == "clip" else _reflect(x)
+
+    def _drift(self, pool: list[_Scored]) -> list[float] | None:
+        """``drift`` x (mean of the best quarter - mean of all finite genomes), or None when off."""
+        scored = [ind for ind in pool if math.isfinite(ind.fitness)]
+        if self.cfg.drift <= 0 or len(scored) < 4:
+            return None  # too few genomes to tell a direction from noise
+        ranked = sorted(scored, key=lambda ind: ind.fitness, reverse=True)
+        top = ranked[: max(2, round(len(ranked) * DRIFT_TOP))]
+        return [self.cfg.drift * (sum(ind[j] for ind in top) / len(top)
+                                  - sum(ind[j] for ind in scored) / len(scored))
+                for j in range(self.n_genes)]
+
     def _mutate(self, genome: list[float], rate: float, sigma: float) -> list[float]:
         """Mutate each gene with probability ``rate``; at least one gene moves when ``rate`` > 0."""
         if rate <= 0:
@@ -164,7 +193,7 @@ class GeneticAlgorithm:
             tools.mutPolynomialBounded(genome, eta=POLYNOMIAL_ETA, low=0.0, up=1.0, indpb=rate)
         else:
             tools.mutGaussian(genome, mu=0.0, sigma=sigma, indpb=rate)
-            genome[:] = [_reflect(x) for x in genome]
+            genome[:] = [self._bound(x) for x in genome]
         # A child that equals its parent costs a trial (or a cache slot) and teaches nothing.
         while genome == before:
             i = random.randrange(len(genome))
@@ -173,7 +202,7 @@ class GeneticAlgorithm:
                 tools.mutPolynomialBounded(moved, eta=POLYNOMIAL_ETA, low=0.0, up=1.0, indpb=1.0)
                 genome[i] = moved[i]
             else:
-                genome[i] = _reflect(genome[i] + random.gauss(0.0, sigma))
+                genome[i] = self._bound(genome[i] + random.gauss(0.0, sigma))
         return genome
 
     def _crossover(self, a: list[float], b: list[float]) -> None:
@@ -188,8 +217,8 @@ class GeneticAlgorithm:
             a[:] = [min(1.0, max(0.0, x)) for x in a]
             b[:] = [min(1.0, max(0.0, x)) for x in b]
 
-    def _child(self, pool: list[_Scored], sched: Schedule) -> list[float]:
-        """One child: tournament parent, crossover with a second winner at the rate, then mutation."""
+    def _child(self, pool: list[_Scored], sched: Schedule, drift: list[float] | None) -> list[float]:
+        """One child: tournament parent, crossover with a second winner at the rate, drift, mutation."""
         (p1,) = tools.selTournament(pool, 1, sched.tournament)
         child = list(p1)
         parents = [list(p1)]
@@ -198,6 +227,8 @@ class GeneticAlgorithm:
             other = list(p2)
             parents.append(list(p2))
             self._crossover(child, other)
+        if drift is not None:
+            child[:] = [self._bound(x + d) for x, d in zip(child, drift)]
         self._mutate(child, sched.mutation_rate, self.cfg.mutation_sigma)
         if sched.mutation_rate > 0:
             for parent in parents:
@@ -262,9 +293,10 @@ class GeneticAlgorithm:
         ranked = sorted(pool, key=lambda ind: ind.fitness, reverse=True)  # stable: ties keep input order
         out = [list(ind) for ind in ranked[: min(sched.elite, len(ranked))]]
         attempts = 0
+        drift = self._drift(pool)
         with self._rng():
             while len(out) < self.cfg.population:
-                child = self._child(pool, sched)
+                child = self._child(pool, sched, drift)
                 attempts += 1
                 # Without mutation a small pool can only give copies; accept them rather than loop forever.
                 if child not in out or attempts > 20 * self.cfg.population:
@@ -276,4 +308,4 @@ class GeneticAlgorithm:
         """Steady state: one child of the evaluated genomes at ``progress`` through the planned run."""
         pool = self._pool(evaluated)
         with self._rng():
-            return self._child(pool, self.schedule(progress))
+            return self._child(pool, self.schedule(progress), self._drift(pool))

@@ -45,6 +45,9 @@ def _run(ga: GeneticAlgorithm, generations: int, seeds=None):
         ({"init": "zeros"}, "--init"),
         ({"mutation_sigma": 0.0}, "--mutation-sigma"),
         ({"init_sigma": -1.0}, "--init-sigma"),
+        ({"drift": -0.5}, "--drift"),
+        ({"drift": float("nan")}, "--drift"),
+        ({"bounds": "wrap"}, "--bounds"),
         ({"elite": (-1, 2)}, "--elite"),
         ({"elite": (1.5, 2)}, "--elite"),
         ({"tournament": (0, 2)}, "--tournament"),
@@ -62,6 +65,7 @@ def test_config_defaults_and_single_values() -> None:
     cfg = GAConfig()
     assert cfg.population == 50 and cfg.elite == (2, 5) and cfg.tournament == (10, 2)
     assert cfg.crossover_rate == (1.0, 0.5) and cfg.mutation_rate == (0.5, 0.01)
+    assert cfg.crossover == "blend" and cfg.drift == 1.5 and cfg.bounds == "clip"
     assert GAConfig(elite=3).elite == (3, 3)
     assert GAConfig(mutation_rate=[0.2, 0.1]).mutation_rate == (0.2, 0.1)
     # A tiny population keeps at least one bred slot whatever the elite schedule asks for.
@@ -130,9 +134,11 @@ def test_elites_first_unchanged_and_children_differ() -> None:
 
 
 def test_bounds_kept_and_zero_gene_moves() -> None:
-    for crossover in ("one_point", "uniform", "blend"):
+    for crossover, bounds in (("one_point", "clip"), ("uniform", "reflect"), ("blend", "clip"),
+                              ("blend", "reflect")):
         for mutation in ("gaussian", "polynomial"):
-            cfg = GAConfig(population=30, crossover=crossover, mutation=mutation, mutation_sigma=0.8, seed=2)
+            cfg = GAConfig(population=30, crossover=crossover, mutation=mutation, mutation_sigma=0.8, seed=2,
+                           bounds=bounds, drift=3.0)
             ga = GeneticAlgorithm(cfg, N)
             zeros = [[0.0] * N, [1.0] * N, [0.0] * (N // 2) + [1.0] * (N // 2)]
             pop = ga.initial_population(zeros)
@@ -143,6 +149,37 @@ def test_bounds_kept_and_zero_gene_moves() -> None:
     children = ga.next_generation([([0.0] * N, 1.0)], 1)
     assert children[0] == [0.0] * N
     assert all(any(x > 0 for x in c) for c in children[1:])
+
+
+def test_clip_lands_on_the_bound_reflect_never_does() -> None:
+    pool = [([0.0] * N, 1.0)]
+    on_bound = {}
+    for bounds in ("clip", "reflect"):
+        cfg = GAConfig(population=41, mutation_rate=(1.0, 1.0), crossover_rate=(0.0, 0.0), bounds=bounds)
+        children = GeneticAlgorithm(cfg, N).next_generation(pool, 1)[1:]
+        genes = [x for c in children for x in c]
+        assert all(0.0 <= x <= 1.0 for x in genes) and len(genes) == 40 * N
+        on_bound[bounds] = sum(x == 0.0 for x in genes) / len(genes)
+    # Every gene draws a step; clipping keeps the half that points outwards on the bound.
+    assert 0.35 < on_bound["clip"] < 0.65
+    assert on_bound["reflect"] == 0.0
+
+
+def test_drift_moves_children_towards_the_best_quarter() -> None:
+    # Fitness grows with the genes: the best quarter's mean is 0.85, the generation's 0.475.
+    pool = [([i / 20] * N, float(i)) for i in range(20)]
+    means = {}
+    for drift in (0.0, 1.0):
+        cfg = GAConfig(population=60, drift=drift, mutation_rate=(0.05, 0.05), tournament=(2, 2), seed=5)
+        children = GeneticAlgorithm(cfg, N).next_generation(pool, 1)[2:]
+        means[drift] = sum(x for c in children for x in c) / (len(children) * N)
+    # The drift adds 1.0 x (0.85 - 0.475) = 0.375 per gene, less what clipping at 1 takes off.
+    assert 0.2 < means[1.0] - means[0.0] < 0.4
+    # With fewer than four scored genomes there is no direction to follow: drift on or off is the same.
+    few = [([0.2] * N, 1.0), ([0.4] * N, 2.0), ([0.6] * N, float("nan"))]
+    on = GeneticAlgorithm(GAConfig(population=8, seed=1), N).next_generation(few, 1)
+    off = GeneticAlgorithm(GAConfig(population=8, seed=1, drift=0.0), N).next_generation(few, 1)
+    assert on == off
 
 
 def test_selection_uses_given_fitness_only() -> None:
