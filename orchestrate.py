@@ -1,6 +1,7 @@
 """Command line of the hyperparameter evolution: parse flags, build the configuration, call ``evolve.run``.
 
     python orchestrate.py --generations 300 --population 50 --data my.yaml --gpus-per-trial 1
+    python orchestrate.py --mode async --early-stop asha --gpus-per-trial 0.25 --address auto
     python orchestrate.py --resume runs/evolve/exp        # continue a run exactly where it stopped
 
 Exit status: 0 done, 2 bad input (one line on stderr naming the file, key or flag), 130 Ctrl-C (the run
@@ -14,7 +15,15 @@ import sys
 from typing import Any, Callable, Sequence
 
 from detector.errors import DataError, HypError
-from evolve.config import LANDSCAPES, EvolveConfig, surrogate_options, trial_train_config
+from evolve.config import (
+    EARLY_STOP,
+    LANDSCAPES,
+    MODES,
+    EvolveConfig,
+    default_elite,
+    surrogate_options,
+    trial_train_config,
+)
 from evolve.errors import ConfigError
 from evolve.ga import GAConfig
 from evolve.runner import RayConfig
@@ -60,6 +69,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _float_above(low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > low or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number > {low:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _imgsz(text: str) -> int:
     value = _int_at_least(32)(text)
     if value % 32:
@@ -77,11 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Train with the result: "
                 "python -m detector train --hyp runs/evolve/exp/hyp_evolve.yaml")
     g = p.add_argument_group("evolution")
+    g.add_argument("--mode", choices=MODES, default=MODES[0],
+                   help="generational: a barrier per generation; async: a steady-state GA that breeds a "
+                   "child the moment any trial ends, so no slot waits for the slowest trial "
+                   "(default: %(default)s)")
     g.add_argument("--generations", type=_int_at_least(1), default=ga.generations,
                    help="generations to run; with --resume RUN_DIR it may extend the run "
                    "(default: %(default)s)")
     g.add_argument("--population", type=_int_at_least(2), default=ga.population,
-                   help="individuals per generation (default: %(default)s)")
+                   help="individuals per generation; in async mode the size of the current population "
+                   "(default: %(default)s)")
     g.add_argument("--hyp", default=None, help="base hyp YAML, the first seed and the source of frozen keys "
                    "(default: hyps/hyp.scratch-low.yaml)")
     g.add_argument("--meta", default=None, help="search-space YAML: evolve/low/high/scale per key "
@@ -104,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gaussian mutation step, in normalised gene units (default: %(default)s)")
     sched = "from the first bred generation to the last"
     g.add_argument("--elite", type=_pair(int), default=ga.elite, metavar="START,END",
-                   help=f"elites carried unchanged, {sched} (default: 2,5)")
+                   help=f"elites carried unchanged, {sched}; the default is capped at population - 1 "
+                   "(default: 2,5)")
     g.add_argument("--tournament", type=_pair(int), default=ga.tournament, metavar="START,END",
                    help=f"tournament size of parent selection, {sched} (default: 10,2)")
     g.add_argument("--crossover-rate", type=_pair(float), default=ga.crossover_rate, metavar="START,END",
@@ -147,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs of the embedded Ray (default: all of this machine)")
     r.add_argument("--num-gpus", type=_int_at_least(0), default=ray.num_gpus,
                    help="GPUs of the embedded Ray, logical ones allowed (default: those found)")
+    r.add_argument("--workers-per-trial", type=_int_at_least(1), default=ray.workers_per_trial,
+                   help="run each trial as a DDP job of N CPU processes (gloo); with --gpus-per-trial 2 or "
+                   "more a trial has one process per GPU (default: 1 process)")
+    r.add_argument("--storage", default=ray.storage, metavar="PATH|URI",
+                   help="where Ray Tune keeps its trial records: a shared folder or a URI such as "
+                   "s3://bucket/path (default: RUN_DIR/ray)")
+    r.add_argument("--early-stop", choices=EARLY_STOP, default=ray.early_stop,
+                   help="stop hopeless trials: asha compares per-epoch fitness (validates every epoch); "
+                   "a stopped trial is recorded 'stopped' (default: %(default)s)")
+    r.add_argument("--grace-epochs", type=_int_at_least(1), default=ray.grace_epochs,
+                   help="with --early-stop asha: epochs every trial runs before it may be stopped "
+                   "(default: %(default)s)")
+    r.add_argument("--reduction-factor", type=_float_above(1.0), default=ray.reduction_factor,
+                   help="with --early-stop asha: only 1/F of the trials go on at each rung "
+                   "(default: %(default)s)")
 
     o = p.add_argument_group("output")
     o.add_argument("--project", default="runs/evolve", help="folder of runs (default: %(default)s)")
@@ -179,22 +222,30 @@ def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
 
 def build_config(args: argparse.Namespace, given: set[str] | frozenset[str] = frozenset()) -> EvolveConfig:
     """The ``EvolveConfig`` for parsed flags (``given``: the flags typed on the command line)."""
+    # The default elite schedule would not fit a population of 5 or less; one the user typed is kept.
+    elite = args.elite if "--elite" in given else default_elite(args.elite, args.population)
     ga = GAConfig(population=args.population, generations=args.generations, crossover=args.crossover,
-                  mutation=args.mutation, mutation_sigma=args.mutation_sigma, elite=args.elite,
+                  mutation=args.mutation, mutation_sigma=args.mutation_sigma, elite=elite,
                   tournament=args.tournament, crossover_rate=args.crossover_rate,
                   mutation_rate=args.mutation_rate, init=args.init, seed=args.seed)
     ray = RayConfig(address=args.address or None, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                    num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+                    num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                    workers_per_trial=args.workers_per_trial, storage=args.storage,
+                    early_stop=args.early_stop, grace_epochs=args.grace_epochs,
+                    reduction_factor=args.reduction_factor)
     surrogate = surrogate_options(landscape=args.surrogate_landscape, noise=args.surrogate_noise,
                                   seconds=args.surrogate_seconds, seconds_spread=args.surrogate_spread,
                                   failure_rate=args.surrogate_failure_rate)
     train = trial_train_config(data=args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz,
                                batch=args.batch, device=args.device, workers=args.workers, seed=args.seed,
                                max_images=args.max_images, extra={"surrogate": surrogate})
-    cfg = EvolveConfig(ga=ga, ray=ray, train=train, trainer=args.trainer, hyp=args.hyp, meta=args.meta,
-                       population_dir=args.population_dir, resume=args.resume, project=args.project,
-                       name=args.name, exist_ok=args.exist_ok, explicit=frozenset(given))
+    if args.early_stop != "none":
+        train.val_every = 1  # early stopping acts on per-epoch fitness
+    cfg = EvolveConfig(ga=ga, ray=ray, train=train, mode=args.mode, trainer=args.trainer, hyp=args.hyp,
+                       meta=args.meta, population_dir=args.population_dir, resume=args.resume,
+                       project=args.project, name=args.name, exist_ok=args.exist_ok,
+                       explicit=frozenset(given))
     cfg.validate()
     return cfg
 

@@ -1,47 +1,44 @@
-"""The evolution driver: ``run(cfg)`` validates all input, then breeds and trains generation after generation.
+"""The evolution driver: ``run(cfg)`` validates all input, then runs the whole evolution in one Ray Tune run.
 
-Order of events for one generation ``g``: the checkpoint is saved (population and GA state, before any
-trial of ``g`` runs), every individual whose rounded genome has no result yet becomes one Ray Tune trial,
-each finished trial is appended to ``evolve.csv`` at once, then the population file and the plots are
-written and generation ``g + 1`` is bred. ``evolve.csv`` is the source of truth for results: a resumed
-run rebuilds its cache of evaluated genomes from it, so a trial that has a row never runs again, and a
-driver killed at any moment continues exactly as if it had not been.
+Modes: ``generational`` (here, a barrier per generation) and ``async`` (``evolve.steady``, a child bred the
+moment a trial ends). Every trial of a run goes through one ``TrialRunner.run`` call, so Ray Tune and its
+workers start once per run, not once per generation.
+
+Generation ``g``: the checkpoint is saved (population and GA state, before any trial of ``g`` runs), every
+individual whose rounded genome has no result yet becomes one trial, each finished trial is appended to
+``evolve.csv`` at once, then the population file is written, the plots are drawn (in the background) and
+``g + 1`` is bred. A resumed run rebuilds its cache of evaluated genomes from ``evolve.csv``, so a trial
+that has a row never runs again, and a driver killed at any moment continues exactly where it was.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
-import json
 import logging
 import math
+import os
+import tempfile
+import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from detector.results import Metrics
-from evolve.config import EvolveConfig, resumed_config
+from evolve.config import CHECKPOINT_VERSION, EvolveConfig, check_checkpoint, fingerprint, resumed_from
 from evolve.errors import ConfigError
 from evolve.ga import GeneticAlgorithm
 from evolve.plots import plot_evolve, plot_fitness
 from evolve.progress import FAILED_STATUSES, Progress
 from evolve.records import RunRecords, TrialRecord, read_hyp_dir, read_population
-from evolve.rundir import (
-    RunLock,
-    checkpoint_path,
-    load_checkpoint,
-    make_run_dir,
-    save_checkpoint,
-)
-from evolve.runner import TrialJob, TrialRunner
+from evolve.rundir import RunLock, load_checkpoint, make_run_dir, save_checkpoint
+from evolve.runner import WAIT, TrialJob, TrialRunner
 from evolve.space import SearchSpace
 from evolve.trainers import resolve_trainer
 
 LOGGER = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
 Genome = list[float]
 
 
@@ -51,6 +48,30 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path) -> None:
         super().__init__(str(run_dir))
         self.run_dir = run_dir
+
+
+def selection_value(metrics: Metrics) -> float:
+    """The number the GA selects on: ``3 + fitness`` finished (ok), ``1 + fitness`` stopped, 0 failed.
+
+    Fitness lies in [0, 1], so the tiers [3, 4], [1, 2] and 0 never meet: a trial stopped early by ASHA
+    never competes as a finished trial of the fitness it had reached, and still beats a trial that failed
+    or diverged (a stopped trial at fitness 0 included).
+    """
+    fit = float(metrics.fitness)
+    fit = min(1.0, max(0.0, fit)) if math.isfinite(fit) else 0.0
+    if metrics.status == "ok":
+        return 3.0 + fit
+    if metrics.status == "stopped":
+        return 1.0 + fit
+    return 0.0
+
+
+def sanitised(metrics: Metrics) -> Metrics:
+    """Failure is data: whatever a trainer claims, a failed or diverged trial is worth exactly 0."""
+    if metrics.status in FAILED_STATUSES or not math.isfinite(metrics.fitness):
+        metrics = copy.copy(metrics)
+        metrics.fitness = 0.0
+    return metrics
 
 
 @dataclass
@@ -63,14 +84,6 @@ class Plan:
     run_dir: Path | None = None  # the folder of a run being resumed
     checkpoint: dict[str, Any] | None = None
     seeds: list[dict[str, float]] = field(default_factory=list)
-
-
-def fingerprint(cfg: EvolveConfig, space: SearchSpace) -> str:
-    """A digest of everything that decides results, except the generation count (a run may be extended)."""
-    settings = cfg.result_settings()
-    settings["ga"].pop("generations")
-    blob = {"settings": settings, "base": space.base, "genes": [asdict(g) for g in space.genes]}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _absolute(cfg: EvolveConfig) -> EvolveConfig:
@@ -100,14 +113,16 @@ def prepare(cfg: EvolveConfig) -> Plan:
         if target.is_dir():
             run_dir = target
             checkpoint = load_checkpoint(run_dir)
-            cfg = _resumed(cfg, checkpoint, run_dir)
+            cfg = resumed_from(cfg, checkpoint, run_dir)
         else:
             resume_hyps = read_population(target)
+    if cfg.ray.early_stop != "none":
+        cfg.train.val_every = 1  # early stopping acts on per-epoch fitness: validate every epoch
     _check_trainer(cfg.trainer)
     space = SearchSpace.load(cfg.meta, cfg.hyp)
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:
-        _check_checkpoint(checkpoint, run_dir, space, digest)
+        check_checkpoint(checkpoint, run_dir, space, digest, cfg.mode)
     if cfg.train.data and not Path(cfg.train.data).is_file():
         raise ConfigError(f"--data {cfg.train.data}: data YAML not found")
     seeds = [dict(space.base)]
@@ -131,44 +146,11 @@ def _check_trainer(spec: str) -> None:
     resolve_trainer(spec)
 
 
-def _resumed(cfg: EvolveConfig, checkpoint: dict[str, Any], run_dir: Path) -> EvolveConfig:
-    """The saved configuration with this command's --generations and execution settings."""
-    source = str(checkpoint_path(run_dir))
-    if checkpoint.get("version") != CHECKPOINT_VERSION or "config" not in checkpoint:
-        raise ConfigError(f"{source}: not a checkpoint of this version "
-                          f"(version {checkpoint.get('version')!r})")
-    saved = EvolveConfig.from_dict(checkpoint["config"], source=source)
-    merged, notes = resumed_config(saved, cfg)
-    for note in notes:
-        LOGGER.warning("%s", note)
-    merged.validate()
-    generation = checkpoint.get("generation")
-    if isinstance(generation, int) and merged.ga.generations <= generation:
-        raise ConfigError(f"--generations {merged.ga.generations}: the run in {run_dir} is already at "
-                          f"generation {generation} (counted from 0); ask for at least {generation + 1} "
-                          "generations")
-    return merged
-
-
-def _check_checkpoint(state: dict[str, Any], run_dir: Path, space: SearchSpace, digest: str) -> None:
-    source = checkpoint_path(run_dir)
-    generation, population = state.get("generation"), state.get("population")
-    if not isinstance(generation, int) or generation < 0 or "ga_state" not in state:
-        raise ConfigError(f"{source}: checkpoint lacks a valid generation index or GA state")
-    if not isinstance(population, list) or not population or not all(
-            isinstance(g, (list, tuple)) and len(g) == len(space) for g in population):
-        raise ConfigError(f"{source}: checkpoint population does not fit the search space "
-                          f"({len(space)} genes)")
-    if state.get("fingerprint") != digest:
-        raise ConfigError(f"{source}: the search space or settings changed since the run started "
-                          f"(the meta or hyp file was edited?); restore them or start a new run")
-
-
 def checkpoint_state(plan: Plan, generation: int, population: list[Genome], ga_state: Any) -> dict[str, Any]:
     """What the checkpoint holds at the start of ``generation``: enough to breed on exactly from there."""
-    return {"version": CHECKPOINT_VERSION, "generation": generation, "population": population,
-            "ga_state": ga_state, "config": plan.cfg.to_dict(), "fingerprint": plan.fingerprint,
-            "seed": plan.cfg.seed}
+    return {"version": CHECKPOINT_VERSION, "mode": plan.cfg.mode, "generation": generation,
+            "population": population, "ga_state": ga_state, "config": plan.cfg.to_dict(),
+            "fingerprint": plan.fingerprint, "seed": plan.cfg.seed}
 
 
 def run(cfg: EvolveConfig) -> Path:
@@ -177,36 +159,130 @@ def run(cfg: EvolveConfig) -> Path:
     run_dir = plan.run_dir or make_run_dir(plan.cfg.project, plan.cfg.name, plan.cfg.exist_ok)
     with RunLock(run_dir):
         try:
-            _Evolution(plan, run_dir).run()
+            if plan.cfg.mode == "async":
+                from evolve.steady import SteadyEvolution
+
+                SteadyEvolution(plan, run_dir).run()
+            else:
+                _Evolution(plan, run_dir).run()
         except KeyboardInterrupt as exc:
             LOGGER.warning("interrupted; resume with: python orchestrate.py --resume %s", run_dir)
             raise Interrupted(run_dir) from exc
     return run_dir
 
 
-class GenerationSource:
-    """The runner's job source for one generation: its trials in order, then ``None`` (no more)."""
+class Plotter:
+    """Draws ``evolve.png`` and ``fitness.png`` in a background thread from a snapshot of ``evolve.csv``.
 
-    def __init__(self, jobs: Sequence[TrialJob], on_result: Callable[[TrialJob, Metrics, float], None],
+    Thirty panels take seconds to draw. In the driver's thread that would hold up Ray Tune's event loop
+    (no trial started, no result recorded meanwhile); the snapshot is taken in the driver's thread, so the
+    drawing never sees a row being written. Requests made while a drawing runs merge into one more.
+    """
+
+    def __init__(self, run_dir: Path, csv_path: Path) -> None:
+        self.run_dir = run_dir
+        self.csv_path = csv_path
+        self._lock = threading.Lock()
+        self._pending: bytes | None = None
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        """Draw the plots of the records as they are now, soon."""
+        if not self.csv_path.is_file():
+            return
+        data = self.csv_path.read_bytes()
+        with self._lock:
+            self._pending = data
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="evolve-plots", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Wait until every requested drawing is done."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                data, self._pending = self._pending, None
+                if data is None:
+                    self._thread = None
+                    return
+            self._draw(data)
+
+    def _draw(self, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix="evolve-plot-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            for plot, name in ((plot_evolve, "evolve.png"), (plot_fitness, "fitness.png")):
+                try:
+                    plot(tmp, self.run_dir / name)
+                except Exception as exc:  # a plot is a convenience; it must never end a run of GPU-days
+                    LOGGER.warning("could not draw %s: %s: %s", name, type(exc).__name__, exc)
+        finally:
+            os.unlink(tmp)
+
+
+def report_best(records: RunRecords, cfg: EvolveConfig) -> None:
+    """Log the best trial of the run and the command that trains with its hyps."""
+    best = records.best()
+    if best is None:
+        LOGGER.warning("no trial finished well; %s has no best hyps", records.best_path)
+        return
+    data = f" --data {cfg.train.data}" if cfg.train.data else ""
+    LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
+                best.trial_id, best.generation, records.best_path)
+    LOGGER.info("train with them: python -m detector train%s --hyp %s", data, records.best_path)
+
+
+class GenerationSource:
+    """The runner's job source for a whole generational run, one generation after another.
+
+    ``advance()`` is called at the start and at every generation barrier (all results in, nothing
+    running): it closes the generation that ended and returns the jobs of the next one, or None when the
+    run is over. Between barriers the source hands out the generation's jobs, then answers ``WAIT``.
+    """
+
+    def __init__(self, advance: Callable[[], Sequence[TrialJob] | None],
+                 on_result: Callable[[TrialJob, Metrics, float], None],
                  on_start: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._queue = deque(jobs)
+        self._advance = advance
         self._on_result = on_result
         self._on_start = on_start
         self._clock = clock
-        self._started: dict[str, float] = {}
+        self._queue: deque[TrialJob] = deque()
+        self._started: dict[str, float] = {}  # trial id -> start time, while running
+        self._over = False
         self.results: dict[str, Metrics] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ray Tune pickles its search algorithm, and with it this source, into its experiment folder.
-        # The callbacks reach into the driver (open files, the terminal) and mean nothing in another
-        # process; the evolution never restores from Tune's copy, so only the plain data goes.
-        return {"_queue": deque(self._queue), "_on_result": None, "_on_start": None, "_clock": time.monotonic,
-                "_started": dict(self._started), "results": dict(self.results)}
+        # Ray Tune pickles its search algorithm, and with it this source, into its experiment folder. The
+        # callbacks reach into the driver (open files, the terminal) and mean nothing in another process;
+        # the evolution never restores from Tune's copy, so only plain data goes.
+        return {"_queue": deque(self._queue), "_started": dict(self._started), "_over": self._over,
+                "results": dict(self.results), "_advance": None, "_on_result": None, "_on_start": None,
+                "_clock": time.monotonic}
 
-    def next_job(self) -> TrialJob | None:
+    def has_jobs(self) -> bool:
+        """Pass barriers until a generation has a job to run; False when the run is over."""
+        while not self._queue and not self._started and not self._over:
+            jobs = self._advance()
+            if jobs is None:
+                self._over = True
+            else:
+                self._queue.extend(jobs)
+        return bool(self._queue)
+
+    def next_job(self) -> Any:
         if not self._queue:
-            return None
+            if self._started:
+                return WAIT  # the generation barrier: its last results are not in yet
+            if not self.has_jobs():
+                return None
         job = self._queue.popleft()
         self._started[job.trial_id] = self._clock()
         if self._on_start is not None:
@@ -214,25 +290,16 @@ class GenerationSource:
         return job
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        if job.trial_id in self.results:  # a second result for one trial must not make a second row
-            LOGGER.warning("trial %s reported twice; keeping the first result", job.trial_id)
+        if job.trial_id in self.results or job.trial_id not in self._started:
+            LOGGER.warning("trial %s reported twice or was never started; result ignored", job.trial_id)
             return
-        now = self._clock()
-        seconds = now - self._started.pop(job.trial_id, now)
+        seconds = self._clock() - self._started.pop(job.trial_id)
         self.results[job.trial_id] = metrics
         self._on_result(job, metrics, seconds)
 
 
-def _sanitised(metrics: Metrics) -> Metrics:
-    # Failure is data: whatever a trainer claims, a failed or diverged trial is worth exactly 0.
-    if metrics.status in FAILED_STATUSES or not math.isfinite(metrics.fitness):
-        metrics = copy.copy(metrics)
-        metrics.fitness = 0.0
-    return metrics
-
-
 class _Evolution:
-    """One run of the generational loop in a locked run folder."""
+    """One run of the generational GA in a locked run folder."""
 
     def __init__(self, plan: Plan, run_dir: Path) -> None:
         self.cfg = plan.cfg
@@ -243,23 +310,24 @@ class _Evolution:
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space))
         self.cache: dict[tuple, Metrics] = {}
         self.progress: Progress | None = None
+        self.plotter = Plotter(run_dir, self.records.csv_path)
+        self.generation = 0
+        self.population: list[Genome] = []
+        self._first: tuple[int, list[Genome]] | None = None
 
     def run(self) -> None:
-        generation, population = self._start()
+        self._first = self._start()
         cfg = self.cfg
         LOGGER.info("evolving %d hyperparameters: %d generations of %d in %s (trainer %s)",
                     len(self.space), cfg.ga.generations, cfg.ga.population, self.run_dir, cfg.trainer)
-        with TrialRunner(cfg.ray, cfg.trainer, cfg.train, self.run_dir) as runner:
-            while True:
-                self._save_checkpoint(generation, population)
-                self._run_generation(runner, generation, population)
-                fitnesses = [self.cache[self.space.genome_key(g)].fitness for g in population]
-                self._finish_generation(generation, population, fitnesses)
-                if generation + 1 >= cfg.ga.generations:
-                    break
-                population = self.ga.next_generation(list(zip(population, fitnesses)), generation + 1)
-                generation += 1
-        self._report_best()
+        progress = self.progress
+        assert progress is not None
+        source = GenerationSource(self._advance, self._record, on_start=progress.started)
+        if source.has_jobs():
+            with TrialRunner(cfg.ray, cfg.trainer, cfg.train, self.run_dir) as runner:
+                runner.run(source)
+        self.plotter.close()
+        report_best(self.records, cfg)
 
     def _start(self) -> tuple[int, list[Genome]]:
         """Generation index and population to run first: from the checkpoint, or a fresh generation 0."""
@@ -285,8 +353,32 @@ class _Evolution:
                     self.run_dir, generation, generation + 1, self.cfg.ga.generations, len(rows))
         return generation, population
 
-    def _save_checkpoint(self, generation: int, population: list[Genome]) -> None:
-        state = checkpoint_state(self.plan, generation, population, self.ga.get_state())
+    def _advance(self) -> list[TrialJob] | None:
+        """At a barrier: close the generation that ended, breed and checkpoint the next; its jobs."""
+        if self._first is not None:
+            (self.generation, self.population), self._first = self._first, None
+        else:
+            self._finish_generation()
+            if self.generation + 1 >= self.cfg.ga.generations:
+                return None
+            values = [selection_value(self._metrics(g)) for g in self.population]
+            self.population = self.ga.next_generation(list(zip(self.population, values)), self.generation + 1)
+            self.generation += 1
+        self._save_checkpoint()
+        jobs = self._jobs(self.generation, self.population)
+        LOGGER.info("generation %d (%d of %d): %d trials to run, %d individuals already evaluated",
+                    self.generation, self.generation + 1, self.cfg.ga.generations, len(jobs),
+                    len(self.population) - len(jobs))
+        assert self.progress is not None
+        self.progress.start_generation(self.generation, len(jobs))
+        return jobs
+
+    def _metrics(self, genome: Genome) -> Metrics:
+        # Every genome of a generation has a result at its barrier; a missing one counts as failed.
+        return self.cache.get(self.space.genome_key(genome)) or Metrics(status="failed")
+
+    def _save_checkpoint(self) -> None:
+        state = checkpoint_state(self.plan, self.generation, self.population, self.ga.get_state())
         save_checkpoint(self.run_dir, state)
 
     def _jobs(self, generation: int, population: list[Genome]) -> list[TrialJob]:
@@ -301,52 +393,22 @@ class _Evolution:
                                  hyp=self.space.decode(genome)))
         return jobs
 
-    def _run_generation(self, runner: TrialRunner, generation: int, population: list[Genome]) -> None:
-        jobs = self._jobs(generation, population)
-        progress = self.progress
-        assert progress is not None
-        LOGGER.info("generation %d (%d of %d): %d trials to run, %d individuals already evaluated",
-                    generation, generation + 1, self.cfg.ga.generations, len(jobs),
-                    len(population) - len(jobs))
-        progress.start_generation(generation, len(jobs))
+    def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
+        metrics = sanitised(metrics)
+        self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
+        self.cache[self.space.genome_key(self.population[job.individual])] = metrics
+        assert self.progress is not None
+        self.progress.finished(job.trial_id, metrics, seconds)
 
-        def record(job: TrialJob, metrics: Metrics, seconds: float) -> None:
-            metrics = _sanitised(metrics)
-            self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
-            self.cache[self.space.genome_key(population[job.individual])] = metrics
-            progress.finished(job.trial_id, metrics, seconds)
-
-        if jobs:
-            source = GenerationSource(jobs, record, on_start=progress.started)
-            runner.run(source)
-            for job in jobs:
-                if job.trial_id not in source.results:
-                    # Never happens with a conforming runner; the individual counts as failed, unrecorded.
-                    LOGGER.warning("trial %s ended without a result; counted as failed", job.trial_id)
-                    self.cache[self.space.genome_key(population[job.individual])] = Metrics(status="failed")
-        progress.end_generation()
-
-    def _finish_generation(self, generation: int, population: list[Genome], fitnesses: list[float]) -> None:
-        self.records.write_population(generation, [self.space.decode(g) for g in population])
-        csv_path = self.records.csv_path
-        for plot, name in ((plot_evolve, "evolve.png"), (plot_fitness, "fitness.png")):
-            try:
-                plot(csv_path, self.run_dir / name)
-            except Exception as exc:  # a plot is a convenience; it must never end a run of GPU-days
-                LOGGER.warning("could not draw %s: %s: %s", name, type(exc).__name__, exc)
-        ranked = sorted(fitnesses)
-        LOGGER.info("generation %d done: best %.5f, median %.5f of its population", generation, ranked[-1],
-                    ranked[len(ranked) // 2])
-
-    def _report_best(self) -> None:
-        best = self.records.best()
-        if best is None:
-            LOGGER.warning("no trial finished well; %s has no best hyps", self.records.best_path)
-            return
-        data = f" --data {self.cfg.train.data}" if self.cfg.train.data else ""
-        LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
-                    best.trial_id, best.generation, self.records.best_path)
-        LOGGER.info("train with them: python -m detector train%s --hyp %s", data, self.records.best_path)
+    def _finish_generation(self) -> None:
+        assert self.progress is not None
+        self.progress.end_generation()
+        self.records.write_population(self.generation, [self.space.decode(g) for g in self.population])
+        self.plotter.request()
+        ranked = sorted(self._metrics(g).fitness for g in self.population)
+        LOGGER.info("generation %d done: best %.5f, median %.5f of its population", self.generation,
+                    ranked[-1], ranked[len(ranked) // 2])
 
 
-__all__ = ["GenerationSource", "Interrupted", "Plan", "checkpoint_state", "fingerprint", "prepare", "run"]
+__all__ = ["GenerationSource", "Interrupted", "Plan", "Plotter", "checkpoint_state", "fingerprint", "prepare",
+           "report_best", "run", "sanitised", "selection_value"]

@@ -117,6 +117,17 @@ def bad_cases(tmp: Path, project: Path) -> dict[str, tuple[list[str], list[str]]
         "elite not below population": (["--elite", "1,6"], ["--elite"]),
         "bad image size": (["--imgsz", "100"], ["--imgsz", "multiple of 32"]),
         "num-cpus with address": (["--address", "auto", "--num-cpus", "2"], ["--num-cpus"]),
+        "unknown mode": (["--mode", "steady"], ["--mode", "'steady'"]),
+        "unknown early stop": (["--early-stop", "median"], ["--early-stop", "'median'"]),
+        "grace epochs below 1": (["--grace-epochs", "0"], ["--grace-epochs", ">= 1"]),
+        "reduction factor not above 1": (["--reduction-factor", "1"], ["--reduction-factor", "> 1"]),
+        "reduction factor not a number": (["--reduction-factor", "x"], ["--reduction-factor", "'x'"]),
+        "grace not below epochs": (["--early-stop", "asha", "--grace-epochs", "1"],
+                                   ["--grace-epochs", "below --epochs (1)"]),
+        "workers per trial below 1": (["--workers-per-trial", "0"], ["--workers-per-trial", ">= 1"]),
+        "workers per trial with one GPU": (["--workers-per-trial", "2", "--gpus-per-trial", "1"],
+                                           ["--workers-per-trial 2", "--gpus-per-trial 1"]),
+        "empty storage": (["--storage", " "], ["--storage"]),
     }
 
 
@@ -125,7 +136,9 @@ CASES = ["meta unknown key", "meta low >= high", "meta log low <= 0", "meta miss
          "missing resume target", "corrupt checkpoint", "folder without checkpoint", "corrupt evolve.csv",
          "bad trainer spec", "trainer not callable", "missing data YAML", "existing run without resume",
          "bad schedule flag", "population too small", "elite not below population", "bad image size",
-         "num-cpus with address"]
+         "num-cpus with address", "unknown mode", "unknown early stop", "grace epochs below 1",
+         "reduction factor not above 1", "reduction factor not a number", "grace not below epochs",
+         "workers per trial below 1", "workers per trial with one GPU", "empty storage"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -183,12 +196,15 @@ def test_help_lists_every_flag_with_defaults(capsys):
              "--crossover", "--mutation", "--mutation-sigma", "--init", "--elite", "--tournament",
              "--crossover-rate", "--mutation-rate", "--workers", "--device", "--max-images", "--num-cpus",
              "--num-gpus", "--surrogate-landscape", "--surrogate-seconds", "--surrogate-spread",
-             "--surrogate-failure-rate", "--surrogate-noise", "--verbose"]
+             "--surrogate-failure-rate", "--surrogate-noise", "--verbose", "--mode", "--early-stop",
+             "--grace-epochs", "--reduction-factor", "--workers-per-trial", "--storage"]
     for flag in flags:
         assert flag in out, flag
     flat = " ".join(out.split())
-    for default in ("individuals per generation (default: 50)", "(default: 300)", "(default: runs/evolve)",
-                    "(default: 2,5)", "(default: 10,2)", "(default: 1.0,0.5)", "(default: 0.5,0.01)"):
+    for default in ("the size of the current population (default: 50)", "(default: 300)",
+                    "(default: runs/evolve)", "(default: 2,5)", "(default: 10,2)", "(default: 1.0,0.5)",
+                    "(default: 0.5,0.01)",
+                    "(default: generational)", "(default: none)", "(default: 3.0)"):
         assert default in flat, default
 
 
@@ -206,6 +222,31 @@ def test_flags_build_the_config_and_remember_what_was_typed():
     assert cfg.train.extra["surrogate"]["failure_rate"] == 0.2
     assert cfg.explicit == {"--generations", "--elite", "--tournament", "--mutation-rate", "--address",
                             "--trainer", "--surrogate-failure-rate", "--seed", "--epochs", "--data"}
+
+
+def test_scale_out_flags_reach_the_ray_config():
+    parser = orchestrate.build_parser()
+    argv = ["--mode", "async", "--early-stop", "asha", "--grace-epochs", "2", "--reduction-factor", "2.5",
+            "--workers-per-trial", "2", "--storage", "/shared/ray", "--epochs", "5"]
+    args = parser.parse_args(argv)
+    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    assert cfg.mode == "async"
+    ray = cfg.ray
+    assert (ray.early_stop, ray.grace_epochs, ray.reduction_factor) == ("asha", 2, 2.5)
+    assert (ray.workers_per_trial, ray.storage) == (2, "/shared/ray")
+    assert cfg.train.val_every == 1  # early stopping validates every epoch
+    default = orchestrate.build_config(parser.parse_args([]))
+    assert default.mode == "generational" and default.ray.early_stop == "none"
+    assert default.ray.workers_per_trial is None and default.ray.storage is None
+
+
+@pytest.mark.parametrize("population, elite", [("2", (1, 1)), ("4", (2, 3)), ("5", (2, 4)), ("8", (2, 5))])
+def test_a_small_population_gets_the_default_elite_capped(population, elite):
+    parser = orchestrate.build_parser()
+    argv = ["--population", population]
+    args = parser.parse_args(argv)
+    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    assert cfg.ga.elite == elite
 
 
 def test_checkpoint_written_for_tests_is_loadable(project):

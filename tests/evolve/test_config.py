@@ -6,6 +6,7 @@ import pytest
 from evolve.config import (
     FLAGS,
     EvolveConfig,
+    default_elite,
     get_setting,
     resumed_config,
     surrogate_options,
@@ -36,7 +37,7 @@ def test_defaults_are_those_of_an_evolution():
 @pytest.mark.parametrize("path, value, flag", [
     ("ga.population", 1, "--population"),
     ("ga.generations", 0, "--generations"),
-    ("ga.elite", (2, 6), "--elite"),
+    ("ga.elite", (2, -1), "--elite"),
     ("ga.tournament", (0, 2), "--tournament"),
     ("ga.crossover_rate", (1.5, 0.5), "--crossover-rate"),
     ("ga.mutation_rate", (0.5, -0.1), "--mutation-rate"),
@@ -51,6 +52,12 @@ def test_defaults_are_those_of_an_evolution():
     ("train.extra.surrogate.seconds_spread", 2.0, "--surrogate-spread"),
     ("train.extra.surrogate.seconds", -1.0, "--surrogate-seconds"),
     ("train.extra.surrogate.noise", float("nan"), "--surrogate-noise"),
+    ("mode", "steady", "--mode"),
+    ("ray.early_stop", "median", "--early-stop"),
+    ("ray.grace_epochs", 0, "--grace-epochs"),
+    ("ray.reduction_factor", 1.0, "--reduction-factor"),
+    ("ray.workers_per_trial", 0, "--workers-per-trial"),
+    ("ray.storage", " ", "--storage"),
 ])
 def test_validate_names_the_flag(path, value, flag):
     cfg = make()
@@ -67,6 +74,39 @@ def test_validate_names_the_flag(path, value, flag):
     assert flag in str(err.value) and "\n" not in str(err.value)
 
 
+def test_asha_needs_epochs_after_the_grace_period():
+    cfg = make()
+    cfg.ray.early_stop, cfg.ray.grace_epochs = "asha", 2  # the trials run 2 epochs
+    with pytest.raises(ConfigError, match=r"^--grace-epochs must be below --epochs \(2\) .*got 2$"):
+        cfg.validate()
+    cfg.ray.grace_epochs = 1
+    cfg.validate()
+    cfg.ray.early_stop, cfg.ray.grace_epochs = "none", 5  # without early stopping the grace is unused
+    cfg.validate()
+
+
+def test_an_elite_typed_by_the_user_must_stay_below_the_population():
+    cfg = make(elite=(2, 6))
+    cfg.validate()  # a default schedule: the GA caps it at population - 1
+    cfg.explicit = frozenset({"--elite"})
+    with pytest.raises(ConfigError, match=r"^--elite must stay below --population \(6\).*got 2,6$"):
+        cfg.validate()
+
+
+def test_workers_per_trial_must_fit_the_gpus_of_a_trial():
+    cfg = make()
+    cfg.ray.workers_per_trial, cfg.ray.gpus_per_trial = 2, 1.0
+    with pytest.raises(ConfigError, match="--workers-per-trial 2 with --gpus-per-trial 1"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("population, elite",
+                         [(2, (1, 1)), (4, (2, 3)), (5, (2, 4)), (6, (2, 5)), (50, (2, 5))])
+def test_the_default_elite_schedule_fits_small_populations(population, elite):
+    assert default_elite((2, 5), population) == elite
+    GAConfig(population=population, elite=elite)  # accepted
+
+
 def test_num_cpus_with_an_address_is_refused():
     cfg = make()
     cfg.ray.address, cfg.ray.num_cpus = "auto", 4
@@ -77,11 +117,23 @@ def test_num_cpus_with_an_address_is_refused():
 def test_round_trip_through_a_plain_dict():
     cfg = make(elite=(1, 3), seed=7)
     cfg.explicit = frozenset({"--seed", "--elite"})
-    cfg.ray = RayConfig(address="auto", max_concurrent=3)
+    cfg.ray = RayConfig(address="auto", max_concurrent=3, early_stop="asha", grace_epochs=1,
+                        reduction_factor=2.0, workers_per_trial=2, storage="s3://bucket/runs")
+    cfg.mode = "async"
     data = cfg.to_dict()
     assert data["ga"]["elite"] == (1, 3) and data["explicit"] == ["--elite", "--seed"]
     back = EvolveConfig.from_dict(data)
     assert back == cfg
+
+
+def test_a_config_saved_before_async_mode_existed_loads_with_the_defaults():
+    data = make().to_dict()
+    del data["mode"]
+    for name in ("workers_per_trial", "early_stop", "grace_epochs", "reduction_factor"):
+        del data["ray"][name]
+    back = EvolveConfig.from_dict(data)
+    assert back.mode == "generational" and back.ray.early_stop == "none"
+    assert back.ray.workers_per_trial is None
 
 
 def test_from_dict_of_another_version_is_a_config_error():
@@ -103,6 +155,12 @@ def test_result_settings_leave_out_execution_and_folders():
     assert a.result_settings() == b.result_settings()
     b.train.epochs = 3
     assert a.result_settings() != b.result_settings()
+    # Early stopping decides which trials finish: it is a result setting although RayConfig holds it.
+    c = make()
+    c.ray.early_stop = "asha"
+    assert a.result_settings() != c.result_settings()
+    assert c.result_settings()["early_stop"] == {"early_stop": "asha", "grace_epochs": 1,
+                                                 "reduction_factor": 3.0}
 
 
 def test_resume_keeps_saved_settings_except_generations_and_execution():
@@ -123,6 +181,23 @@ def test_resume_keeps_saved_settings_except_generations_and_execution():
     assert notes == ["--population 8 ignored: the resumed run keeps 6",
                      "--epochs 9 ignored: the resumed run keeps 2"]
     assert saved.ga.generations == 3  # the saved config itself is left alone
+
+
+def test_resume_keeps_mode_and_early_stopping_but_takes_storage_and_ddp_workers():
+    saved = make()
+    saved.mode = "async"
+    saved.ray = RayConfig(early_stop="asha", grace_epochs=1, reduction_factor=2.0)
+    new = make()
+    new.ray = RayConfig(storage="/shared/ray", workers_per_trial=2, reduction_factor=4.0)
+    new.explicit = frozenset({"--mode", "--early-stop", "--reduction-factor", "--storage",
+                              "--workers-per-trial"})
+    merged, notes = resumed_config(saved, new)
+    assert merged.mode == "async"
+    assert (merged.ray.early_stop, merged.ray.grace_epochs, merged.ray.reduction_factor) == ("asha", 1, 2.0)
+    assert merged.ray.storage == "/shared/ray" and merged.ray.workers_per_trial == 2
+    assert notes == ["--early-stop none ignored: the resumed run keeps asha",
+                     "--reduction-factor 4.0 ignored: the resumed run keeps 2.0",
+                     "--mode generational ignored: the resumed run keeps async"]
 
 
 def test_resume_without_generations_flag_keeps_the_saved_count():

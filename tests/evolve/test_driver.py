@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,11 +22,20 @@ import yaml
 import orchestrate
 from detector.hyp import HYP_KEYS
 from detector.results import Metrics, fitness
-from evolve.driver import GenerationSource, Interrupted, _Evolution, prepare, run
+from evolve.driver import (
+    GenerationSource,
+    Interrupted,
+    _Evolution,
+    prepare,
+    run,
+    sanitised,
+    selection_value,
+)
 from evolve.errors import ConfigError
+from evolve.ga import GAConfig, GeneticAlgorithm
 from evolve.records import CSV_COLUMNS, RunRecords, TrialRecord
 from evolve.rundir import load_checkpoint
-from evolve.runner import TrialJob
+from evolve.runner import WAIT, TrialJob
 from evolve.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,20 +219,82 @@ def test_injected_failures_are_rows_with_fitness_0_and_the_run_completes(ray_add
 
 # --- pieces of the driver, without Ray -----------------------------------------------------------------
 
-def test_generation_source_hands_out_jobs_then_none_and_times_them():
-    jobs = [TrialJob(f"g000i00{i}", 0, i, {}) for i in range(2)]
-    clock = iter([10.0, 11.0, 14.5, 16.0]).__next__
+def test_generation_source_runs_every_generation_with_a_barrier_between_them():
+    gen0 = [TrialJob(f"g000i00{i}", 0, i, {}) for i in range(2)]
+    gen2 = [TrialJob("g002i000", 2, 0, {})]
+    plans = iter([gen0, [], gen2, None])  # generation 1 has nothing to train (all carried)
+    advanced: list[int] = []
+
+    def advance():
+        advanced.append(1)
+        return next(plans)
+
+    clock = iter([10.0, 11.0, 14.5, 16.0, 20.0, 20.5]).__next__
     seen: list[tuple[str, str, float]] = []
     started: list[int] = []
-    source = GenerationSource(jobs, lambda j, m, s: seen.append((j.trial_id, m.status, s)),
+    source = GenerationSource(advance, lambda j, m, s: seen.append((j.trial_id, m.status, s)),
                               on_start=lambda: started.append(1), clock=clock)
+    assert source.has_jobs() and len(advanced) == 1
     a, b = source.next_job(), source.next_job()
-    assert (a.trial_id, b.trial_id) == ("g000i000", "g000i001") and source.next_job() is None
+    assert (a.trial_id, b.trial_id) == ("g000i000", "g000i001")
+    assert source.next_job() is WAIT  # the barrier: nothing of generation 2 before generation 0 is done
     source.on_result(b, Metrics(status="failed"))
+    assert source.next_job() is WAIT and len(advanced) == 1
     source.on_result(a, Metrics())
     source.on_result(a, Metrics())  # a duplicate result never makes a second row
-    assert seen == [("g000i001", "failed", 3.5), ("g000i000", "ok", 6.0)]
-    assert len(started) == 2
+    c = source.next_job()
+    assert c.trial_id == "g002i000" and len(advanced) == 3
+    assert source.next_job() is WAIT
+    source.on_result(c, Metrics(fitness=0.5))
+    assert source.next_job() is None and len(advanced) == 4
+    assert source.next_job() is None and len(advanced) == 4
+    assert seen == [("g000i001", "failed", 3.5), ("g000i000", "ok", 6.0), ("g002i000", "ok", 0.5)]
+    assert len(started) == 3
+    # Tune pickles its search algorithm; the source goes without the driver's callbacks.
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone.results.keys() == source.results.keys() and clone._advance is None
+
+
+def test_a_source_with_nothing_to_run_never_starts_trials():
+    source = GenerationSource(lambda: None, lambda j, m, s: None)
+    assert not source.has_jobs() and source.next_job() is None
+
+
+def test_selection_values_put_finished_above_stopped_above_failed():
+    ok_low = Metrics(fitness=0.05, status="ok")
+    stopped_high = Metrics(fitness=0.95, status="stopped")
+    stopped_zero = Metrics(fitness=0.0, status="stopped")
+    failed = Metrics(fitness=0.7, status="failed")
+    diverged = Metrics(fitness=float("nan"), status="diverged")
+    assert selection_value(ok_low) == pytest.approx(3.05)
+    assert selection_value(stopped_high) == pytest.approx(1.95)
+    assert selection_value(stopped_zero) == 1.0
+    assert selection_value(failed) == selection_value(diverged) == 0.0
+    assert selection_value(Metrics(fitness=0.0)) == 3.0
+    assert selection_value(Metrics(fitness=1.0, status="stopped")) == 2.0
+    assert selection_value(Metrics(fitness=1.5)) == 4.0  # a user's trainer may claim more than 1
+    # Within a tier the fitness decides.
+    assert selection_value(Metrics(fitness=0.3)) > selection_value(Metrics(fitness=0.2))
+    assert sanitised(failed).fitness == 0.0 and failed.fitness == 0.7
+
+
+def test_a_stopped_trial_with_high_fitness_loses_tournaments_to_a_finished_one():
+    n = len(SearchSpace.load())
+    stopped, finished = [0.9] * n, [0.1] * n
+    metrics = {tuple(stopped): Metrics(fitness=0.8, status="stopped"), tuple(finished): Metrics(fitness=0.3)}
+    # No crossover or mutation: every child is a copy of its tournament's winner. 60 aspirants drawn from
+    # two individuals: every tournament holds both (all alike has probability 2**-59).
+    cfg = GAConfig(population=4, generations=2, tournament=(60, 60), crossover_rate=(0.0, 0.0),
+                   mutation_rate=(0.0, 0.0), elite=(0, 0), seed=5)
+
+    def winners(value) -> list[list[float]]:
+        ga = GeneticAlgorithm(cfg, n)
+        evaluated = [(list(g), value(m)) for g, m in metrics.items()]
+        return [ga.breed_one(evaluated, 0.5) for _ in range(20)]
+
+    assert all(child == finished for child in winners(selection_value))
+    # Ranked by raw fitness the stopped trial would have won them all: the tiers make the difference.
+    assert all(child == stopped for child in winners(lambda m: m.fitness))
 
 
 def make_evolution(tmp_path: Path) -> _Evolution:
@@ -231,6 +303,23 @@ def make_evolution(tmp_path: Path) -> _Evolution:
     run_dir = tmp_path / "exp"
     run_dir.mkdir()
     return _Evolution(plan, run_dir)
+
+
+def test_generational_elites_rank_every_finished_trial_above_stopped_ones(tmp_path):
+    ev = make_evolution(tmp_path)
+    space = ev.space
+    population = [[0.1 * (i + 1)] * len(space) for i in range(6)]
+    ev._start()
+    ev._first = (0, population)
+    assert len(ev._advance()) == 6
+    outcomes = [Metrics(fitness=0.9, status="stopped"), Metrics(fitness=0.2), Metrics(fitness=0.1),
+                Metrics(status="failed"), Metrics(fitness=0.5, status="stopped"), Metrics(fitness=0.05)]
+    for genome, metrics in zip(population, outcomes):
+        ev.cache[space.genome_key(genome)] = metrics
+    ev._advance()  # closes generation 0 and breeds generation 1, the last: 5 elites
+    assert ev.generation == 1
+    assert ev.population[:5] == [population[i] for i in (1, 2, 5, 0, 4)]
+    assert load_checkpoint(ev.run_dir)["generation"] == 1
 
 
 def test_a_genome_is_trained_once_per_rounded_key(tmp_path):
@@ -253,10 +342,12 @@ def test_plots_failing_never_end_the_run(tmp_path, monkeypatch, caplog):
         raise RuntimeError("no display")
 
     monkeypatch.setattr("evolve.driver.plot_evolve", broken)
-    population = [[0.5] * len(ev.space), [0.25] * len(ev.space)]
-    ev.records.append(TrialRecord(0, 0, "g000i000", ev.space.decode(population[0]), Metrics(fitness=0.1)))
+    ev.population = [[0.5] * len(ev.space), [0.25] * len(ev.space)]
+    ev._start()
+    ev._record(TrialJob("g000i000", 0, 0, ev.space.decode(ev.population[0])), Metrics(fitness=0.1), 1.0)
     caplog.set_level(logging.WARNING, logger="evolve.driver")
-    ev._finish_generation(0, population, [0.1, 0.0])
+    ev._finish_generation()
+    ev.plotter.close()  # plots are drawn in the background
     assert "could not draw evolve.png: RuntimeError: no display" in caplog.text
     assert (ev.run_dir / "fitness.png").is_file()
     assert list(yaml.safe_load((ev.run_dir / "evolve_population.yaml").read_text())) == ["gen0number0",
@@ -271,14 +362,29 @@ def test_resume_extends_generations_and_logs_ignored_flags(tmp_path, caplog):
     save_checkpoint(ev.run_dir, checkpoint_state(ev.plan, 1, [[0.5] * len(ev.space)] * 6, ev.ga.get_state()))
     caplog.set_level(logging.WARNING)
     plan = prepare(config(["--resume", str(ev.run_dir), "--generations", "5", "--population", "9",
-                           "--address", "auto"]))
+                           "--address", "auto", "--mode", "async"]))
     assert plan.cfg.ga.generations == 5 and plan.cfg.ga.population == 6 and plan.cfg.ray.address == "auto"
     assert plan.run_dir == ev.run_dir and plan.checkpoint["generation"] == 1
+    assert plan.cfg.mode == "generational"
     assert "--population 9 ignored: the resumed run keeps 6" in caplog.text
+    assert "--mode async ignored: the resumed run keeps generational" in caplog.text
     assert "--generations" not in caplog.text
     with pytest.raises(ConfigError, match=r"^--generations 1: the run in .* is already at generation 1 "
                                           r".*at least 2 generations"):
         prepare(config(["--resume", str(ev.run_dir), "--generations", "1"]))
+
+
+def test_a_checkpoint_of_another_mode_than_its_configuration_is_refused(tmp_path):
+    ev = make_evolution(tmp_path)
+    from evolve.driver import checkpoint_state
+    from evolve.rundir import save_checkpoint
+
+    state = checkpoint_state(ev.plan, 0, [[0.5] * len(ev.space)] * 6, ev.ga.get_state())
+    state["mode"] = "async"
+    save_checkpoint(ev.run_dir, state)
+    with pytest.raises(ConfigError, match=r"checkpoint\.pkl: checkpoint of a 'async' run, but its "
+                                          r"configuration says 'generational'"):
+        prepare(config(["--resume", str(ev.run_dir)]))
 
 
 def test_seeds_are_the_base_the_population_dir_and_a_population_file(tmp_path):
