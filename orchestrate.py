@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mutation operator (default: %(default)s)")
     g.add_argument("--mutation-sigma", type=float, default=ga.mutation_sigma,
                    help="Gaussian mutation step, in normalised gene units (default: %(default)s)")
+    g.add_argument("--init-sigma", type=float, default=ga.init_sigma,
+                   help="step of generation 0's mutants around the seeds, in normalised gene units "
+                   "(default: %(default)s)")
+    g.add_argument("--drift", type=float, default=ga.drift,
+                   help="how far each child moves along (mean of the best quarter - mean of the "
+                   "generation); 0 turns it off (default: %(default)s)")
+    g.add_argument("--bounds", choices=("clip", "reflect"), default=ga.bounds,
+                   help="a mutation step past a bound stops on it or comes back in (default: %(default)s)")
     sched = "from the first bred generation to the last"
     g.add_argument("--elite", type=_pair(int), default=ga.elite, metavar="START,END",
                    help=f"elites carried unchanged, {sched}; the default is capped at population - 1 "
@@ -227,7 +235,8 @@ def build_config(args: argparse.Namespace, given: set[str] | frozenset[str] = fr
     ga = GAConfig(population=args.population, generations=args.generations, crossover=args.crossover,
                   mutation=args.mutation, mutation_sigma=args.mutation_sigma, elite=elite,
                   tournament=args.tournament, crossover_rate=args.crossover_rate,
-                  mutation_rate=args.mutation_rate, init=args.init, seed=args.seed)
+                  mutation_rate=args.mutation_rate, init=args.init, seed=args.seed,
+                  init_sigma=args.init_sigma, drift=args.drift, bounds=args.bounds)
     ray = RayConfig(address=args.address or None, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     num_cpus=args.num_cpus, num_gpus=args.num_gpus,

@@ -128,6 +128,8 @@ def bad_cases(tmp: Path, project: Path) -> dict[str, tuple[list[str], list[str]]
         "workers per trial with one GPU": (["--workers-per-trial", "2", "--gpus-per-trial", "1"],
                                            ["--workers-per-trial 2", "--gpus-per-trial 1"]),
         "empty storage": (["--storage", " "], ["--storage"]),
+        "negative drift": (["--drift", "-1"], ["--drift", ">= 0"]),
+        "non-positive init sigma": (["--init-sigma", "0"], ["--init-sigma"]),
     }
 
 
@@ -138,7 +140,8 @@ CASES = ["meta unknown key", "meta low >= high", "meta log low <= 0", "meta miss
          "bad schedule flag", "population too small", "elite not below population", "bad image size",
          "num-cpus with address", "unknown mode", "unknown early stop", "grace epochs below 1",
          "reduction factor not above 1", "reduction factor not a number", "grace not below epochs",
-         "workers per trial below 1", "workers per trial with one GPU", "empty storage"]
+         "workers per trial below 1", "workers per trial with one GPU", "empty storage",
+         "negative drift", "non-positive init sigma"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -197,7 +200,8 @@ def test_help_lists_every_flag_with_defaults(capsys):
              "--crossover-rate", "--mutation-rate", "--workers", "--device", "--max-images", "--num-cpus",
              "--num-gpus", "--surrogate-landscape", "--surrogate-seconds", "--surrogate-spread",
              "--surrogate-failure-rate", "--surrogate-noise", "--verbose", "--mode", "--early-stop",
-             "--grace-epochs", "--reduction-factor", "--workers-per-trial", "--storage"]
+             "--grace-epochs", "--reduction-factor", "--workers-per-trial", "--storage",
+             "--init-sigma", "--drift", "--bounds"]
     for flag in flags:
         assert flag in out, flag
     flat = " ".join(out.split())
