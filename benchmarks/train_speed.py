@@ -1,0 +1,259 @@
+"""Training speed and accuracy of the detector on the embedded data set, on whatever machine runs it.
+
+Three figures:
+
+1. the data pipeline alone: images/s out of the DataLoader with training augmentation;
+2. the training step alone: images/s of forward + loss + backward + optimizer step on one fixed batch;
+3. a real training run of model n at 256 px, batch 16, on the embedded set (512 train / 128 val
+   images) within a wall-clock budget: per-epoch mAP50, mAP50-95, training images/s and wall time.
+
+Comparing 1 and 2 says whether the data or the model bounds the speed. Without ``--epochs`` the number
+of epochs is planned from 2 so that the run fits ``--minutes`` (the learning-rate schedule then ends
+with the budget); a run that still overruns is stopped at the first epoch past the budget.
+
+The training recipe for a budget of minutes (see RECIPE below) departs from the YOLOv5 defaults of
+hyps/hyp.scratch-low.yaml, which stay the defaults of ``python -m detector train``: ``--yolov5-recipe``
+trains with those instead.
+
+    python benchmarks/train_speed.py                  # 10-minute budget
+    python benchmarks/train_speed.py --minutes 2 --skip-profile --epochs 3
+    python benchmarks/train_speed.py --profile-only
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import detector.train as train_module  # noqa: E402
+from detector.config import TrainConfig  # noqa: E402
+from detector.data import YoloDataset, build_dataloader, load_data_config  # noqa: E402
+from detector.hyp import load_hyp, validate_hyp  # noqa: E402
+from detector.loss import DetectionLoss  # noqa: E402
+from detector.model import Model  # noqa: E402
+from detector.optim import build_optimizer  # noqa: E402
+from detector.synthetic import make_synthetic  # noqa: E402
+
+# The recipe for a few minutes on the embedded set. A run of about 20 epochs makes only ~600 steps at
+# batch 16, so every step counts:
+# - no gradient accumulation (nbs = batch): accumulating to 64 would leave 8 steps an epoch;
+# - AdamW at lr0 0.005: after 6 epochs it reached mAP50 0.12-0.16 where SGD at 0.01 reached 0.008
+#   (exploration runs recorded in docs/benchmarks-train.md);
+# - warmup_bias_lr 0: 0.1 is an SGD figure, far too large a step for Adam on the calibrated head biases.
+RECIPE_OPTIMIZER = "AdamW"
+RECIPE_NBS = 16
+RECIPE_HYP = {"lr0": 0.005, "warmup_bias_lr": 0.0}
+YOLOV5_OPTIMIZER, YOLOV5_NBS = "SGD", 64
+
+
+class OutOfTime(Exception):
+    """Raised from the per-epoch report when the budget is spent."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of the training run")
+    p.add_argument("--epochs", type=int, help="epochs to train (default: planned to fit --minutes)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--model", default="n", choices=("n", "s", "m"))
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: all cores on an "
+                   "idle machine, 1 on a busy one)")
+    p.add_argument("--hyp", help="base hyp YAML (default hyps/hyp.scratch-low.yaml)")
+    p.add_argument("--yolov5-recipe", action="store_true", help="train with the hyp file as it is, SGD and "
+                   "nbs 64 (the defaults of python -m detector train) instead of this benchmark's recipe")
+    p.add_argument("--nbs", type=int, help=f"nominal batch size (recipe {RECIPE_NBS})")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override hyps, e.g. lr0=0.02")
+    p.add_argument("--optimizer", choices=("SGD", "Adam", "AdamW"), help=f"recipe {RECIPE_OPTIMIZER}")
+    p.add_argument("--cos-lr", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--project", default=str(ROOT / "runs" / "benchmarks"))
+    p.add_argument("--profile-batches", type=int, default=12, help="batches timed in each profile")
+    p.add_argument("--profile-only", action="store_true", help="print the two profiles, do not train")
+    p.add_argument("--skip-profile", action="store_true", help="train only (needs --epochs)")
+    return p.parse_args(argv)
+
+
+def profile_data(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], batch: int, workers: int,
+                 batches: int) -> float:
+    """Images/s delivered by the training DataLoader (augmentation on), after a warm-up batch."""
+    dataset = YoloDataset(files, nc, imgsz, hyp=hyp, augment=True, seed=0)
+    loader, _ = build_dataloader(dataset, batch, workers, shuffle=True, seed=0)
+    it = iter(loader)
+    next(it)  # worker start-up and the first decode are not steady state
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            imgs, _, _ = next(it)
+        except StopIteration:
+            break
+        n += imgs.shape[0]
+    seconds = time.perf_counter() - start
+    del it, loader
+    return n / seconds
+
+
+def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], batch: int, size: str,
+                 steps: int) -> float:
+    """Images/s of forward + loss + backward + SGD step on one fixed augmented batch."""
+    dataset = YoloDataset(files, nc, imgsz, hyp=hyp, augment=True, seed=0)
+    imgs, targets, _ = YoloDataset.collate_fn([dataset[i] for i in range(batch)])
+    x = (imgs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+    model = Model(nc=nc, size=size).train().to(memory_format=torch.channels_last)  # as train() does
+    loss_fn = DetectionLoss(model, hyp)
+    opt = build_optimizer(model, "SGD", 0.001, hyp["momentum"], 0.0)
+
+    def step() -> None:
+        loss, _ = loss_fn(model(x), targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # first call allocates
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def plan_epochs(budget_s: float, step_ips: float, n_train: int, n_val: int) -> int:
+    """Epochs that fit the budget: a training epoch at the step's speed (plus 5% for data and EMA) and a
+    validation at about three times that speed plus a fixed 2 s for NMS and mAP. The margin is small
+    because an overrun is cut at the next epoch end anyway."""
+    epoch_s = 1.05 * n_train / step_ips + n_val / (3 * step_ips) + 2.0
+    return max(1, int(0.97 * budget_s / epoch_s))
+
+
+def choose_threads(requested: int) -> int:
+    """All cores on an idle machine; 1 when other processes keep the cores busy, because OpenMP threads
+    that wait for a descheduled sibling spin: on a loaded 2-core machine 2 threads ran a training step
+    2-3x slower than 1 thread."""
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if busy > 0.5 * cores else cores
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    args.threads = choose_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    if args.yolov5_recipe:
+        args.optimizer, args.nbs = args.optimizer or YOLOV5_OPTIMIZER, args.nbs or YOLOV5_NBS
+    else:
+        args.optimizer, args.nbs = args.optimizer or RECIPE_OPTIMIZER, args.nbs or RECIPE_NBS
+    hyp = load_hyp(args.hyp)
+    if not args.yolov5_recipe:
+        hyp.update(RECIPE_HYP)
+    try:
+        for item in args.set:
+            key, _, value = item.partition("=")
+            hyp[key] = float(value)
+        hyp = validate_hyp(hyp, source="--set")
+    except ValueError as exc:  # HypError is a ValueError too
+        print(f"error: --set {' '.join(args.set)}: {exc}", file=sys.stderr)
+        return 2
+    data_yaml = make_synthetic()
+    data = load_data_config(data_yaml)
+    cuda = "yes" if torch.cuda.is_available() else "no"
+    print(f"machine: {os.cpu_count()} CPU cores (load average {load:.1f} at start), torch "
+          f"{torch.__version__}, {args.threads} threads, CUDA {cuda}; data: {data_yaml} "
+          f"({len(data.train)} train / {len(data.val)} val images)")
+
+    step_ips = None
+    if not args.skip_profile:
+        data_ips = profile_data(data.train, data.nc, args.imgsz, hyp, args.batch, args.workers,
+                                args.profile_batches)
+        step_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model,
+                                max(args.profile_batches // 3, 2))
+        bound = "the data pipeline" if data_ips < step_ips else "the training step (model compute)"
+        print(f"data pipeline alone: {data_ips:7.1f} images/s ({args.workers} workers, augmentation on)")
+        print(f"training step alone: {step_ips:7.1f} images/s (model {args.model}, {args.imgsz} px, "
+              f"batch {args.batch})")
+        note = " (workers share the cores with the training step, so expect less)" if args.workers else ""
+        print(f"speed is bounded by {bound}; the run can reach at most {min(data_ips, step_ips):.1f} "
+              f"images/s{note}")
+    if args.profile_only:
+        return 0
+    if args.epochs is None and step_ips is None:
+        print("error: --skip-profile needs --epochs", file=sys.stderr)
+        return 2
+    epochs = args.epochs or plan_epochs(args.minutes * 60, step_ips, len(data.train), len(data.val))
+    changed = {k: v for k, v in hyp.items() if v != load_hyp(args.hyp)[k]}
+    print(f"training {epochs} epochs (budget {args.minutes:g} min), {args.optimizer}, nbs {args.nbs}, "
+          f"hyps {'as in the file' if not changed else f'as in the file except {changed}'}")
+    return run_training(args, hyp, epochs, len(data.train))
+
+
+def run_training(args: argparse.Namespace, hyp: dict[str, float], epochs: int, n_train: int) -> int:
+    cfg = TrainConfig(data=None, model=args.model, epochs=epochs, imgsz=args.imgsz, batch=args.batch,
+                      workers=args.workers, seed=args.seed, project=args.project, name="train_speed",
+                      nbs=args.nbs, optimizer=args.optimizer, cos_lr=args.cos_lr, progress=False)
+    val_seconds: list[float] = []
+    real_validate = train_module.validate
+
+    def timed_validate(*a: Any, **kw: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            return real_validate(*a, **kw)
+        finally:
+            val_seconds.append(time.perf_counter() - start)
+
+    train_module.validate = timed_validate  # to separate training from validation time per epoch
+    budget = args.minutes * 60
+    start = time.perf_counter()
+    last = [start]
+    rows: list[tuple[int, float, float, float, float]] = []
+    print(f"{'epoch':>5} {'mAP50':>7} {'mAP50-95':>9} {'train img/s':>11} {'val s':>6} {'wall s':>7}")
+
+    def report(epoch: int, m: Any) -> None:
+        now = time.perf_counter()
+        val_s = val_seconds[-1] if val_seconds else 0.0
+        ips = n_train / max(now - last[0] - val_s, 1e-9)
+        last[0] = now
+        rows.append((epoch, m.map50, m.map50_95, ips, now - start))
+        print(f"{epoch:>5} {m.map50:>7.4f} {m.map50_95:>9.4f} {ips:>11.1f} {val_s:>6.1f} {now - start:>7.1f}",
+              flush=True)
+        if now - start > budget and epoch < epochs:
+            raise OutOfTime(f"budget of {args.minutes:g} min spent after epoch {epoch}")
+
+    status = "ok"
+    try:
+        final = train_module.train(hyp, cfg, report=report)
+        status = final.status
+    except OutOfTime as exc:
+        status = f"stopped ({exc})"
+    finally:
+        train_module.validate = real_validate
+    wall = time.perf_counter() - start
+    if not rows:
+        print(f"no epoch finished; status {status}")
+        return 1
+    best = max(rows, key=lambda r: r[1])
+    mean_ips = sum(r[3] for r in rows) / len(rows)
+    print(f"summary: {len(rows)} epochs in {wall:.1f} s wall ({wall / 60:.2f} min), status {status}; "
+          f"training {mean_ips:.1f} images/s on average; final mAP50 {rows[-1][1]:.4f} mAP50-95 "
+          f"{rows[-1][2]:.4f}; best mAP50 {best[1]:.4f} at epoch {best[0]}")
+    target_met = rows[-1][1] >= 0.6 and wall <= budget * 1.0001
+    print(f"target mAP50 >= 0.6 within {args.minutes:g} min: {'met' if target_met else 'not met'}")
+    return 0 if math.isfinite(rows[-1][1]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

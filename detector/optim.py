@@ -1,0 +1,182 @@
+"""Optimisation pieces of training: parameter groups, the learning-rate/momentum schedule with warmup and
+gradient accumulation, and the exponential moving average (EMA) of the weights.
+
+Every value of the schedule is a pure function of (epoch, global iteration), so a resumed run sets
+exactly the values the uninterrupted run would have set.
+"""
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+MIN_WARMUP_ITERS = 100
+
+# Parameter group names; the warmup treats the bias group differently from the other two.
+GROUP_WEIGHT = "weight"  # convolution/linear weights: the only group with weight decay
+GROUP_NORM = "norm"  # normalisation-layer scales: decaying them towards 0 only hurts
+GROUP_BIAS = "bias"  # every bias: starts the warmup with a high learning rate
+
+
+def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Sort the trainable parameters into the weight, norm and bias groups (each parameter once)."""
+    groups: dict[str, list[nn.Parameter]] = {GROUP_WEIGHT: [], GROUP_NORM: [], GROUP_BIAS: []}
+    seen: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            if name == "bias":
+                groups[GROUP_BIAS].append(param)
+            elif is_norm:
+                groups[GROUP_NORM].append(param)
+            else:
+                groups[GROUP_WEIGHT].append(param)
+    return groups
+
+
+def nominal_accumulate(batch: int, nbs: int) -> int:
+    """Number of batches whose gradients are summed before a step, so a step sees about ``nbs`` images."""
+    return max(round(nbs / batch), 1)
+
+
+def scaled_weight_decay(weight_decay: float, batch: int, nbs: int) -> float:
+    """Weight decay per step, scaled so that the decay per image seen stays that of a ``nbs`` batch."""
+    return weight_decay * batch * nominal_accumulate(batch, nbs) / nbs
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD (Nesterov), Adam or AdamW over three named groups; ``momentum`` is beta1 for Adam/AdamW.
+
+    ``weight_decay`` is applied to the weight group only and is expected already scaled
+    (:func:`scaled_weight_decay`).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    groups = split_parameters(model)
+    param_groups = [
+        {"params": groups[GROUP_BIAS], "name": GROUP_BIAS, "weight_decay": 0.0},
+        {"params": groups[GROUP_WEIGHT], "name": GROUP_WEIGHT, "weight_decay": weight_decay},
+        {"params": groups[GROUP_NORM], "name": GROUP_NORM, "weight_decay": 0.0},
+    ]
+    if name == "SGD":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            param_groups, lr=lr, momentum=momentum, nesterov=True
+        )
+    elif name == "Adam":
+        optimizer = torch.optim.Adam(param_groups, lr=lr, betas=(momentum, 0.999))
+    else:
+        optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=(momentum, 0.999))
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    return optimizer
+
+
+def warmup_iterations(warmup_epochs: float, batches_per_epoch: int, total_iterations: int) -> int:
+    """Length of the warmup: ``warmup_epochs`` worth of batches, at least 100, at most the whole run."""
+    wanted = max(round(warmup_epochs * batches_per_epoch), MIN_WARMUP_ITERS)
+    return max(min(wanted, total_iterations), 1)
+
+
+@dataclass
+class Schedule:
+    """Learning rate, momentum and accumulation for every (epoch, global iteration) of a run.
+
+    After the warmup the learning rate of every group is ``lr0 * factor(epoch)`` where the factor goes
+    linearly (or along a half cosine) from 1 at epoch 0 to ``lrf`` at ``epochs``. During the first
+    ``warmup_iters`` iterations the bias group comes down from ``warmup_bias_lr`` and the other groups go
+    up from 0 to that scheduled value, momentum rises from ``warmup_momentum`` to ``momentum``, and the
+    accumulation rises from 1 to its nominal value (early steps are cheap and help the warmup).
+    """
+
+    lr0: float
+    lrf: float
+    momentum: float
+    warmup_momentum: float
+    warmup_bias_lr: float
+    epochs: int
+    warmup_iters: int
+    accumulate: int
+    cos_lr: bool = False
+
+    def factor(self, epoch: int) -> float:
+        x = epoch / self.epochs
+        if self.cos_lr:
+            return ((1.0 - math.cos(x * math.pi)) / 2.0) * (self.lrf - 1.0) + 1.0
+        return (1.0 - x) * (1.0 - self.lrf) + self.lrf
+
+    def in_warmup(self, iteration: int) -> bool:
+        return iteration < self.warmup_iters
+
+    def lr(self, group: str, epoch: int, iteration: int) -> float:
+        target = self.lr0 * self.factor(epoch)
+        if not self.in_warmup(iteration):
+            return target
+        start = self.warmup_bias_lr if group == GROUP_BIAS else 0.0
+        return float(np.interp(iteration, [0, self.warmup_iters], [start, target]))
+
+    def momentum_at(self, iteration: int) -> float:
+        if not self.in_warmup(iteration):
+            return self.momentum
+        return float(np.interp(iteration, [0, self.warmup_iters], [self.warmup_momentum, self.momentum]))
+
+    def accumulate_at(self, iteration: int) -> int:
+        if not self.in_warmup(iteration):
+            return self.accumulate
+        return max(1, int(np.interp(iteration, [0, self.warmup_iters], [1, self.accumulate]).round()))
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, iteration: int) -> None:
+        """Set every group's learning rate and momentum (beta1 for Adam) for this iteration."""
+        momentum = self.momentum_at(iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr(group.get("name", GROUP_WEIGHT), epoch, iteration)
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            elif "momentum" in group:
+                group["momentum"] = momentum
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DataParallel/DistributedDataParallel wrapper (or the model itself)."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights and buffers, used for validation and saving.
+
+    The decay ramps up as ``decay * (1 - exp(-updates / tau))`` so the average follows the fast early
+    changes of training instead of remembering the random initial weights for thousands of steps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0):
+        self.ema = deepcopy(unwrap(model)).eval()
+        for param in self.ema.parameters():
+            param.requires_grad_(False)
+        self.decay = decay
+        self.tau = tau
+        self.updates = updates
+
+    def decay_at(self, updates: int) -> float:
+        return self.decay * (1.0 - math.exp(-updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay_at(self.updates)
+        current = unwrap(model).state_dict()
+        for key, value in self.ema.state_dict().items():
+            source = current[key].detach()
+            if value.dtype.is_floating_point:
+                value.lerp_(source.to(value.dtype), 1.0 - d)
+            else:
+                value.copy_(source)
