@@ -2,8 +2,8 @@
 
 ``ray_cluster`` (alias ``ray_address``) starts Ray once, in this process, with 2 CPUs, and yields its
 address so that subprocess drivers can join it with ``--address``; TrialRunners created in the tests
-find Ray initialised and reuse it. ``YOLO_EVOLVE_CACHE`` points at a session tmp folder for every test
-and every Ray worker (set before Ray starts, so workers inherit it).
+find Ray initialised and reuse it. ``YOLO_EVOLVE_CACHE`` (the root conftest's ``evolve_cache``) is set
+before Ray starts, so every Ray worker inherits the session's private cache folder.
 """
 from __future__ import annotations
 
@@ -28,16 +28,6 @@ def _set_env(name: str, value: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
-
-
-@pytest.fixture(scope="session", autouse=True)
-def evolve_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A session-private YOLO_EVOLVE_CACHE, so tests never touch the user's cache."""
-    path = tmp_path_factory.mktemp("yolo-evolve-cache")
-    old = os.environ.get("YOLO_EVOLVE_CACHE")
-    os.environ["YOLO_EVOLVE_CACHE"] = str(path)
-    yield path
-    _set_env("YOLO_EVOLVE_CACHE", old)
 
 
 @pytest.fixture(scope="session")
