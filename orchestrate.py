@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a mutation step past a bound stops on it or comes back in (default: %(default)s)")
     sched = "from the first bred generation to the last"
     g.add_argument("--elite", type=_pair(int), default=ga.elite, metavar="START,END",
-                   help=f"elites carried unchanged, {sched}; the default is capped at population - 1 "
+                   help=f"elites carried unchanged, {sched}; the default is capped at a quarter of the population "
                    "(default: 2,5)")
     g.add_argument("--tournament", type=_pair(int), default=ga.tournament, metavar="START,END",
                    help=f"tournament size of parent selection, {sched} (default: 10,2)")

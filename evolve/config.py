@@ -84,11 +84,13 @@ def surrogate_options(landscape: str = "smooth", noise: float = 0.0, seconds: fl
 
 
 def default_elite(elite: tuple[int, int], population: int) -> tuple[int, int]:
-    """The default elite schedule fitted to a small population: at most ``population - 1`` elites.
+    """The default elite schedule fitted to a small population: at most a quarter of it (at least 1).
 
-    Applied only where the user did not choose ``--elite``; a schedule they typed is checked as given.
+    With more elites than that, a small population breeds one or two new genomes a generation and
+    spends the rest of the generation re-listing old ones. Applied only where the user did not choose
+    ``--elite``; a schedule they typed is checked as given.
     """
-    cap = max(0, population - 1)
+    cap = max(1, population // 4)
     return (min(int(elite[0]), cap), min(int(elite[1]), cap))
 
 

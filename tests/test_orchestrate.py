@@ -244,7 +244,7 @@ def test_scale_out_flags_reach_the_ray_config():
     assert default.ray.workers_per_trial is None and default.ray.storage is None
 
 
-@pytest.mark.parametrize("population, elite", [("2", (1, 1)), ("4", (2, 3)), ("5", (2, 4)), ("8", (2, 5))])
+@pytest.mark.parametrize("population, elite", [("2", (1, 1)), ("5", (1, 1)), ("8", (2, 2)), ("50", (2, 5))])
 def test_a_small_population_gets_the_default_elite_capped(population, elite):
     parser = orchestrate.build_parser()
     argv = ["--population", population]

@@ -101,7 +101,7 @@ def test_workers_per_trial_must_fit_the_gpus_of_a_trial():
 
 
 @pytest.mark.parametrize("population, elite",
-                         [(2, (1, 1)), (4, (2, 3)), (5, (2, 4)), (6, (2, 5)), (50, (2, 5))])
+                         [(2, (1, 1)), (4, (1, 1)), (6, (1, 1)), (8, (2, 2)), (12, (2, 3)), (20, (2, 5)), (50, (2, 5))])
 def test_the_default_elite_schedule_fits_small_populations(population, elite):
     assert default_elite((2, 5), population) == elite
     GAConfig(population=population, elite=elite)  # accepted

@@ -299,7 +299,7 @@ def test_a_stopped_trial_with_high_fitness_loses_tournaments_to_a_finished_one()
 
 def make_evolution(tmp_path: Path) -> _Evolution:
     plan = prepare(config(["--trainer", "surrogate", "--population", "6", "--generations", "2",
-                           "--project", str(tmp_path)]))
+                           "--elite", "2,5", "--project", str(tmp_path)]))
     run_dir = tmp_path / "exp"
     run_dir.mkdir()
     return _Evolution(plan, run_dir)
