@@ -243,7 +243,9 @@ class TrialRunner:
         kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                       logging_level=logging.WARNING)
         if cfg.address is None:
-            kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+            # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
+            # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
+            kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         else:
             _check_reachable(cfg.address)
             kwargs.update(address=cfg.address.strip())
