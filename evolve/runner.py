@@ -229,8 +229,14 @@ class TrialRunner:
     def close(self) -> None:
         """Shut Ray down if this runner started it (a Ray someone else started is left running)."""
         if self._started_ray:
+            import gc
+
             import ray
 
+            # Tune leaves Ray handles in reference cycles. Collected after shutdown (in whatever thread
+            # the collector runs next, such as the plot thread), their finalisers make Ray's core worker
+            # end the whole process with status 1; collected now, they are released normally.
+            gc.collect()
             ray.shutdown()
             self._started_ray = False
 
