@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trainers_for_tests as tt
+from cluster_job import max_overlap
 
 from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
@@ -168,16 +169,6 @@ def _intervals(stamp_dir: Path) -> list[tuple[float, float]]:
     return out
 
 
-def _max_overlap(intervals: list[tuple[float, float]]) -> int:
-    # an end and a start at the same instant do not overlap: ends (-1) sort first
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    best = cur = 0
-    for _, step in events:
-        cur += step
-        best = max(best, cur)
-    return best
-
-
 @pytest.mark.parametrize("cpus,limit,n", [(1.0, 1, 3), (0.5, 2, 4)])
 def test_max_concurrent_is_respected(tmp_path, cpus, limit, n):
     stamps = tmp_path / "stamps"
@@ -188,7 +179,7 @@ def test_max_concurrent_is_respected(tmp_path, cpus, limit, n):
     runner.run(source)
     intervals = _intervals(stamps)
     assert len(intervals) == n and len(source.results) == n
-    assert 1 <= _max_overlap(intervals) <= limit
+    assert 1 <= max_overlap(intervals) <= limit
 
 
 def test_default_concurrency_follows_the_cluster_resources(tmp_path):
