@@ -15,7 +15,7 @@ import sys
 from dataclasses import fields
 from typing import Any, Optional, Sequence
 
-from detector.config import MODEL_SIZES, TrainConfig
+from detector.config import MODEL_SIZES, OPTIMIZER_CHOICES, TrainConfig
 from detector.errors import DataError, HypError
 
 LOGGER = logging.getLogger("detector")
@@ -34,6 +34,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="total batch size over all processes (default 16)")
     p.add_argument("--device", help="'' = CUDA when available else CPU; 'cpu', '0', 'cuda:1'")
     p.add_argument("--workers", type=int, help="data-loading worker processes per rank (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads per rank, fixed (default: the CPUs this process "
+                   "may use, from affinity, cgroup quota and OMP_NUM_THREADS, lowered while the machine is busy)")
     p.add_argument("--cache-dir", help="decoded-image cache folder (default: $YOLO_EVOLVE_CACHE, else "
                    "~/.cache/yolo-evolve/images)")
     p.add_argument("--conf-thres", type=float, help="validation score threshold (default 0.001)")
@@ -63,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exist-ok", action="store_true", default=None, help="reuse project/name if it exists")
     t.add_argument("--resume", metavar="LAST_PT", help="continue a run from its weights/last.pt, with its "
                    "settings unless flags override them")
-    t.add_argument("--optimizer", choices=("SGD", "Adam", "AdamW"), help="optimizer (default SGD, Nesterov)")
+    t.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="optimizer (default auto: AdamW for runs of "
+                   "under 10000 planned steps of 64 images, else SGD with Nesterov momentum)")
     t.add_argument("--cos-lr", action="store_true", default=None, help="cosine learning-rate decay")
-    t.add_argument("--nbs", type=int, help="nominal batch size reached by gradient accumulation (default 64)")
+    t.add_argument("--nbs", type=int, help="nominal batch size reached by gradient accumulation (default 64 "
+                   "under SGD, the batch size under Adam and AdamW)")
     t.add_argument("--val-every", type=int, help="validate every N epochs; 0 = only after the last "
                    "(default 1)")
     t.add_argument("--no-save", dest="save_weights", action="store_false", default=None,
@@ -103,7 +107,7 @@ def _config_from_args(args: argparse.Namespace, base: dict[str, Any]) -> TrainCo
 def _check_flags(args: argparse.Namespace) -> None:
     from detector.dist import parse_device
 
-    for name in ("batch", "epochs", "max_images", "max_det", "nbs"):
+    for name in ("batch", "epochs", "max_images", "max_det", "nbs", "threads"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise BadInput(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -146,7 +150,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
+    import torch
+
+    from detector.threads import cpu_budget
     from detector.val import run_val
+
+    torch.set_num_threads(cpu_budget(args.threads))
 
     defaults = TrainConfig()
     opt = {k: getattr(args, k) for k in ("batch", "device", "workers", "conf_thres", "iou_thres", "max_det")}

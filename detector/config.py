@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 MODEL_SIZES = ("n", "s", "m")
+OPTIMIZER_CHOICES = ("auto", "SGD", "Adam", "AdamW")
 
 
 @dataclass
@@ -28,9 +29,10 @@ class TrainConfig:
     name: str = "exp"
     exist_ok: bool = False
     resume: Optional[str] = None  # path to a last.pt to continue from
-    optimizer: str = "SGD"  # SGD (Nesterov), Adam, AdamW
+    optimizer: str = "auto"  # auto (from the planned optimizer steps: detector.optim.choose_optimizer), SGD, Adam, AdamW
     cos_lr: bool = False
-    nbs: int = 64  # nominal batch size: gradients are accumulated up to it
+    nbs: Optional[int] = None  # nominal batch size reached by accumulation; None: 64 for SGD, the batch otherwise
+    threads: Optional[int] = None  # torch threads; None: the CPUs this process has, governed (detector.threads)
     val_every: int = 1
     save_weights: bool = True  # last.pt / best.pt in the run folder
     amp: bool = True  # only takes effect on CUDA
@@ -47,11 +49,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in MODEL_SIZES:
             raise ValueError(f"model must be one of {MODEL_SIZES}, got {self.model!r}")
-        if self.optimizer not in ("SGD", "Adam", "AdamW"):
-            raise ValueError(f"optimizer must be SGD, Adam or AdamW, got {self.optimizer!r}")
-        for name in ("epochs", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZER_CHOICES:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}, got {self.optimizer!r}")
+        for name in ("epochs", "batch", "nbs", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if self.imgsz is not None and (self.imgsz < 32 or self.imgsz % 32):
             raise ValueError(f"imgsz must be a multiple of 32 and >= 32, got {self.imgsz}")
 

@@ -38,12 +38,15 @@ from detector.optim import (
     ModelEMA,
     Schedule,
     build_optimizer,
+    choose_optimizer,
     nominal_accumulate,
+    nominal_batch,
     scaled_weight_decay,
     unwrap,
     warmup_iterations,
 )
 from detector.results import Metrics
+from detector.threads import ThreadGovernor, cpu_budget
 from detector.val import (
     default_imgsz,
     format_table,
@@ -115,6 +118,8 @@ class _Trainer:
 
         self.hyp, self.cfg, self.report, self.ctx, self.start = hyp, cfg, report, ctx, start
         self.device = ctx.device
+        # DDP ranks keep the count their launcher gave them: a rank probing alone would stall the others.
+        self.governor = ThreadGovernor(cpu_budget(cfg.threads), fixed=cfg.threads is not None or ctx.distributed)
         seed_everything(cfg.seed + ctx.rank)
         self.data_cfg, embedded = resolve_data(cfg.data)
         self.imgsz = default_imgsz(cfg.imgsz, embedded)
@@ -153,9 +158,11 @@ class _Trainer:
             else:
                 LOGGER.warning("sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on CPU")
 
-        self.accumulate = nominal_accumulate(cfg.batch, cfg.nbs)
-        decay = scaled_weight_decay(hyp["weight_decay"], cfg.batch, cfg.nbs)
-        self.optimizer = build_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], decay)
+        self.optimizer_name = choose_optimizer(cfg.optimizer, cfg.epochs, len(self.train_set), cfg.batch)
+        nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs)
+        self.accumulate = nominal_accumulate(cfg.batch, nbs)
+        decay = scaled_weight_decay(hyp["weight_decay"], cfg.batch, nbs)
+        self.optimizer = build_optimizer(model, self.optimizer_name, hyp["lr0"], hyp["momentum"], decay)
         self.start_epoch, self.best_fitness = 0, -1.0
         self.ema: Optional[ModelEMA] = ModelEMA(model) if ctx.is_main else None
         if self.ckpt is not None:
@@ -183,9 +190,11 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         LOGGER.info(
             "training %s on %s: %d train / %d val images at %d px, %d epochs, batch %d (x%d accumulate), "
-            "%s, device %s, world size %d, results in %s", self.size, self.data_cfg.yaml_path,
+            "%s%s, device %s (%d threads), world size %d, results in %s", self.size, self.data_cfg.yaml_path,
             len(self.train_set), len(val_set) if val_set is not None else len(val_files), self.imgsz,
-            cfg.epochs, cfg.batch, self.accumulate, cfg.optimizer, self.device, ctx.world_size, self.save_dir,
+            cfg.epochs, cfg.batch, self.accumulate, self.optimizer_name,
+            " (auto)" if cfg.optimizer == "auto" else "", self.device, self.governor.threads, ctx.world_size,
+            self.save_dir,
         )
 
     # -- set-up --------------------------------------------------------------------------------------
@@ -275,6 +284,7 @@ class _Trainer:
         for i, (imgs, targets, _paths) in enumerate(bar):
             ni = epoch * self.nb + i
             self.schedule.apply(self.optimizer, epoch, ni)
+            self.governor.step_started()
             imgs = (imgs.to(self.device, non_blocking=True).float() / 255.0).contiguous(
                 memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -292,6 +302,7 @@ class _Trainer:
             if ni - last_step >= self.schedule.accumulate_at(ni) or i == self.nb - 1:
                 self._step()
                 last_step = ni
+            self.governor.step_finished()
             mean_loss = (mean_loss * i + items.detach().float().cpu()) / (i + 1)
             bar.set_postfix({"box": f"{mean_loss[0]:.4f}", "obj": f"{mean_loss[1]:.4f}",
                              "cls": f"{mean_loss[2]:.4f}", "imgs": imgs.shape[0]})

@@ -12,7 +12,9 @@ from detector.optim import (
     ModelEMA,
     Schedule,
     build_optimizer,
+    choose_optimizer,
     nominal_accumulate,
+    nominal_batch,
     scaled_weight_decay,
     split_parameters,
     unwrap,
@@ -70,10 +72,46 @@ def test_build_optimizer_rejects_unknown():
 
 
 @pytest.mark.parametrize("epochs,nb,total,expected", [
-    (3.0, 32, 3200, 100), (3.0, 50, 10000, 150), (3.0, 2, 4, 4), (0.0, 10, 1000, 100), (0.5, 1000, 9e9, 500),
+    (3.0, 32, 3200, 96), (3.0, 50, 10000, 150), (3.0, 2, 4, 2), (0.0, 10, 1000, 0), (0.5, 1000, 9e9, 500),
+    (5.0, 8, 80, 40),
 ])
 def test_warmup_iterations(epochs, nb, total, expected):
     assert warmup_iterations(epochs, nb, int(total)) == expected
+
+
+def test_warmup_epochs_stay_live_on_a_small_data_set():
+    # 128 images at batch 16 are 8 batches an epoch: every warmup_epochs value gives its own warmup
+    lengths = [warmup_iterations(w, 8, 8 * 30) for w in (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)]
+    assert lengths == [0, 4, 8, 16, 24, 40]
+
+
+def test_no_warmup_means_scheduled_values_from_the_first_step():
+    s = schedule(warmup_iters=0)
+    assert not s.in_warmup(0)
+    assert s.lr(GROUP_BIAS, 0, 0) == pytest.approx(0.01) and s.momentum_at(0) == pytest.approx(0.937)
+    assert s.accumulate_at(0) == 4
+
+
+@pytest.mark.parametrize("name,epochs,images,batch,expected", [
+    ("auto", 30, 256, 16, "AdamW"),  # 120 planned steps
+    ("auto", 300, 2048, 16, "AdamW"),  # 9600
+    ("auto", 300, 2176, 16, "SGD"),  # 10200
+    ("auto", 100, 12800, 128, "SGD"),  # 10000: a batch above 64 counts its own steps
+    ("SGD", 1, 16, 16, "SGD"), ("Adam", 1000, 10**6, 16, "Adam"),
+])
+def test_choose_optimizer(name, epochs, images, batch, expected):
+    assert choose_optimizer(name, epochs, images, batch) == expected
+
+
+def test_choose_optimizer_rejects_unknown():
+    with pytest.raises(ValueError, match="RMSprop"):
+        choose_optimizer("RMSprop", 1, 1, 1)
+
+
+@pytest.mark.parametrize("opt,batch,nbs,expected", [("SGD", 16, None, 64), ("AdamW", 16, None, 16),
+                                                    ("Adam", 8, None, 8), ("AdamW", 16, 64, 64)])
+def test_nominal_batch_depends_on_the_optimizer(opt, batch, nbs, expected):
+    assert nominal_batch(opt, batch, nbs) == expected
 
 
 def schedule(**kw) -> Schedule:

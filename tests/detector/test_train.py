@@ -4,6 +4,7 @@ import csv
 import logging
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,27 @@ def test_package_attribute_train_is_callable_whatever_the_import_order():
 
     assert callable(detector.train)
     assert module.train is train
+
+
+# Keys of the optimisation recipe: each must change the weights under every optimizer (no dead genes).
+OPTIM_GENES = {"lr0": 0.02, "lrf": 0.5, "momentum": 0.7, "weight_decay": 0.1, "warmup_epochs": 0.5,
+               "warmup_momentum": 0.5, "warmup_bias_lr": 0.0}
+
+
+@pytest.mark.parametrize("optimizer", ["auto", "SGD", "Adam"])
+def test_every_optimisation_gene_changes_the_weights(tiny_cfg, optimizer):
+    def weights(name: str, **change: float) -> dict[str, torch.Tensor]:
+        hyp = {**DEFAULT_HYP, "mosaic": 0.0, **change}
+        # 2 epochs of 2 batches: the second epoch's learning rate depends on lrf; warmup takes 2 batches
+        cfg = tiny_cfg(name=name, epochs=2, optimizer=optimizer, val_every=0, autoanchor=False)
+        train(hyp, cfg)
+        return load_checkpoint(Path(cfg.project) / name / "weights" / "last.pt")["train_model"]
+
+    base = weights("base")
+    again = weights("again")
+    assert all(torch.equal(base[k], again[k]) for k in base)  # deterministic, so any difference is the gene's
+    for key, value in OPTIM_GENES.items():
+        assert value != DEFAULT_HYP[key]
+        changed = weights(key, **{key: value})
+        diff = max((changed[k].float() - base[k].float()).abs().max().item() for k in base)
+        assert diff > 1e-6, f"{key} has no effect under optimizer {optimizer}"
