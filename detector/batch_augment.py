@@ -9,8 +9,7 @@ GPU, and on a CPU it runs as a few large vectorised operations instead of one sm
 Per sample, random parameters come from one ``torch.Generator`` (reproducible for a seed); per batch:
 
 - mosaic: each output is, with probability ``mosaic``, the 2x2 mosaic of itself and three images of
-  the same batch around a random centre of a ``2 * size`` canvas. The canvas is never built: each of
-  the four quadrants is sampled straight from its image through the warp below.
+  the same batch around a random centre of a ``2 * size`` canvas (a few slice copies per sample).
 - warp: one 3x3 projective matrix per sample (``degrees translate scale shear perspective``, composed
   as in ``detector.augment.perspective_matrix``), sampled bilinearly with ``grid_sample``; boxes follow
   through their four corners and are filtered like ``box_candidates``.
