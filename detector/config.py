@@ -44,6 +44,9 @@ class TrainConfig:
     max_det: int = 300
     progress: bool = True  # tqdm bar per epoch and a final table
     max_images: Optional[int] = None  # use only the first N train/val images (quick tests and trials)
+    # Augmentation of whole batches as tensor ops (detector.batch_augment): on a CUDA device it runs there;
+    # on CPU in the DataLoader. None: on for CUDA, off on CPU, where the per-image path is ~2x faster.
+    batch_augment: Optional[bool] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

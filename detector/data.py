@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from detector.augment import AugmentConfig, augment_sample, letterbox
+from detector.batch_augment import BatchAugmenter
 from detector.cache import IMG_EXTENSIONS, ImageCache
 from detector.errors import DataError
 from detector.hyp import DEFAULT_HYP
@@ -212,14 +213,21 @@ class YoloDataset(Dataset):
     built by ``detector.augment.augment_sample`` from the hyps, with a random generator seeded by
     ``(seed, epoch, index)``: reproducible, different every epoch. ``set_epoch`` reaches DataLoader
     workers, persistent ones included, through a shared-memory tensor.
+
+    With ``augment`` and ``batch_augment`` a sample is the letterboxed image plus a fourth item, int64
+    ``[x1, y1, x2, y2, index]`` (where the picture sits in the square, and its index), and augmentation
+    is left to a ``detector.batch_augment.BatchAugmenter`` applied to whole batches (``self.augmenter``).
     """
 
     def __init__(self, files: Sequence[Path], nc: int, imgsz: int, hyp: dict[str, float] | None = None,
-                 augment: bool = False, cache_dir: Path | None = None, seed: int = 0):
+                 augment: bool = False, cache_dir: Path | None = None, seed: int = 0,
+                 batch_augment: bool = False):
         if not files:
             raise DataError("no images given to the data set")
         self.nc, self.imgsz, self.augment, self.seed = int(nc), int(imgsz), bool(augment), int(seed)
         self.aug = AugmentConfig.from_hyp({**DEFAULT_HYP, **(hyp or {})})
+        self.batch_augment = self.augment and bool(batch_augment)
+        self.augmenter = BatchAugmenter(self.aug, self.imgsz) if self.batch_augment else None
         # Labels first: a label error should stop the run before minutes of decoding.
         all_labels = [read_labels(img2label_path(Path(f)), self.nc) for f in files]
         self.cache = ImageCache(files, self.imgsz, cache_dir)
@@ -264,14 +272,19 @@ class YoloDataset(Dataset):
         out[:, 4] = (lab[:, 2] + lab[:, 4] / 2) * h
         return img, out
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         s = self.imgsz
-        if self.augment:
+        info = None
+        if self.augment and not self.batch_augment:
             img, lab = augment_sample(self.load_image, index, len(self), s, self.aug, self.rng(index))
         else:
             img, lab = self.load_image(index)
+            h, w = img.shape[:2]
             img, r, (left, top) = letterbox(img, s)
             lab[:, 1:5] = lab[:, 1:5] * r + (left, top, left, top)
+            if self.batch_augment:
+                nw, nh = max(1, round(w * r)), max(1, round(h * r))
+                info = torch.tensor([left, top, left + nw, top + nh, index], dtype=torch.int64)
         targets = torch.zeros((len(lab), 6), dtype=torch.float32)
         if len(lab):
             xyxy = lab[:, 1:5]
@@ -281,16 +294,43 @@ class YoloDataset(Dataset):
             targets[:, 4] = torch.from_numpy((xyxy[:, 2] - xyxy[:, 0]) / s)
             targets[:, 5] = torch.from_numpy((xyxy[:, 3] - xyxy[:, 1]) / s)
         chw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        if info is not None:
+            return chw, targets, str(self.files[index]), info
         return chw, targets, str(self.files[index])
 
     @staticmethod
-    def collate_fn(batch: list[tuple[torch.Tensor, torch.Tensor, str]]
-                   ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Stack images; concatenate targets with column 0 set to the image's index in the batch."""
-        imgs, targets, paths = zip(*batch)
+    def collate_fn(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        """Stack images; concatenate targets with column 0 set to the image's index in the batch.
+
+        Samples of a ``batch_augment`` data set give a fourth item, stacked into ``(b, 5)``.
+        """
+        imgs, targets, paths, *info = zip(*batch)
         for i, t in enumerate(targets):
             t[:, 0] = i
-        return torch.stack(imgs, 0), torch.cat(targets, 0), list(paths)
+        out = (torch.stack(imgs, 0), torch.cat(targets, 0), list(paths))
+        return (*out, torch.stack(info[0], 0)) if info else out
+
+    def augment_batch(self, imgs: torch.Tensor, targets: torch.Tensor, info: torch.Tensor,
+                      *keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``self.augmenter`` to a collated batch on its device; the generator is seeded by the data
+        set's seed and epoch, ``keys`` (e.g. the rank) and the batch's sample indices."""
+        assert self.augmenter is not None, "augment_batch needs a data set built with batch_augment=True"
+        info_cpu = info.cpu()
+        g = self.augmenter.generator(imgs.device, self.seed, self.epoch, *keys, *info_cpu[:, 4].tolist())
+        return self.augmenter(imgs, targets, info[:, :4].to(imgs.device), g)
+
+
+class AugmentingCollate:
+    """A ``collate_fn`` that collates and then runs the batch augmenter, on CPU in the DataLoader's worker
+    processes, so batches come out in the plain ``(images, targets, paths)`` format."""
+
+    def __init__(self, dataset: YoloDataset):
+        self.dataset = dataset
+
+    def __call__(self, batch: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        imgs, targets, paths, info = YoloDataset.collate_fn(batch)
+        imgs, targets = self.dataset.augment_batch(imgs, targets, info)
+        return imgs, targets, paths
 
 
 # -- the DataLoader -------------------------------------------------------------------------------------
@@ -303,18 +343,24 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def build_dataloader(dataset: Dataset, batch: int, workers: int, shuffle: bool, seed: int = 0,
-                     distributed: bool = False) -> tuple[DataLoader, Sampler | None]:
+                     distributed: bool = False, augment_in_loader: bool = False
+                     ) -> tuple[DataLoader, Sampler | None]:
     """A DataLoader with ``collate_fn``, seeded shuffling and workers, and a ``DistributedSampler``
-    (rank and world size from ``torch.distributed``) when ``distributed``. ``batch`` is per process."""
+    (rank and world size from ``torch.distributed``) when ``distributed``. ``batch`` is per process.
+
+    ``augment_in_loader`` (a ``batch_augment`` data set): batches are augmented on CPU by the loader's
+    collate (``AugmentingCollate``); otherwise they keep their fourth item for augmentation on a device.
+    """
     sampler = None
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
     workers = max(0, min(int(workers), os.cpu_count() or 1))
     generator = torch.Generator()
     generator.manual_seed(seed)
+    collate = AugmentingCollate(dataset) if augment_in_loader else YoloDataset.collate_fn
     loader = DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
-                        num_workers=workers, pin_memory=torch.cuda.is_available(),
-                        collate_fn=YoloDataset.collate_fn, worker_init_fn=_seed_worker, generator=generator,
+                        num_workers=workers, pin_memory=torch.cuda.is_available(), collate_fn=collate,
+                        worker_init_fn=_seed_worker, generator=generator,
                         persistent_workers=workers > 0)
     return loader, sampler
 

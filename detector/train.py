@@ -132,8 +132,11 @@ class _Trainer:
         train_files, val_files = self.data_cfg.train, self.data_cfg.val
         if cfg.max_images:
             train_files, val_files = train_files[:cfg.max_images], val_files[:cfg.max_images]
+        batch_aug = self.device.type == "cuda" if cfg.batch_augment is None else cfg.batch_augment
+        # On CPU with workers the DataLoader's workers augment (in parallel with training); else the trainer.
+        self.augment_on_device = batch_aug and (self.device.type != "cpu" or cfg.workers == 0)
         self.train_set = YoloDataset(train_files, nc, self.imgsz, hyp=hyp, augment=True, cache_dir=cache,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, batch_augment=batch_aug)
         val_set = YoloDataset(val_files, nc, self.imgsz, hyp=None, augment=False, cache_dir=cache,
                               seed=cfg.seed) if ctx.is_main else None
         self.save_dir = self._make_save_dir()
@@ -174,8 +177,9 @@ class _Trainer:
         self.loss_fn = DetectionLoss(model, hyp)
 
         batch = max(cfg.batch // ctx.world_size, 1)
-        self.train_loader, self.sampler = build_dataloader(self.train_set, batch, cfg.workers, shuffle=True,
-                                                           seed=cfg.seed, distributed=ctx.distributed)
+        self.train_loader, self.sampler = build_dataloader(
+            self.train_set, batch, cfg.workers, shuffle=True, seed=cfg.seed, distributed=ctx.distributed,
+            augment_in_loader=batch_aug and not self.augment_on_device)
         self.val_loader = None
         if val_set is not None:
             self.val_loader, _ = build_dataloader(val_set, batch * 2, cfg.workers, shuffle=False)
@@ -281,12 +285,14 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(self.train_loader, total=self.nb, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and ctx.is_main), leave=False, dynamic_ncols=True)
-        for i, (imgs, targets, _paths) in enumerate(bar):
+        for i, (imgs, targets, _paths, *info) in enumerate(bar):
             ni = epoch * self.nb + i
             self.schedule.apply(self.optimizer, epoch, ni)
             self.governor.step_started()
-            imgs = (imgs.to(self.device, non_blocking=True).float() / 255.0).contiguous(
-                memory_format=torch.channels_last)
+            imgs = imgs.to(self.device, non_blocking=True)
+            if self.augment_on_device:  # uint8 batch in, augmented on the GPU (detector.batch_augment)
+                imgs, targets = self.train_set.augment_batch(imgs, targets, info[0], ctx.rank)
+            imgs = (imgs.float() / 255.0).contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 preds = self.model(imgs)
                 loss, items = self.loss_fn(preds, targets.to(self.device))

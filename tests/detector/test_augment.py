@@ -190,13 +190,20 @@ def test_copy_paste_pastes_source_pixels_without_hiding_boxes() -> None:
 
 # -- boxes follow the pixels ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,cfg,min_iou", [
+# Single-image transforms and the IoU a box keeps with its pixels (0: it only has to enclose them);
+# test_batch_augment.py checks the batched path on the same cases.
+TRANSFORM_CASES = [
     ("fliplr", _cfg(fliplr=1.0), 0.9),
     ("flipud", _cfg(flipud=1.0), 0.9),
     ("affine", _cfg(translate=0.2, scale=0.4), 0.8),
     ("shear", _cfg(shear=8.0, scale=0.2), 0.8),
     ("rotation", _cfg(degrees=35.0, scale=0.2), 0.0),
     ("perspective", _cfg(perspective=0.001), 0.8),
+]
+
+
+@pytest.mark.parametrize("name,cfg,min_iou", [
+    *TRANSFORM_CASES,
     ("mosaic", _cfg(mosaic=1.0, translate=0.1, scale=0.3), 0.8),
     ("mosaic_rotation", _cfg(mosaic=1.0, degrees=25.0, scale=0.3, fliplr=0.5), 0.0),
 ])
