@@ -11,9 +11,9 @@ Comparing 1 and 2 says whether the data or the model bounds the speed. Without `
 of epochs is planned from 2 so that the run fits ``--minutes`` (the learning-rate schedule then ends
 with the budget); a run that still overruns is stopped at the first epoch past the budget.
 
-The training recipe for a budget of minutes (see RECIPE below) departs from the YOLOv5 defaults of
-hyps/hyp.scratch-low.yaml, which stay the defaults of ``python -m detector train``: ``--yolov5-recipe``
-trains with those instead.
+The run trains at the defaults of ``python -m detector train`` (hyps/hyp.scratch-low.yaml, optimizer
+``auto``: AdamW with no accumulation for a run this short); ``--yolov5-recipe`` trains with YOLOv5's
+SGD and nominal batch 64 instead. On CUDA the run also prints the peak GPU memory.
 
     python benchmarks/train_speed.py                  # 10-minute budget
     python benchmarks/train_speed.py --minutes 2 --skip-profile --epochs 3
@@ -37,23 +37,16 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import detector.train as train_module  # noqa: E402
-from detector.config import TrainConfig  # noqa: E402
+from detector.config import OPTIMIZER_CHOICES, TrainConfig  # noqa: E402
+from detector.dist import parse_device  # noqa: E402
 from detector.data import YoloDataset, build_dataloader, load_data_config  # noqa: E402
 from detector.hyp import load_hyp, validate_hyp  # noqa: E402
 from detector.loss import DetectionLoss  # noqa: E402
 from detector.model import Model  # noqa: E402
 from detector.optim import build_optimizer  # noqa: E402
 from detector.synthetic import make_synthetic  # noqa: E402
+from detector.threads import cpu_budget  # noqa: E402
 
-# The recipe for a few minutes on the embedded set. A run of about 20 epochs makes only ~600 steps at
-# batch 16, so every step counts:
-# - no gradient accumulation (nbs = batch): accumulating to 64 would leave 8 steps an epoch;
-# - AdamW at lr0 0.005: after 6 epochs it reached mAP50 0.12-0.16 where SGD at 0.01 reached 0.008
-#   (exploration runs recorded in docs/benchmarks-train.md);
-# - warmup_bias_lr 0: 0.1 is an SGD figure, far too large a step for Adam on the calibrated head biases.
-RECIPE_OPTIMIZER = "AdamW"
-RECIPE_NBS = 16
-RECIPE_HYP = {"lr0": 0.005, "warmup_bias_lr": 0.0}
 YOLOV5_OPTIMIZER, YOLOV5_NBS = "SGD", 64
 
 
@@ -70,14 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--model", default="n", choices=("n", "s", "m"))
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: all cores on an "
-                   "idle machine, 1 on a busy one)")
+    p.add_argument("--threads", type=int, help="torch threads, fixed (default: the detector's own choice, "
+                   "detector/threads.py)")
+    p.add_argument("--device", default="", help="'' = CUDA when available, else CPU")
     p.add_argument("--hyp", help="base hyp YAML (default hyps/hyp.scratch-low.yaml)")
-    p.add_argument("--yolov5-recipe", action="store_true", help="train with the hyp file as it is, SGD and "
-                   "nbs 64 (the defaults of python -m detector train) instead of this benchmark's recipe")
-    p.add_argument("--nbs", type=int, help=f"nominal batch size (recipe {RECIPE_NBS})")
+    p.add_argument("--yolov5-recipe", action="store_true", help="SGD and nbs 64 (YOLOv5's recipe) instead "
+                   "of the detector's defaults")
+    p.add_argument("--nbs", type=int, help="nominal batch size (default: the detector's)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override hyps, e.g. lr0=0.02")
-    p.add_argument("--optimizer", choices=("SGD", "Adam", "AdamW"), help=f"recipe {RECIPE_OPTIMIZER}")
+    p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="default: the detector's (auto)")
     p.add_argument("--cos-lr", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default=str(ROOT / "runs" / "benchmarks"))
@@ -107,25 +101,36 @@ def profile_data(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
 
 
 def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], batch: int, size: str,
-                 steps: int) -> float:
-    """Images/s of forward + loss + backward + SGD step on one fixed augmented batch."""
+                 steps: int, device: torch.device) -> float:
+    """Images/s of forward + loss + backward + SGD step on one fixed augmented batch (AMP on CUDA)."""
     dataset = YoloDataset(files, nc, imgsz, hyp=hyp, augment=True, seed=0)
-    imgs, targets, _ = YoloDataset.collate_fn([dataset[i] for i in range(batch)])
-    x = (imgs.float() / 255.0).contiguous(memory_format=torch.channels_last)
-    model = Model(nc=nc, size=size).train().to(memory_format=torch.channels_last)  # as train() does
+    imgs, targets, _ = YoloDataset.collate_fn([dataset[i] for i in range(batch)])[:3]
+    x = (imgs.to(device).float() / 255.0).contiguous(memory_format=torch.channels_last)
+    targets = targets.to(device)
+    model = Model(nc=nc, size=size).train().to(device, memory_format=torch.channels_last)  # as train() does
     loss_fn = DetectionLoss(model, hyp)
     opt = build_optimizer(model, "SGD", 0.001, hyp["momentum"], 0.0)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     def step() -> None:
-        loss, _ = loss_fn(model(x), targets)
-        loss.backward()
-        opt.step()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss, _ = loss_fn(model(x), targets)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
 
+    def sync() -> None:
+        if amp:
+            torch.cuda.synchronize(device)
+
     step()  # first call allocates
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -137,30 +142,15 @@ def plan_epochs(budget_s: float, step_ips: float, n_train: int, n_val: int) -> i
     return max(1, int(0.97 * budget_s / epoch_s))
 
 
-def choose_threads(requested: int) -> int:
-    """All cores on an idle machine; 1 when other processes keep the cores busy, because OpenMP threads
-    that wait for a descheduled sibling spin: on a loaded 2-core machine 2 threads ran a training step
-    2-3x slower than 1 thread."""
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return 1 if busy > 0.5 * cores else cores
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    args.threads = choose_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(cpu_budget(args.threads))  # for the two profiles; training governs its own
     if args.yolov5_recipe:
         args.optimizer, args.nbs = args.optimizer or YOLOV5_OPTIMIZER, args.nbs or YOLOV5_NBS
-    else:
-        args.optimizer, args.nbs = args.optimizer or RECIPE_OPTIMIZER, args.nbs or RECIPE_NBS
+    args.optimizer = args.optimizer or "auto"
     hyp = load_hyp(args.hyp)
-    if not args.yolov5_recipe:
-        hyp.update(RECIPE_HYP)
     try:
         for item in args.set:
             key, _, value = item.partition("=")
@@ -173,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data_config(data_yaml)
     cuda = "yes" if torch.cuda.is_available() else "no"
     print(f"machine: {os.cpu_count()} CPU cores (load average {load:.1f} at start), torch "
-          f"{torch.__version__}, {args.threads} threads, CUDA {cuda}; data: {data_yaml} "
+          f"{torch.__version__}, {args.threads or f'up to {cpu_budget()}'} threads, CUDA {cuda}; data: {data_yaml} "
           f"({len(data.train)} train / {len(data.val)} val images)")
 
     step_ips = None
@@ -181,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         data_ips = profile_data(data.train, data.nc, args.imgsz, hyp, args.batch, args.workers,
                                 args.profile_batches)
         step_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model,
-                                max(args.profile_batches // 3, 2))
+                                max(args.profile_batches // 3, 2), parse_device(args.device))
         bound = "the data pipeline" if data_ips < step_ips else "the training step (model compute)"
         print(f"data pipeline alone: {data_ips:7.1f} images/s ({args.workers} workers, augmentation on)")
         print(f"training step alone: {step_ips:7.1f} images/s (model {args.model}, {args.imgsz} px, "
@@ -204,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_training(args: argparse.Namespace, hyp: dict[str, float], epochs: int, n_train: int) -> int:
     cfg = TrainConfig(data=None, model=args.model, epochs=epochs, imgsz=args.imgsz, batch=args.batch,
                       workers=args.workers, seed=args.seed, project=args.project, name="train_speed",
-                      nbs=args.nbs, optimizer=args.optimizer, cos_lr=args.cos_lr, progress=False)
+                      nbs=args.nbs, optimizer=args.optimizer, cos_lr=args.cos_lr, progress=False,
+                      threads=args.threads, device=args.device)
     val_seconds: list[float] = []
     real_validate = train_module.validate
 
@@ -250,6 +241,9 @@ def run_training(args: argparse.Namespace, hyp: dict[str, float], epochs: int, n
     print(f"summary: {len(rows)} epochs in {wall:.1f} s wall ({wall / 60:.2f} min), status {status}; "
           f"training {mean_ips:.1f} images/s on average; final mAP50 {rows[-1][1]:.4f} mAP50-95 "
           f"{rows[-1][2]:.4f}; best mAP50 {best[1]:.4f} at epoch {best[0]}")
+    if torch.cuda.is_available() and parse_device(args.device).type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated, "
+              f"{torch.cuda.max_memory_reserved() / 2**20:.0f} MiB reserved")
     target_met = rows[-1][1] >= 0.6 and wall <= budget * 1.0001
     print(f"target mAP50 >= 0.6 within {args.minutes:g} min: {'met' if target_met else 'not met'}")
     return 0 if math.isfinite(rows[-1][1]) else 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from detector.batch_augment import BatchAugmenter
 from detector.cache import IMG_EXTENSIONS, ImageCache
 from detector.errors import DataError
 from detector.hyp import DEFAULT_HYP
+from detector.threads import cpu_budget
 
 LOGGER = logging.getLogger(__name__)
 TOLERANCE = 1e-6  # label coordinates may overshoot [0, 1] by rounding this much
@@ -354,7 +354,9 @@ def build_dataloader(dataset: Dataset, batch: int, workers: int, shuffle: bool, 
     sampler = None
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
-    workers = max(0, min(int(workers), os.cpu_count() or 1))
+    # A worker process needs a CPU of its own besides the training thread's: on a 1-CPU trial, workers
+    # would only take turns with training on the same core, so the data is loaded in-process.
+    workers = max(0, min(int(workers), cpu_budget() - 1))
     generator = torch.Generator()
     generator.manual_seed(seed)
     collate = AugmentingCollate(dataset) if augment_in_loader else YoloDataset.collate_fn

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
+import detector.data as data_module
 from detector import cache
 from detector.augment import AugmentConfig
 from detector.data import (DataConfig, YoloDataset, build_dataloader, img2label_path, load_data_config,
@@ -251,7 +252,8 @@ def test_augmentation_seeded_by_seed_epoch_index(tmp_path: Path) -> None:
     assert not torch.equal(other[2][0], a[0])
 
 
-def test_dataloader_workers_follow_set_epoch(tmp_path: Path) -> None:
+def test_dataloader_workers_follow_set_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "cpu_budget", lambda: 2)  # one CPU for training, one for the worker
     _dataset(tmp_path, n_train=4)
     cfg = load_data_config(_yaml(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a]\n"))
     ds = YoloDataset(cfg.train, 1, 64, hyp=None, augment=True, cache_dir=tmp_path / "cache")
@@ -265,6 +267,17 @@ def test_dataloader_workers_follow_set_epoch(tmp_path: Path) -> None:
         assert torch.equal(seen[-1], expected)
     assert not torch.equal(seen[0], seen[1])
     del loader  # stops the persistent worker
+
+
+@pytest.mark.parametrize("budget,asked,expected", [(1, 2, 0), (2, 2, 1), (4, 2, 2), (8, 0, 0)])
+def test_dataloader_workers_leave_a_cpu_to_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int,
+                                                    asked: int, expected: int) -> None:
+    monkeypatch.setattr(data_module, "cpu_budget", lambda: budget)
+    _dataset(tmp_path, n_train=2)
+    cfg = load_data_config(_yaml(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a]\n"))
+    ds = YoloDataset(cfg.train, 1, 64, cache_dir=tmp_path / "cache")
+    loader, _ = build_dataloader(ds, batch=2, workers=asked, shuffle=False)
+    assert loader.num_workers == expected
 
 
 def test_dataloader_shuffle_is_seeded(tmp_path: Path) -> None:
