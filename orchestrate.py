@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         if spec.parse is bool:
             kwargs["action"] = "store_true"
         else:
-            kwargs.update(type=_converter(spec), metavar=spec.metavar)
+            # argparse would name the value after the dotted dest (GA.POPULATION); name it after the flag
+            metavar = spec.metavar or (None if spec.choices else spec.flag[2:].replace("-", "_").upper())
+            kwargs.update(type=_converter(spec), metavar=metavar)
             if spec.choices is not None:
                 kwargs["choices"] = spec.choices
         groups[group].add_argument(spec.flag, **kwargs)
@@ -109,7 +111,8 @@ def build_config(args: argparse.Namespace, given: set[str] | frozenset[str] = fr
         ga["elite"] = default_elite(ga["elite"], ga["population"])
     ray = part("ray.")
     ray["address"] = ray["address"] or None
-    train = TrialConfig(**part("train."), seed=ga["seed"], surrogate=SurrogateOptions(**part("train.surrogate.")))
+    surrogate = SurrogateOptions(**part("train.surrogate."))
+    train = TrialConfig(**part("train."), seed=ga["seed"], surrogate=surrogate)
     cfg = EvolveConfig(ga=GAConfig(**ga), ray=RayConfig(**ray), train=train, explicit=frozenset(given),
                        **{k: v for k, v in values.items() if "." not in k})
     cfg.validate()

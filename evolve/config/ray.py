@@ -60,7 +60,8 @@ class RayConfig:
                                      metavar="PATH|URI")
     workers_per_trial: Optional[int] = setting(None, "--workers-per-trial", "run each trial as a DDP job of "
                                                "N CPU processes (gloo); with --gpus-per-trial 2 or more a "
-                                               "trial has one process per GPU (default: 1 process)", parse=int)
+                                               "trial has one process per GPU (default: 1 process)",
+                                               parse=int)
     early_stop: str = setting("none", "--early-stop", "stop hopeless trials: asha compares per-epoch "
                               "fitness (validates every epoch); a stopped trial is recorded 'stopped'",
                               choices=EARLY_STOP)

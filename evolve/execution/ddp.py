@@ -2,9 +2,9 @@
 
 ``run_ddp`` is called inside a Ray Tune trial (or anywhere else) in place of calling the trainer directly.
 It writes a JSON job file into ``<project>/<name>/ddp/`` and starts
-``python -m torch.distributed.run --standalone --nproc-per-node N -m evolve.execution.ddp_rank <job.json>``
-in a session of its own. Each rank (``evolve.execution.ddp_rank``) joins the process group (NCCL on CUDA, gloo on CPU),
-resolves the trainer and trains; rank 0 appends one JSON line per reported epoch to ``reports.jsonl`` and
+``python -m torch.distributed.run --standalone --nproc-per-node N -m evolve.execution.ddp_rank
+<job.json>`` in a session of its own. Each rank (``evolve.execution.ddp_rank``) joins the process
+group (NCCL on CUDA, gloo on CPU), resolves the trainer and trains; rank 0 appends one JSON line per reported epoch to ``reports.jsonl`` and
 writes its final Metrics to ``result.json``. The caller's process tails ``reports.jsonl`` and forwards
 each epoch to its own ``report`` callback, so per-epoch ``tune.report`` still happens in the trial.
 

@@ -185,8 +185,8 @@ class TrialRunner:
         """
         nproc = self.ray_cfg.nproc
         if nproc > 1 and not self.plugin.distributed:
-            LOGGER.info("the %s trainer runs each trial in one process (%d ranks asked for)", self.plugin.name,
-                        nproc)
+            LOGGER.info("the %s trainer runs each trial in one process (%d ranks asked for)",
+                        self.plugin.name, nproc)
             nproc = 1
         fit = max(0, math.floor(self.ray_cfg.cpus_per_trial / nproc + 1e-9) - 1)
         return nproc, min(self.train_cfg.workers, fit)

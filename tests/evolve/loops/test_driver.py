@@ -378,8 +378,8 @@ def test_a_checkpoint_of_another_mode_than_its_configuration_is_refused(tmp_path
     ev = make_evolution(tmp_path)
     from evolve.output.rundir import save_checkpoint
 
-    state = checkpoint_state(ev.cfg, ev.plan.fingerprint, generation=0, population=[[0.5] * len(ev.space)] * 6,
-                             ga_state=ev.ga.get_state())
+    state = checkpoint_state(ev.cfg, ev.plan.fingerprint, generation=0,
+                             population=[[0.5] * len(ev.space)] * 6, ga_state=ev.ga.get_state())
     state["mode"] = "async"
     save_checkpoint(ev.run_dir, state)
     with pytest.raises(ConfigError, match=r"checkpoint\.pkl: checkpoint of a 'async' run, but its "

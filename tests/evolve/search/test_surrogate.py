@@ -1,4 +1,5 @@
-"""Tests for evolve.search.surrogate: determinism, the known optimum, landscapes, failures, curves and durations."""
+"""Tests for evolve.search.surrogate: determinism, the known optimum, landscapes, failures, curves and
+durations."""
 from __future__ import annotations
 
 import itertools
