@@ -34,8 +34,8 @@ import numpy as np
 import yaml
 
 from detector.config import TrainConfig
-from evolve import surrogate
-from evolve.baselines import (
+from evolve.search import surrogate
+from evolve.search.baselines import (
     Objective,
     Trial,
     ga_search,
@@ -43,8 +43,8 @@ from evolve.baselines import (
     ultralytics_tuner,
     yolov5_classic,
 )
-from evolve.ga import GAConfig
-from evolve.space import SearchSpace
+from evolve.config import GAConfig
+from evolve.search.space import SearchSpace
 
 OURS = "ours (GA defaults)"
 SCHEMES: dict[str, Callable[..., list[Trial]]] = {

@@ -76,7 +76,7 @@ class TrialWorker:
     def run(self, trainer: str, train_cfg: dict[str, Any], hyps: list[dict[str, float]], prefix: str
             ) -> dict[str, Any]:
         """Run one trial per hyp; return statuses, RSS after each trial and the time taken."""
-        from evolve.trainable import run_trial
+        from evolve.execution.trainable import run_trial
 
         # as TrialRunner builds it for a one-process trial on one CPU
         static = {"trainer": trainer, "train_cfg": train_cfg, "run_dir": self.run_dir, "nproc": 1,
@@ -97,7 +97,7 @@ class TrialWorker:
 def surrogate_hyps(n: int, seed: int) -> list[dict[str, float]]:
     import random
 
-    from evolve.space import SearchSpace
+    from evolve.search.space import SearchSpace
 
     space = SearchSpace.load()
     rng = random.Random(seed)

@@ -235,7 +235,7 @@ def part_overhead(args: argparse.Namespace, project: Path) -> dict[str, Any]:
 
 
 def part_early_stop(args: argparse.Namespace, project: Path) -> list[dict[str, Any]]:
-    from evolve.records import RunRecords
+    from evolve.output.records import RunRecords
 
     rows = []
     print(f"\n3. early stopping: async, {args.population} x {args.es_generations} trials of "

@@ -8,13 +8,13 @@ from typing import Any, Mapping
 
 import yaml
 
+import hyps
 from detector.errors import HypError
 
 LOGGER = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_HYP_PATH = ROOT / "hyps" / "hyp.scratch-low.yaml"
-DEFAULT_META_PATH = ROOT / "hyps" / "meta.yaml"
+# The default hyp file ships as package data of ``hyps`` (so an installed package has it too).
+DEFAULT_HYP_PATH = hyps.path(hyps.HYP_SCRATCH_LOW)
 
 # The YOLOv5 defaults (hyp.scratch-low.yaml); the order is the column order of evolve.csv.
 DEFAULT_HYP: dict[str, float] = {

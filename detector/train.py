@@ -266,7 +266,7 @@ class _Trainer:
         if ctx.is_main and final is not None:
             final.seconds = time.time() - self.start
             LOGGER.info("finished %d epochs in %.1f s:\n%s", final.epochs, final.seconds, format_table(final))
-        self._save_rank_state()
+        self._sync_final_buffers()
         return dist.broadcast_object(ctx, final)
 
     def _set_epoch(self, epoch: int) -> None:
@@ -386,15 +386,9 @@ class _Trainer:
         if best:
             save_checkpoint(ckpt, weights / "best.pt")
 
-    def _save_rank_state(self) -> None:
-        """With ``cfg.extra['rank_state_dir']``, every rank saves its final raw weights (DDP checks)."""
-        folder = self.cfg.extra.get("rank_state_dir")
-        model = unwrap(self.model)
-        dist.sync_buffers(self.ctx, model)
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       Path(folder) / f"rank{self.ctx.rank}.pt")
+    def _sync_final_buffers(self) -> None:
+        """Every rank ends with rank 0's buffers (BatchNorm statistics), so all ranks hold one model."""
+        dist.sync_buffers(self.ctx, unwrap(self.model))
 
 
 class _CallableModule(types.ModuleType):

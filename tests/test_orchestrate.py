@@ -16,12 +16,14 @@ import pytest
 import yaml
 
 import orchestrate
-from detector.hyp import DEFAULT_HYP_PATH, DEFAULT_META_PATH
-from detector.results import Metrics
-from evolve.driver import checkpoint_state, prepare
-from evolve.ga import GeneticAlgorithm
-from evolve.records import RunRecords, TrialRecord
-from evolve.rundir import save_checkpoint
+import hyps
+from detector.hyp import DEFAULT_HYP_PATH
+from evolve.contract import Metrics
+from evolve.loops.checkpoint import checkpoint_state
+from evolve.loops.plan import prepare
+from evolve.search.ga import GeneticAlgorithm
+from evolve.output.records import RunRecords, TrialRecord
+from evolve.output.rundir import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--trainer", "surrogate", "--generations", "3", "--population", "6", "--epochs", "1"]
@@ -46,7 +48,8 @@ def make_run(project: Path, extra: list[str] = (), name: str = "exp") -> Path:
     run_dir.mkdir(parents=True)
     ga = GeneticAlgorithm(plan.cfg.ga, len(plan.space))
     population = ga.initial_population([plan.space.encode(plan.space.base)])
-    save_checkpoint(run_dir, checkpoint_state(plan, 0, population, ga.get_state()))
+    save_checkpoint(run_dir, checkpoint_state(plan.cfg, plan.fingerprint, generation=0, population=population,
+                                                 ga_state=ga.get_state()))
     records = RunRecords(run_dir)
     records.append(TrialRecord(0, 0, "g000i000", plan.space.decode(population[0]),
                                Metrics(map50=0.5, map50_95=0.3).with_fitness()))
@@ -61,7 +64,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def write_meta(path: Path, edit) -> Path:
-    meta = yaml.safe_load(DEFAULT_META_PATH.read_text())
+    meta = yaml.safe_load(hyps.path(hyps.META).read_text())
     edit(meta)
     path.write_text(yaml.safe_dump(meta))
     return path
@@ -223,7 +226,7 @@ def test_flags_build_the_config_and_remember_what_was_typed():
     assert cfg.ga.mutation_rate == (0.3, 0.02) and cfg.seed == 9 and cfg.train.seed == 9
     assert cfg.ray.address == "auto" and cfg.ray.cpus_per_trial == 1.0
     assert cfg.train.epochs == 2 and cfg.train.data == "d.yaml" and cfg.train.progress is False
-    assert cfg.train.extra["surrogate"]["failure_rate"] == 0.2
+    assert cfg.train.surrogate.failure_rate == 0.2
     assert cfg.explicit == {"--generations", "--elite", "--tournament", "--mutation-rate", "--address",
                             "--trainer", "--surrogate-failure-rate", "--seed", "--epochs", "--data"}
 

@@ -25,8 +25,21 @@ DDP_SCRIPT = textwrap.dedent("""
 
     data, project, out = sys.argv[1:4]
     rank = int(os.environ["RANK"])
+    import detector.train as detector_train
+    from detector.optim import unwrap
+
+    original = detector_train._Trainer.run
+
+    def run_and_save(self):  # each rank keeps its final raw weights for the test to compare
+        metrics = original(self)
+        state = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
+        torch.save(state, Path(out) / f"rank{self.ctx.rank}.pt")
+        return metrics
+
+    detector_train._Trainer.run = run_and_save
+    Path(out).mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(data=data, imgsz=64, epochs=1, batch=8, workers=0, project=project, name="ddp",
-                      device="cpu", progress=False, extra={"rank_state_dir": out})
+                      device="cpu", progress=False)
     metrics = train(dict(DEFAULT_HYP), cfg)
     Path(out, f"rank{rank}.json").write_text(json.dumps(
         {"metrics": metrics.to_dict(), "destroyed": not tdist.is_initialized()}))

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from detector.config import TrainConfig
+from evolve.config import TrialConfig
 from detector.hyp import DEFAULT_HYP
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +39,7 @@ GATHER_TIMEOUT_S = 90.0
 
 def gathered_surrogate(hyp, cfg, report=None):
     """The surrogate trainer, after the first wave of trials has gathered (see the module docstring)."""
-    from evolve.surrogate import train
+    from evolve.search.surrogate import train
 
     gather = cfg.extra["gather"]
     if cfg.name in gather["names"]:
@@ -67,13 +67,15 @@ class ListSource:
 
 
 def surrogate_cfg(epochs: int = 1, seconds: float = TRIAL_SECONDS, gather_dir: Path | None = None,
-                  gather: tuple[str, ...] = ()) -> TrainConfig:
-    extra = {"surrogate": {"seconds": seconds}, "gather": {"dir": str(gather_dir), "names": list(gather)}}
-    return TrainConfig(epochs=epochs, progress=False, save_weights=False, workers=0, extra=extra)
+                  gather: tuple[str, ...] = ()) -> TrialConfig:
+    extra = {"gather": {"dir": str(gather_dir), "names": list(gather)}}
+    return TrialConfig(epochs=epochs, workers=0, surrogate={"seconds": seconds}, extra=extra)
 
 
 def packing(out: Path) -> dict:
-    from evolve.runner import RayConfig, TrialJob, TrialRunner
+    from evolve.config import RayConfig
+    from evolve.execution.jobs import TrialJob
+    from evolve.execution.runner import TrialRunner
 
     def jobs(prefix: str, n: int) -> list:
         return [TrialJob(f"{prefix}{i:02d}", 0, i, dict(DEFAULT_HYP, lr0=0.002 + 0.0005 * i))
@@ -107,8 +109,8 @@ def cluster(out: Path) -> dict:
 
     import evolve
     from evolve.config import EvolveConfig
-    from evolve.ga import GAConfig
-    from evolve.runner import RayConfig
+    from evolve.config import GAConfig
+    from evolve.config import RayConfig
 
     head = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:

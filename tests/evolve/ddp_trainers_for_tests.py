@@ -50,3 +50,30 @@ def fail_on_rank1(hyp, cfg, report=None):
     dist.all_reduce(torch.ones(1))
     time.sleep(120)
     return {"map50": 0.0, "map50_95": 0.0}
+
+
+def detector_saving_weights(hyp, cfg, report=None):
+    """The built-in detector trainer; each rank also saves its final raw weights to
+    ``cfg.extra['state_dir']/rank<r>.pt`` (wrapping the detector's run, which ends with the ranks'
+    buffers synchronised), so a test can check that both ranks hold one model."""
+    import torch
+
+    import detector.train as detector_train
+    from detector.optim import unwrap
+    from evolve.execution.detector_trainer import train
+
+    original = detector_train._Trainer.run
+
+    def run_and_save(self):
+        out = original(self)
+        folder = Path(cfg.extra["state_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
+        torch.save(state, folder / f"rank{self.ctx.rank}.pt")
+        return out
+
+    detector_train._Trainer.run = run_and_save
+    try:
+        return train(hyp, cfg, report)
+    finally:
+        detector_train._Trainer.run = original

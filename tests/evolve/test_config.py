@@ -1,25 +1,26 @@
-"""Tests of evolve/config.py: validation naming flags, round trips through the checkpoint, resume merging."""
+"""Tests of evolve/config/: validation naming flags, round trips through the checkpoint, resume merging, and
+flags declared once in the dataclass fields."""
 from __future__ import annotations
 
 import pytest
 
 from evolve.config import (
-    FLAGS,
     EvolveConfig,
+    GAConfig,
+    RayConfig,
+    SurrogateOptions,
+    TrialConfig,
     default_elite,
+    flag_paths,
     get_setting,
     resumed_config,
-    surrogate_options,
-    trial_train_config,
+    settings,
 )
 from evolve.errors import ConfigError
-from evolve.ga import GAConfig
-from evolve.runner import RayConfig
 
 
 def make(**ga) -> EvolveConfig:
-    return EvolveConfig(ga=GAConfig(population=6, generations=3, **ga),
-                        train=trial_train_config(epochs=2, extra={"surrogate": surrogate_options()}),
+    return EvolveConfig(ga=GAConfig(population=6, generations=3, **ga), train=TrialConfig(epochs=2),
                         trainer="surrogate")
 
 
@@ -30,8 +31,8 @@ def test_defaults_are_those_of_an_evolution():
     assert (cfg.project, cfg.name, cfg.trainer) == ("runs/evolve", "exp", "detector")
     # Trials neither draw progress bars nor save weights unless asked.
     assert cfg.train.progress is False and cfg.train.save_weights is False
-    assert surrogate_options() == {"landscape": "smooth", "noise": 0.0, "seconds": 0.0, "seconds_spread": 0.0,
-                                   "failure_rate": 0.0}
+    assert cfg.train.surrogate == SurrogateOptions(landscape="smooth", noise=0.0, seconds=0.0,
+                                                   seconds_spread=0.0, failure_rate=0.0, seed=0)
 
 
 @pytest.mark.parametrize("path, value, flag", [
@@ -47,11 +48,11 @@ def test_defaults_are_those_of_an_evolution():
     ("ray.max_concurrent", 0, "--max-concurrent"),
     ("train.epochs", 0, "--epochs"),
     ("trainer", " ", "--trainer"),
-    ("train.extra.surrogate.landscape", "flat", "--surrogate-landscape"),
-    ("train.extra.surrogate.failure_rate", 1.5, "--surrogate-failure-rate"),
-    ("train.extra.surrogate.seconds_spread", 2.0, "--surrogate-spread"),
-    ("train.extra.surrogate.seconds", -1.0, "--surrogate-seconds"),
-    ("train.extra.surrogate.noise", float("nan"), "--surrogate-noise"),
+    ("train.surrogate.landscape", "flat", "--surrogate-landscape"),
+    ("train.surrogate.failure_rate", 1.5, "--surrogate-failure-rate"),
+    ("train.surrogate.seconds_spread", 2.0, "--surrogate-spread"),
+    ("train.surrogate.seconds", -1.0, "--surrogate-seconds"),
+    ("train.surrogate.noise", float("nan"), "--surrogate-noise"),
     ("mode", "steady", "--mode"),
     ("ray.early_stop", "median", "--early-stop"),
     ("ray.grace_epochs", 0, "--grace-epochs"),
@@ -210,11 +211,17 @@ def test_resume_without_generations_flag_keeps_the_saved_count():
 
 def test_every_flag_path_names_a_real_setting():
     cfg = make()
-    for path in FLAGS:
+    for path in flag_paths():
         value = cfg
         for part in path.split("."):
             assert (part in value) if isinstance(value, dict) else hasattr(value, part), path
             value = value[part] if isinstance(value, dict) else getattr(value, part)
         assert get_setting(cfg, path) == value
     assert get_setting(cfg, "ga.elite") == (2, 5)
-    assert get_setting(cfg, "train.extra.surrogate.landscape") == "smooth"
+    assert get_setting(cfg, "train.surrogate.landscape") == "smooth"
+
+
+def test_every_flag_is_declared_once_with_help():
+    flags = [spec.flag for _, spec in settings()]
+    assert len(flags) == len(set(flags)) and len(flags) >= 45
+    assert all(spec.help and spec.flag.startswith("--") for _, spec in settings())

@@ -1,0 +1,76 @@
+"""Settings of the genetic algorithm (``GAConfig``): population, operators and their adaptive schedules.
+
+Each schedule is a pair (value at progress 0, value at the last planned generation); the GA itself is in
+``evolve.search.ga``. Every field carries its command-line flag (``evolve.config.fields``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from evolve.config.fields import check_fields, pair, setting
+from evolve.errors import ConfigError
+
+CROSSOVERS = ("one_point", "uniform", "blend")
+MUTATIONS = ("gaussian", "polynomial")
+INITS = ("mutants", "random")
+BOUNDS = ("clip", "reflect")
+SCHEDULES = ("elite", "tournament", "crossover_rate", "mutation_rate")
+_SCHED = "from the first bred generation to the last"
+
+
+@dataclass
+class GAConfig:
+    """Settings of the GA; each pair is (value at progress 0, value at the last planned generation)."""
+
+    population: int = setting(50, "--population", "individuals per generation; in async mode the size "
+                              "of the current population", parse=int, low=2)
+    generations: int = setting(300, "--generations", "generations to run; with --resume RUN_DIR it may "
+                               "extend the run", parse=int, low=1)
+    # blend is ahead of one_point, with or without drift (docs/benchmarks-ga.md)
+    crossover: str = setting("blend", "--crossover", "crossover operator", choices=CROSSOVERS)
+    mutation: str = setting("gaussian", "--mutation", "mutation operator", choices=MUTATIONS)
+    mutation_sigma: float = setting(0.05, "--mutation-sigma", "Gaussian mutation step, in normalised gene "
+                                    "units", parse=float, low=0, low_open=True)
+    elite: tuple[int, int] = setting((2, 5), "--elite", f"elites carried unchanged, {_SCHED}; the default "
+                                     "is capped at a quarter of the population", parse=pair(int),
+                                     metavar="START,END", low=0, whole=True)
+    tournament: tuple[int, int] = setting((10, 2), "--tournament", f"tournament size of parent selection, "
+                                          f"{_SCHED}", parse=pair(int), metavar="START,END", low=1,
+                                          whole=True)
+    crossover_rate: tuple[float, float] = setting((1.0, 0.5), "--crossover-rate", "probability of "
+                                                  f"crossover per child, {_SCHED}", parse=pair(float),
+                                                  metavar="START,END", low=0, high=1)
+    mutation_rate: tuple[float, float] = setting((0.5, 0.01), "--mutation-rate", "per-gene mutation "
+                                                 f"probability, {_SCHED}", parse=pair(float),
+                                                 metavar="START,END", low=0, high=1)
+    init: str = setting("mutants", "--init", "rest of generation 0: mutants of the seeds or uniform random",
+                        choices=INITS)
+    init_sigma: float = setting(0.07, "--init-sigma", "step of generation 0's mutants around the seeds, in "
+                                "normalised gene units", parse=float, low=0, low_open=True)
+    drift: float = setting(1.5, "--drift", "how far each child moves along (mean of the best quarter - "
+                           "mean of the generation); 0 turns it off", parse=float, low=0)
+    bounds: str = setting("clip", "--bounds", "a mutation step past a bound stops on it or comes back in",
+                          choices=BOUNDS)
+    seed: int = setting(0, "--seed", "seed of the GA and of training", parse=int)
+
+    def __post_init__(self) -> None:
+        for name in SCHEDULES:
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = (value, value)  # a single number holds for the whole run
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag}: expected a start and an end value, got {value!r}")
+            setattr(self, name, tuple(value))
+        check_fields(self)
+
+
+def default_elite(elite: tuple[int, int], population: int) -> tuple[int, int]:
+    """The default elite schedule fitted to a small population: at most a quarter of it (at least 1).
+
+    With more elites than that, a small population breeds one or two new genomes a generation and
+    spends the rest of the generation re-listing old ones. Applied only where the user did not choose
+    ``--elite``; a schedule they typed is checked as given.
+    """
+    cap = max(1, population // 4)
+    return (min(int(elite[0]), cap), min(int(elite[1]), cap))

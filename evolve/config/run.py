@@ -1,0 +1,187 @@
+"""Configuration of one evolution (``EvolveConfig``) and the rules for resuming a run with a new command.
+
+An evolution is configured by four parts: the GA (``GAConfig``), Ray execution (``RayConfig``), every
+trial's training (``TrialConfig``) and the run itself (``EvolveConfig``'s own fields: mode, trainer,
+search-space files, seeds, run folder). A resumed run keeps the settings it was started with, because
+changing the GA, the mode, early stopping or the trials halfway would make its records meaningless; only
+the generation count may be extended, and the execution settings (which machines, how many trials at
+once, where Tune stores its records) follow the new command since they cannot change a result.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Iterator, Mapping
+
+from evolve.config.fields import Flag, check_fields, setting
+from evolve.config.ga import GAConfig
+from evolve.config.ray import RayConfig
+from evolve.config.trial import TrialConfig
+from evolve.errors import ConfigError
+
+MODES = ("generational", "async")
+
+# Settings that decide where and how fast trials run but never what they return; a resumed run takes
+# them from the new command (it may well run on another machine or cluster).
+EXECUTION_SETTINGS = ("ray", "train.device", "train.workers")
+# Early stopping lives in RayConfig (the runner builds the scheduler) but decides which trials finish,
+# so it is a setting of the run like the GA's, kept on resume.
+EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
+_EVOLUTION = "evolution"
+_OUTPUT = "output"
+
+
+@dataclass
+class EvolveConfig:
+    """Everything one evolution needs; ``evolve.run(cfg)`` takes it, ``orchestrate.py`` builds it.
+
+    ``resume`` is a run folder to continue, or a population YAML that seeds a new run. ``explicit``
+    lists the flags the user gave (``"--generations"`` ...): on resuming a run folder an explicit
+    ``--generations`` extends the run, and other explicit settings that differ from the saved run are
+    reported as ignored.
+    """
+
+    ga: GAConfig = field(default_factory=GAConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    train: TrialConfig = field(default_factory=TrialConfig)
+    mode: str = setting("generational", "--mode", "generational: a barrier per generation; async: a "
+                        "steady-state GA that breeds a child the moment any trial ends, so no slot waits "
+                        "for the slowest trial", choices=MODES, group=_EVOLUTION)
+    trainer: str = setting("detector", "--trainer", "what trains one hyp: the built-in detector, the "
+                           "analytic surrogate, or your own function trainer(hyp, cfg, report=None)",
+                           metavar="detector|surrogate|package.module:function", group="trials")
+    hyp: str | None = setting(None, "--hyp", "base hyp YAML, the first seed and the source of frozen keys "
+                              "(default: the trainer's, hyps/hyp.scratch-low.yaml)", group=_EVOLUTION)
+    meta: str | None = setting(None, "--meta", "search-space YAML: evolve/low/high/scale per key (default: "
+                               "the trainer's, hyps/meta.yaml)", group=_EVOLUTION)
+    population_dir: str | None = setting(None, "--population-dir", "folder of hyp or population YAMLs added "
+                                         "to the seeds of generation 0 (default: none)", metavar="DIR",
+                                         group=_EVOLUTION)
+    resume: str | None = setting(None, "--resume", "RUN_DIR: continue that run exactly (its saved settings "
+                                 "win, except --generations); FILE.yaml: start a new run seeded with that "
+                                 "population (default: none)", metavar="FILE.yaml|RUN_DIR", group=_EVOLUTION)
+    project: str = setting("runs/evolve", "--project", "folder of runs", group=_OUTPUT)
+    name: str = setting("exp", "--name", "run name; exp2, exp3 ... when taken", group=_OUTPUT)
+    exist_ok: bool = setting(False, "--exist-ok", "use PROJECT/NAME even if it exists (a run with "
+                             "evolve.csv is refused: use --resume)", parse=bool, group=_OUTPUT)
+    explicit: frozenset[str] = frozenset()
+
+    @property
+    def seed(self) -> int:
+        return self.ga.seed
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the flag of the first setting out of range or out of step.
+
+        Each part checks its own fields on construction (``evolve.config.fields``); they are checked
+        again here because a caller may have changed a field since.
+        """
+        self.ga.__post_init__()
+        self.ray.__post_init__()
+        self.train.__post_init__()
+        check_fields(self)
+        if not isinstance(self.trainer, str) or not self.trainer.strip():
+            raise ConfigError(f"--trainer must not be empty, got {self.trainer!r}")
+        if "--elite" in self.explicit and not all(e < self.ga.population for e in self.ga.elite):
+            # The GA caps a default schedule at population - 1; one the user typed must fit as given.
+            raise ConfigError(f"--elite must stay below --population ({self.ga.population}): a generation "
+                              f"needs a bred child, got {_show(self.ga.elite)}")
+        if self.ray.early_stop != "none" and self.ray.grace_epochs >= self.train.epochs:
+            # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
+            raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
+                                  f"--early-stop {self.ray.early_stop} to stop anything, got "
+                                  f"{self.ray.grace_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data copy (nested dicts, tuples kept) for the checkpoint."""
+        out = asdict(self)
+        out["explicit"] = sorted(self.explicit)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "EvolveConfig":
+        """Rebuild a config saved by ``to_dict``; ConfigError naming ``source`` if it does not fit."""
+        try:
+            values = dict(data)
+            values["ga"] = GAConfig(**values["ga"])
+            values["ray"] = RayConfig(**values["ray"])
+            values["train"] = TrialConfig(**values["train"])
+            values["explicit"] = frozenset(values.get("explicit", ()))
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise TypeError(f"unexpected setting '{unknown[0]}'")
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: saved configuration does not match this version ({exc})") from exc
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that decide a run's results (everything but execution, run folder and resume)."""
+        out = self.to_dict()
+        out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
+        for name in ("ray", "resume", "project", "name", "exist_ok", "explicit", "population_dir"):
+            out.pop(name)
+        for name in ("device", "workers"):
+            out["train"].pop(name)
+        return out
+
+
+def settings(cls: type = EvolveConfig, prefix: str = "") -> Iterator[tuple[str, Flag]]:
+    """(dotted setting path, flag) of every flagged setting of ``cls`` and the configs inside it."""
+    for f in fields(cls):
+        spec = f.metadata.get("flag")
+        if spec is not None:
+            yield prefix + f.name, spec
+        elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):  # type: ignore[misc]
+            yield from settings(f.default_factory, f"{prefix}{f.name}.")
+
+
+def flag_paths() -> dict[str, str]:
+    """Setting path -> command-line flag, for messages and for telling which flags a user gave."""
+    return {path: spec.flag for path, spec in settings()}
+
+
+def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig, list[str]]:
+    """The configuration a resumed run continues with, and one note per explicit flag that was ignored.
+
+    The saved run's settings win, except an explicit ``--generations`` (the run may be extended) and the
+    execution settings, which always come from ``new``. The mode and early stopping are the saved run's.
+    """
+    merged = copy.deepcopy(saved)
+    merged.ray = copy.deepcopy(new.ray)
+    for name in EARLY_STOP_SETTINGS:
+        setattr(merged.ray, name, getattr(saved.ray, name))
+    merged.train.device = new.train.device
+    merged.train.workers = new.train.workers
+    merged.resume = new.resume
+    merged.explicit = new.explicit
+    if "--generations" in new.explicit:
+        merged.ga.generations = new.ga.generations
+    notes = []
+    for path, flag in flag_paths().items():
+        if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):
+            continue
+        old_value, new_value = get_setting(saved, path), get_setting(new, path)
+        if old_value != new_value:
+            notes.append(f"{flag} {_show(new_value)} ignored: the resumed run keeps {_show(old_value)}")
+    return merged, notes
+
+
+def get_setting(cfg: EvolveConfig, path: str) -> Any:
+    """The value at a dotted setting path such as ``ga.elite`` or ``train.surrogate.noise``."""
+    value: Any = cfg
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+    return value
+
+
+def _is_execution(path: str) -> bool:
+    if path in {f"ray.{name}" for name in EARLY_STOP_SETTINGS}:
+        return False
+    return any(path == p or path.startswith(p + ".") for p in EXECUTION_SETTINGS)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)

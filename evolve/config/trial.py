@@ -1,0 +1,120 @@
+"""What one trial trains with (``TrialConfig``), the configuration every trainer receives, and the typed
+options of the surrogate trainer (``SurrogateOptions``).
+
+A trainer is called as ``train(hyp, cfg, report)`` with ``cfg`` a ``TrialConfig``: the data set, model
+size, epochs, image size, batch, device, loader workers, seed, the trial's own folder
+(``project``/``name``) and ``extra``, a mapping passed through untouched for a user's trainer. The
+built-in detector's adapter turns it into the detector's own ``TrainConfig``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+from evolve.config.fields import check_fields, setting
+from evolve.errors import ConfigError
+
+LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
+MODEL_SIZES = ("n", "s", "m")
+OTHER_SETTINGS = "detector"  # extra key of a foreign config's settings that TrialConfig lacks
+_SURROGATE = "surrogate trainer (--trainer surrogate)"
+
+
+@dataclass
+class SurrogateOptions:
+    """Options of the surrogate trainer (``evolve.search.surrogate``)."""
+
+    landscape: str = setting("smooth", "--surrogate-landscape", "fitness landscape", choices=LANDSCAPES,
+                             group=_SURROGATE)
+    # std of the observation noise in fitness units; 0 means the noisy landscape's default
+    noise: float = setting(0.0, "--surrogate-noise", "fitness noise std of the noisy landscape; 0 uses its "
+                           "default", parse=float, low=0, group=_SURROGATE)
+    seconds: float = setting(0.0, "--surrogate-seconds", "simulated seconds per trial", parse=float, low=0,
+                             group=_SURROGATE)
+    seconds_spread: float = setting(0.0, "--surrogate-spread", "durations spread over seconds*(1 +/- "
+                                    "spread)", parse=float, low=0, high=1, group=_SURROGATE)
+    failure_rate: float = setting(0.0, "--surrogate-failure-rate", "fraction of hyps whose trial fails",
+                                  parse=float, low=0, high=1, group=_SURROGATE)
+    seed: int = 0  # picks the landscape instance, the noise, durations and failures
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"surrogate: 'seed' must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def from_any(cls, value: Any) -> "SurrogateOptions":
+        """Accept ``SurrogateOptions``, a mapping of its fields, or None (all defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"surrogate: options must be a mapping, got {type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in value if k not in known)
+        if unknown:
+            raise ConfigError(f"surrogate: unknown option '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        return cls(**dict(value))
+
+
+@dataclass
+class TrialConfig:
+    """Everything about one trial's training that is not a hyperparameter (see the module docstring)."""
+
+    data: Optional[str] = setting(None, "--data", "data YAML (YOLOv5 format) (default: the embedded data "
+                                  "set)", optional=True)
+    model: str = setting("n", "--model", "model size", choices=MODEL_SIZES)
+    epochs: int = setting(100, "--epochs", "epochs of every trial", parse=int, low=1)
+    imgsz: Optional[int] = setting(None, "--imgsz", "image size, a multiple of 32 (default: 256 for the "
+                                   "embedded data set, else 640)", parse=int, low=32, optional=True)
+    batch: int = setting(16, "--batch", "batch size", parse=int, low=1)
+    device: str = setting("", "--device", "device of a trial: cpu, 0, cuda:1 (default: the trial's GPU if "
+                          "it has one, else cpu)")
+    workers: int = setting(2, "--workers", "data-loader workers per trial", parse=int, low=0)
+    max_images: Optional[int] = setting(None, "--max-images", "use only the first N train/val images "
+                                        "(default: all)", parse=int, low=1, optional=True)
+    seed: int = 0  # the run's --seed
+    val_every: int = 1  # 1: validate after every epoch (per-epoch reports); 0: after the last one only
+    save_weights: bool = False  # a trial keeps no weights unless asked: a run has thousands of trials
+    project: str = "runs/evolve/trials"  # the trial's folder is project/name
+    name: str = "trial"
+    exist_ok: bool = True
+    progress: bool = False  # nobody watches a trial's progress bar; its log file has the story
+    extra: dict[str, Any] = field(default_factory=dict)  # passed through untouched to the trainer
+    surrogate: SurrogateOptions = field(default_factory=SurrogateOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.surrogate, Mapping):
+            self.surrogate = SurrogateOptions.from_any(self.surrogate)
+        self.surrogate.__post_init__()
+        check_fields(self)
+        if self.imgsz is not None and self.imgsz % 32:
+            raise ConfigError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        """A copy with ``changes`` applied (and checked)."""
+        return TrialConfig(**{**self.to_dict(), **changes})
+
+    @classmethod
+    def from_any(cls, value: Any) -> "TrialConfig":
+        """Accept a ``TrialConfig``, a mapping, or any config with ``to_dict()`` (the detector's
+        ``TrainConfig``). Settings this class does not have go to ``extra[OTHER_SETTINGS]`` (the
+        detector's adapter reads its own back from there); surrogate options given as
+        ``extra["surrogate"]`` become ``surrogate``."""
+        if isinstance(value, cls):
+            return value
+        data = dict(value if isinstance(value, Mapping) else value.to_dict())
+        known = {f.name for f in fields(cls)}
+        out = {k: v for k, v in data.items() if k in known}
+        extra = dict(out.get("extra") or {})
+        if "surrogate" not in out and "surrogate" in extra:
+            out["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
+        others = {k: v for k, v in data.items() if k not in known}
+        if others:
+            extra[OTHER_SETTINGS] = {**others, **extra.get(OTHER_SETTINGS, {})}
+        out["extra"] = extra
+        return cls(**out)

@@ -1,0 +1,124 @@
+"""The trial contract between the evolution and any trainer: ``Metrics``, statuses, fitness and the tiers
+by which a trial's result is ranked.
+
+A trainer is called as ``train(hyp, cfg, report) -> Metrics`` (``evolve.execution.trainers``), where
+``cfg`` is a ``TrialConfig`` (``evolve.config.trial``) and ``report(epoch, metrics)`` forwards per-epoch
+results. A trainer may return these ``Metrics``, any object with a ``to_dict()`` giving the same fields
+(the detector's own ``Metrics``), or a mapping with at least ``map50`` and ``map50_95``.
+
+Two policies are decided here and nowhere else:
+
+- failure is data: a ``failed`` or ``diverged`` trial (or one with a non-finite fitness) scores 0
+  (``sanitised``);
+- a finished trial beats a stopped one whatever their fitness, and a stopped one beats a failed one
+  (``standing`` and ``selection_value``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from evolve.config.trial import TrialConfig
+
+STATUSES = ("ok", "diverged", "failed", "stopped")
+FAILED_STATUSES = ("failed", "diverged")
+
+# Weights of the default fitness: 0.1 * mAP50 + 0.9 * mAP50-95, as in YOLOv5.
+FITNESS_WEIGHTS = (0.1, 0.9)
+
+
+def fitness(map50: float, map50_95: float) -> float:
+    """The single number evolution selects on: 0.1 * mAP50 + 0.9 * mAP50-95 (non-finite counts as 0)."""
+    value = FITNESS_WEIGHTS[0] * float(map50) + FITNESS_WEIGHTS[1] * float(map50_95)
+    return value if math.isfinite(value) else 0.0
+
+
+@dataclass
+class Metrics:
+    """Validation metrics and mean validation losses of one trial, plus how it ended.
+
+    ``status`` is ``ok`` (finished), ``diverged`` (non-finite loss), ``failed`` (raised, out of memory)
+    or ``stopped`` (ended early by a scheduler; the metrics are those it reached).
+    """
+
+    precision: float = 0.0
+    recall: float = 0.0
+    map50: float = 0.0
+    map50_95: float = 0.0
+    box_loss: float = 0.0
+    obj_loss: float = 0.0
+    cls_loss: float = 0.0
+    fitness: float = 0.0
+    epochs: int = 0
+    seconds: float = 0.0
+    status: str = "ok"
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Metrics.status must be one of {STATUSES}, got {self.status!r}")
+
+    def with_fitness(self) -> "Metrics":
+        """Return self with ``fitness`` recomputed from the mAPs (0 for a run that did not finish well)."""
+        self.fitness = fitness(self.map50, self.map50_95) if self.status in ("ok", "stopped") else 0.0
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_any(cls, value: Any) -> "Metrics":
+        """Accept these Metrics, an object whose ``to_dict()`` has their fields (another package's
+        Metrics, such as the detector's), or a mapping with at least ``map50`` and ``map50_95``."""
+        if isinstance(value, Metrics):
+            return value
+        if not isinstance(value, Mapping) and callable(getattr(value, "to_dict", None)):
+            value = value.to_dict()
+        if isinstance(value, Mapping):
+            missing = [k for k in ("map50", "map50_95") if k not in value]
+            if missing:
+                raise ValueError(f"trainer result lacks {', '.join(missing)}: got keys {sorted(value)}")
+            known = {f.name for f in fields(cls)}
+            out = cls(**{k: v for k, v in value.items() if k in known})
+            if "fitness" not in value:
+                out.with_fitness()
+            return out
+        raise TypeError(f"trainer must return Metrics or a mapping, got {type(value).__name__}")
+
+
+def sanitised(metrics: Metrics) -> Metrics:
+    """Failure is data: whatever a trainer claims, a failed or diverged trial is worth exactly 0."""
+    if metrics.status in FAILED_STATUSES or not math.isfinite(metrics.fitness):
+        metrics = copy.copy(metrics)
+        metrics.fitness = 0.0
+    return metrics
+
+
+def standing(metrics: Metrics) -> tuple[int, float]:
+    """(tier, fitness) to compare trials by: tier 2 finished, 1 stopped, 0 failed or diverged.
+
+    A trial stopped early by ASHA never competes as a finished trial of the fitness it had reached,
+    and still beats one that failed. A non-finite fitness counts as -inf within its tier.
+    """
+    tier = {"ok": 2, "stopped": 1}.get(metrics.status, 0)
+    try:
+        value = float(metrics.fitness)
+    except (TypeError, ValueError):
+        value = math.nan
+    return tier, value if math.isfinite(value) else -math.inf
+
+
+def selection_value(metrics: Metrics) -> float:
+    """The number the GA selects on: ``3 + fitness`` finished (ok), ``1 + fitness`` stopped, 0 failed.
+
+    Fitness lies in [0, 1], so the tiers [3, 4], [1, 2] and 0 never meet (``standing`` in one number).
+    """
+    tier, value = standing(metrics)
+    if tier == 0:
+        return 0.0
+    return 2.0 * tier - 1.0 + min(1.0, max(0.0, value))
+
+
+__all__ = ["FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "STATUSES", "TrialConfig", "fitness",
+           "sanitised", "selection_value", "standing"]

@@ -1,0 +1,272 @@
+"""Execution of evolution trials on Ray Tune: one Tune trial per hyp, jobs pulled from a ``JobSource``.
+
+The driver hands a ``TrialRunner`` a ``JobSource``; the runner runs a single ``tune.Tuner`` whose search
+algorithm pulls ``TrialJob``s from the source as resources free up, and tells the source about each
+trial the moment it ends (``on_result``, in the driver process), so records are written per trial and
+an asynchronous GA can breed the next child at once. The trial itself is
+``evolve.execution.trainable.run_trial``.
+
+Statuses: the trainable always ends with a report flagged ``final``, so a trial without one was ended by
+a scheduler (``stopped``, with the metrics it reached); a trial whose worker was lost is retried by
+Tune's ``FailureConfig`` and recorded ``failed`` only once the retries are spent.
+
+Scale-out: ``RayConfig`` sets the resources of a trial (fractional GPUs pack trials on one GPU), its DDP
+ranks (``--workers-per-trial`` on CPU, one per GPU from 2 GPUs up) and early stopping (``--early-stop
+asha``); the Tune-side classes live in ``evolve.execution.tune_glue``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from evolve.config.ray import RayConfig, parse_address
+from evolve.config.trial import TrialConfig
+from evolve.errors import ConfigError
+from evolve.execution.jobs import JobSource
+from evolve.execution.trainable import run_trial
+from evolve.execution.trainers import check
+from evolve.execution.tune_glue import MAX_FAILURES, RunState, epoch_asha, record_callbacks, tune_classes
+from evolve.output.console import quiet_ray_startup
+
+LOGGER = logging.getLogger(__name__)
+
+# Set only while Tune runs: Ray's own console output is replaced by the driver's progress, Tune's
+# automatic loggers are replaced by its JSON and CSV loggers alone (TensorBoard curves would duplicate
+# evolve.csv), and workers keep the driver's working directory so that relative paths in the TrainConfig
+# mean the same thing in a trial as on the command line.
+TUNE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+}
+# Tune logs a full traceback for every lost worker and a "did not complete" error for every failed
+# trial; the runner logs one line for each instead (the tracebacks stay in Tune's trial folders).
+QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConfigError unless something listens at a ``host:port`` address (Ray itself retries for minutes)."""
+    target = parse_address(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address!r}: no Ray cluster answers there ({exc}); start one with "
+                          f"'ray start --head' or use --address auto on a cluster node") from exc
+
+
+@contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """TUNE_ENV set and Tune's loggers held at CRITICAL while Tune runs; both restored afterwards."""
+    old_env = {k: os.environ.get(k) for k in TUNE_ENV}
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    old_levels = [lg.level for lg in loggers]
+    os.environ.update(TUNE_ENV)
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for lg, lvl in zip(loggers, old_levels):
+            lg.setLevel(lvl)
+
+
+def _absolute_paths(cfg: TrialConfig) -> dict[str, Any]:
+    """TrialConfig as a dict with a relative data path made absolute against the driver's directory."""
+    d = cfg.to_dict()
+    value = d.get("data")
+    if isinstance(value, str) and value and not os.path.isabs(value) and Path(value).exists():
+        d["data"] = str(Path(value).resolve())
+    return d
+
+
+class TrialRunner:
+    """Runs TrialJobs as Ray Tune trials of ``trainer`` and reports each result to the JobSource."""
+
+    def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: Any, run_dir: Path,
+                 scheduler: Any = None):
+        """``train_cfg``: a TrialConfig (or a config it accepts); ``scheduler``: an optional Ray Tune
+        TrialScheduler (early stopping) acting on ``fitness``."""
+        self.ray_cfg = ray_cfg
+        self.scheduler = scheduler
+        self.trainer = trainer
+        self.plugin = check(trainer)
+        self.train_cfg = TrialConfig.from_any(train_cfg)
+        self.run_dir = Path(run_dir).resolve()
+        self._started_ray = False
+        self._runs = 0
+
+    # Ray lifetime -------------------------------------------------------------------------------------
+    def __enter__(self) -> "TrialRunner":
+        self._ensure_ray()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut Ray down if this runner started it (a Ray someone else started is left running)."""
+        if self._started_ray:
+            import gc
+
+            import ray
+
+            # Tune leaves Ray handles in reference cycles. Collected after shutdown (in whatever thread
+            # the collector runs next, such as the plot thread), their finalisers make Ray's core worker
+            # end the whole process with status 1; collected now, they are released normally.
+            gc.collect()
+            ray.shutdown()
+            self._started_ray = False
+
+    def _ensure_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        cfg = self.ray_cfg
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                      logging_level=logging.WARNING)
+        if cfg.address is None:
+            # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
+            # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
+            kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        else:
+            _check_reachable(cfg.address)
+            kwargs.update(address=cfg.address.strip())
+        try:
+            with quiet_ray_startup():
+                ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise ConfigError(f"--address {cfg.address!r}: cannot connect to a Ray cluster: {exc}") from exc
+        self._started_ray = True
+        LOGGER.info("Ray %s: %s", "joined" if cfg.address else "started locally",
+                    {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+
+    def concurrency(self) -> int:
+        """How many trials run at once: ``max_concurrent`` or what the cluster's CPUs/GPUs allow."""
+        import ray
+
+        if self.ray_cfg.max_concurrent is not None:
+            return self.ray_cfg.max_concurrent
+        res = ray.cluster_resources()
+        fits = []
+        for name, need in (("CPU", self.ray_cfg.cpus_per_trial), ("GPU", self.ray_cfg.gpus_per_trial)):
+            if need > 0:
+                have = float(res.get(name, 0.0))
+                if have + 1e-9 < need:
+                    if self.ray_cfg.address is None:
+                        flag = "--cpus-per-trial" if name == "CPU" else "--gpus-per-trial"
+                        raise ConfigError(f"{flag} {need}: the local Ray has only {have:g} {name}s")
+                    LOGGER.warning("a trial needs %g %s but the cluster has %g now; trials wait for more",
+                                   need, name, have)
+                fits.append(int(have / need + 1e-9))
+        return max(1, min(fits))
+
+    # Running ------------------------------------------------------------------------------------------
+    def trial_layout(self) -> tuple[int, int]:
+        """(DDP ranks per trial, DataLoader workers per rank) that fit the trial's resources.
+
+        A trainer that does not use torch.distributed (the surrogate) always runs in one process: N ranks
+        would compute the same numbers N times; its GPUs are still reserved, which a dry run checks.
+        Each rank needs one CPU of its own, so a rank gets ``floor(cpus_per_trial / ranks) - 1`` loader
+        workers at most (0: load in the training process) and never more than ``--workers``.
+        """
+        nproc = self.ray_cfg.nproc
+        if nproc > 1 and not self.plugin.distributed:
+            LOGGER.info("the %s trainer runs each trial in one process (%d ranks asked for)",
+                        self.plugin.name, nproc)
+            nproc = 1
+        fit = max(0, math.floor(self.ray_cfg.cpus_per_trial / nproc + 1e-9) - 1)
+        return nproc, min(self.train_cfg.workers, fit)
+
+    def _static(self) -> dict[str, Any]:
+        """What every trial of a run shares: trainer, TrialConfig (as trials see it) and layout."""
+        nproc, workers = self.trial_layout()
+        train_cfg = _absolute_paths(self.train_cfg)
+        if workers < self.train_cfg.workers:
+            LOGGER.info("data-loading workers per trial process: %d (--workers %d does not fit "
+                        "--cpus-per-trial %g with %d process(es) per trial)", workers, self.train_cfg.workers,
+                        self.ray_cfg.cpus_per_trial, nproc)
+        train_cfg["workers"] = workers
+        if self.ray_cfg.early_stop != "none" and train_cfg.get("val_every") != 1:
+            # The one place of this rule: early stopping decides on per-epoch fitness, which needs a
+            # validation every epoch.
+            train_cfg["val_every"] = 1
+        return {"trainer": self.trainer, "train_cfg": train_cfg, "run_dir": str(self.run_dir),
+                "nproc": nproc, "cpus_per_trial": float(self.ray_cfg.cpus_per_trial)}
+
+    def _scheduler(self) -> Any:
+        """The scheduler given to the constructor, else ASHA when ``early_stop`` asks for it (fresh per run:
+        its rungs hold the results of the trials it has seen)."""
+        if self.scheduler is not None:
+            return self.scheduler
+        if self.ray_cfg.early_stop == "asha":
+            if self.ray_cfg.grace_epochs >= self.train_cfg.epochs:
+                LOGGER.warning("--grace-epochs %d with --epochs %d: ASHA can stop no trial",
+                               self.ray_cfg.grace_epochs, self.train_cfg.epochs)
+            return epoch_asha(max_t=self.train_cfg.epochs, grace_period=self.ray_cfg.grace_epochs,
+                              reduction_factor=self.ray_cfg.reduction_factor)
+        return None
+
+    def storage_path(self) -> str:
+        """Where Ray Tune keeps its experiment state and per-trial records (a folder or a URI)."""
+        storage = self.ray_cfg.storage or str(self.run_dir / "ray")
+        if "://" in storage:  # URIs (s3://, gs://, ...) go to Tune as they are
+            return storage
+        return str(Path(storage).expanduser().resolve())
+
+    def run(self, source: JobSource) -> None:
+        """Run the source's jobs as Tune trials until it is exhausted and every trial has ended.
+
+        ``source.on_result`` is called in this process as each trial ends. An exception raised by the
+        source stops the running trials and is re-raised here; Ctrl-C stops them and raises
+        KeyboardInterrupt.
+        """
+        self._ensure_ray()
+        tune, JobSearcher, ResultRelay, StopOnError = tune_classes()
+        state = RunState(source=source)
+        limit = self.concurrency()
+        self._runs += 1
+        storage = self.storage_path()
+        if "://" not in storage:
+            Path(storage).mkdir(parents=True, exist_ok=True)
+        resources = {"cpu": self.ray_cfg.cpus_per_trial, "gpu": self.ray_cfg.gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, static=self._static()), resources)
+
+        def trial_name(trial: Any) -> str:
+            return str(trial.config.get("trial_id", trial.trial_id))
+
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=JobSearcher(state), scheduler=self._scheduler(), num_samples=-1,
+                max_concurrent_trials=limit,
+                # A finished trial's worker (with torch and the trainer imported) takes the next trial.
+                reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{self._runs}", storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES), verbose=0,
+                stop=StopOnError(state), callbacks=[ResultRelay(state), *record_callbacks()],
+                log_to_file=False),
+        )
+        LOGGER.debug("running trials with %s per trial, at most %d at once", resources, limit)
+        with _quiet_tune():
+            tuner.fit()
+        if state.error is not None:
+            raise state.error
+        if not state.exhausted or state.jobs:
+            # Tune catches Ctrl-C itself, stops the running trials and returns; hand the interrupt on.
+            raise KeyboardInterrupt(f"interrupted with {len(state.jobs)} trial(s) running; they were stopped")
+        LOGGER.debug("%d trials run", state.finished)

@@ -1,0 +1,215 @@
+"""The Ray Tune function trainable that runs one evolution trial inside a Ray worker.
+
+``run_trial(config, static)`` trains one hyp with the configured trainer, forwards every per-epoch report
+to ``ray.tune.report`` and ends with one report flagged ``final: True``. Whatever the trainer does
+(returns Metrics, a mapping, garbage, or raises) the trial ends with such a final report, so the driver
+records it once and Tune never retries it; only a trial lost with its worker reaches Tune's retries.
+
+The trial's files go to ``<run_dir>/trials/<trial_id>/``, including ``trial.log`` with every log record
+emitted in the worker while the trial runs. Every report also says where the trial ran (``node_id``,
+``gpu_ids``, ``cuda_visible_devices``, ``pid``) and when (``start_time``, ``end_time``), so Ray Tune's own
+records show placement and timing. A trial asked to run ``nproc`` > 1 ranks trains through
+``evolve.execution.ddp.run_ddp`` on the trial's CPUs and GPUs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from evolve.config.trial import TrialConfig
+from evolve.contract import STATUSES, Metrics, sanitised
+from evolve.execution.trainers import trainer_for
+
+LOGGER = logging.getLogger(__name__)
+
+# Result keys reported to Tune on top of the Metrics fields.
+FINAL_KEY = "final"
+EPOCH_KEY = "epoch"
+ERROR_KEY = "error"
+END_TIME_KEY = "end_time"
+NOSET_CUDA_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # Ray's switch to leave the variable alone
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def trial_config(cfg: Any, run_dir: Path, trial_id: str) -> TrialConfig:
+    """The TrialConfig of one trial: the run's config writing under ``<run_dir>/trials/<trial_id>``.
+
+    Progress bars are turned off because nobody watches a worker's stderr; the log file has the story.
+    """
+    return TrialConfig.from_any(cfg).replace(project=str(Path(run_dir) / "trials"), name=trial_id,
+                                             exist_ok=True, progress=False)
+
+
+def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
+               placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The flat dict reported to Tune for one epoch (or the end) of a trial.
+
+    ``placement`` (where and since when the trial runs) is copied in, and ``end_time`` set to now, so that
+    Ray Tune's own records tell which node and GPU ran each report, and when.
+    """
+    row: dict[str, Any] = dict(placement or {})
+    if placement is not None:
+        row[END_TIME_KEY] = time.time()
+    row.update(metrics.to_dict())
+    for key, value in row.items():
+        # Tune's loggers and schedulers choke on NaN/inf; a diverged run reports 0 like a failed one.
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = 0.0
+    row[EPOCH_KEY] = int(epoch)
+    row[FINAL_KEY] = bool(final)
+    row[ERROR_KEY] = error
+    return row
+
+
+def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = None) -> Metrics:
+    """Rebuild Metrics from a reported result (the driver side of ``result_row``)."""
+    result = result or {}
+    fields = Metrics.__dataclass_fields__
+    kwargs = {k: result[k] for k in fields if k in result and k != "status"}
+    st = status or str(result.get("status", "ok"))
+    m = sanitised(Metrics(**kwargs, status=st if st in STATUSES else "failed"))
+    # A per-epoch report (all a stopped trial leaves) may lack these; Tune's own bookkeeping has them.
+    if not m.epochs:
+        m.epochs = int(result.get(EPOCH_KEY, 0) or 0)
+    if not m.seconds:
+        m.seconds = float(result.get("time_total_s", 0.0) or 0.0)
+    return m
+
+
+@contextmanager
+def trial_log(path: Path) -> Iterator[None]:
+    """Send every log record of this worker to ``path`` for the duration of the trial.
+
+    The root logger is opened to INFO so the trainer's progress lands in the file, while the handlers
+    already on it (Ray's stderr, which may be forwarded to the driver's console) are held at WARNING so
+    that per-trial chatter never floods the driver's terminal. Everything is restored afterwards, as the
+    worker process may be reused for the next trial.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    old_level = root.level
+    old_handler_levels = [(h, h.level) for h in root.handlers]
+    for h, level in old_handler_levels:
+        h.setLevel(max(level, logging.WARNING))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(old_level)
+        for h, level in old_handler_levels:
+            h.setLevel(level)
+
+
+def _finish(metrics: Metrics, seconds: float) -> Metrics:
+    metrics = sanitised(metrics)
+    if not metrics.seconds or not math.isfinite(metrics.seconds) or metrics.seconds <= 0:
+        metrics.seconds = seconds
+    return metrics
+
+
+def _release_gpu_memory() -> None:
+    # The worker is reused for the next trial; memory cached by this one (or left by an OOM) must go.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
+            report: Callable[[int, Any], None], nproc: int = 1,
+            cpus: float | None = None) -> tuple[Metrics, str]:
+    """Run the trainer once and turn whatever happens into (Metrics, error message).
+
+    ``report(epoch, metrics)`` is handed to the trainer. With ``nproc`` > 1 the trainer runs as an
+    ``nproc``-rank DDP job on ``cpus`` CPUs (``evolve.execution.ddp.run_ddp``), rank 0's reports reaching
+    ``report``. An exception from the trainer (or a failed rank), or a result that is neither Metrics
+    nor a mapping with the mAPs, gives a ``failed`` Metrics and the reason.
+    """
+    start = time.perf_counter()
+    epochs_seen = [0]
+
+    def _report(epoch: int, metrics: Any) -> None:
+        epochs_seen[0] = int(epoch)
+        report(int(epoch), metrics)
+
+    error = ""
+    try:
+        if nproc > 1:
+            from evolve.execution.ddp import run_ddp  # only DDP trials pay for its imports
+
+            out: Any = run_ddp(trainer_spec, dict(hyp), cfg, nproc, _report, cpus=cpus)
+        else:
+            out = trainer_for(trainer_spec).function()(dict(hyp), cfg, _report)
+        try:
+            metrics = Metrics.from_any(out)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"trainer '{trainer_spec}' returned an unusable result: {exc}") from exc
+        metrics.epochs = metrics.epochs or epochs_seen[0]
+    except Exception as exc:  # failure is data: the trial is recorded as failed, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+        LOGGER.error("trial failed: %s", error, exc_info=True)
+        metrics = Metrics(status="failed", epochs=epochs_seen[0])
+    finally:
+        _release_gpu_memory()
+    return _finish(metrics, time.perf_counter() - start), error
+
+
+def placement() -> dict[str, Any]:
+    """Where this trial runs, for Ray Tune's records: node, GPUs, pid, start time (Unix seconds).
+
+    Ray makes a trial's GPUs, fractional ones included, the only ones CUDA sees by setting
+    ``CUDA_VISIBLE_DEVICES`` in the worker; it is set here from ``ray.get_gpu_ids()`` should it differ,
+    unless the user told Ray to leave it alone. A trial that reserved no GPU is left as Ray leaves it.
+    """
+    import ray
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    visible = ",".join(gpu_ids)
+    if gpu_ids and os.environ.get("CUDA_VISIBLE_DEVICES") != visible \
+            and os.environ.get(NOSET_CUDA_ENV, "0").lower() not in ("1", "true"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "pid": os.getpid(),
+            "start_time": time.time()}
+
+
+def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
+    """Ray Tune function trainable: ``config`` is one TrialJob, ``static`` what all trials share.
+
+    ``static`` holds ``trainer`` (a trainer spec), ``train_cfg`` (TrialConfig as a dict), ``run_dir``,
+    and optionally ``nproc`` (DDP ranks, default 1) and ``cpus_per_trial`` (CPUs the ranks share).
+    """
+    from ray import tune
+
+    where = placement()
+    trial_id = str(config["trial_id"])
+    run_dir = Path(static["run_dir"])
+    cfg = trial_config(static["train_cfg"], run_dir, trial_id)
+    trial_dir = Path(cfg.project) / cfg.name
+    nproc = int(static.get("nproc", 1))
+
+    def report(epoch: int, metrics: Any) -> None:
+        tune.report(result_row(Metrics.from_any(metrics), epoch, final=False, placement=where))
+
+    with trial_log(trial_dir / "trial.log"):
+        LOGGER.info("trial %s (generation %s, individual %s) starts with trainer '%s'", trial_id,
+                    config.get("generation"), config.get("individual"), static["trainer"])
+        LOGGER.info("on node %s, pid %d, GPUs [%s], %d process(es), %d loader workers each", where["node_id"],
+                    where["pid"], where["cuda_visible_devices"], nproc, cfg.workers)
+        metrics, error = execute(static["trainer"], config["hyp"], cfg, report, nproc=nproc,
+                                 cpus=static.get("cpus_per_trial"))
+        LOGGER.info("trial %s ends: status %s, fitness %.5f, %.1f s", trial_id, metrics.status,
+                    metrics.fitness, metrics.seconds)
+    tune.report(result_row(metrics, metrics.epochs, final=True, error=error, placement=where))

@@ -1,0 +1,123 @@
+"""Trainers as plug-ins: what trains one trial, named on the command line with ``--trainer``.
+
+A ``Trainer`` is a small typed object: its name, the function that trains (``train(hyp, cfg, report) ->
+Metrics``, with ``cfg`` a ``TrialConfig``), its key set, its default hyp file and search space, and
+whether it can run as a DDP job. Names accepted by ``trainer_for``:
+
+- ``detector``: the built-in YOLO detector with the YOLOv5 key set (``evolve.execution.detector_trainer``,
+  the one module of ``evolve`` that imports ``detector``), the default;
+- ``surrogate``: the analytic stand-in used for fast tests and demos (``evolve.search.surrogate.train``);
+- ``package.module:attr``: a ``Trainer`` object of your own (with its own key set and files), or any
+  callable ``fn(hyp, cfg, report=None)``, which gets the YOLOv5 key set and the default files.
+
+Functions are imported when a trial calls them, never when a trainer is looked up by the driver, so the
+driver does not pay for torch unless a trial needs it. Deciding whether a name can be had is done here
+and only here (``check``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import hyps
+from evolve.config.trial import TrialConfig
+from evolve.contract import Metrics
+from evolve.errors import ConfigError
+from evolve.search.keyset import YOLOV5, KeySet
+
+Report = Callable[[int, Any], None]
+TrainFn = Callable[..., object]
+
+# A dotted module path, a colon, and a (possibly dotted) attribute path: "pkg.mod:func" or "mod:Cls.meth".
+_SPEC_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_EXPECTED = "expected 'detector', 'surrogate' or 'package.module:function'"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer plug-in. ``entry`` is ``"package.module:function"``, imported on first ``train``."""
+
+    name: str
+    entry: str
+    keyset: KeySet = YOLOV5
+    hyp_file: Path = field(default_factory=lambda: hyps.path(hyps.HYP_SCRATCH_LOW))
+    space_file: Path = field(default_factory=lambda: hyps.path(hyps.META))
+    distributed: bool = True  # False: it never uses torch.distributed, so a trial runs it in one process
+
+    def function(self) -> TrainFn:
+        """The training function itself (imports its module)."""
+        return _load(self.name, self.entry)
+
+    def train(self, hyp: Mapping[str, float], cfg: TrialConfig, report: Optional[Report] = None) -> Metrics:
+        """Train ``hyp`` once; whatever Metrics-like result the function returns comes back as Metrics."""
+        return Metrics.from_any(self.function()(dict(hyp), cfg, report))
+
+
+BUILTIN_TRAINERS: dict[str, Trainer] = {
+    "detector": Trainer("detector", "evolve.execution.detector_trainer:train"),
+    "surrogate": Trainer("surrogate", "evolve.search.surrogate:train", distributed=False),
+}
+
+
+def is_builtin(spec: str) -> bool:
+    """Whether ``spec`` names one of the trainers shipped with the project."""
+    return spec in BUILTIN_TRAINERS
+
+
+def _parse(spec: Any) -> str:
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"--trainer: {_EXPECTED}, got {spec!r}")
+    spec = spec.strip()
+    if spec not in BUILTIN_TRAINERS and not _SPEC_RE.match(spec):
+        raise ConfigError(f"--trainer '{spec}': {_EXPECTED}")
+    return spec
+
+
+def _load(spec: str, target: str) -> Any:
+    """Import ``module:attr`` for the ``--trainer`` value ``spec``; ConfigError naming it on failure."""
+    module_name, attr_path = target.split(":", 1)
+    try:
+        obj: object = importlib.import_module(module_name)
+    except Exception as exc:  # any failure while importing user code is the user's spec problem
+        raise ConfigError(f"--trainer '{spec}': cannot import module '{module_name}': "
+                          f"{type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"--trainer '{spec}': module '{module_name}' has no attribute '{attr_path}'")
+        obj = getattr(obj, part)
+    if not callable(obj) and not isinstance(obj, Trainer):
+        raise ConfigError(f"--trainer '{spec}': '{attr_path}' in '{module_name}' is not callable "
+                          f"(it is a {type(obj).__name__})")
+    return obj
+
+
+def trainer_for(spec: Any) -> Trainer:
+    """The ``Trainer`` named by ``spec``; a built-in is not imported, a user's spec is."""
+    spec = _parse(spec)
+    if spec in BUILTIN_TRAINERS:
+        return BUILTIN_TRAINERS[spec]
+    obj = _load(spec, spec)
+    if isinstance(obj, Trainer):
+        return obj
+    return Trainer(name=spec, entry=spec)
+
+
+def check(spec: Any) -> Trainer:
+    """ConfigError unless ``spec`` names a trainer that can be had here; the trainer otherwise.
+
+    A built-in's module is only located, not imported: torch is slow to load and only trials need it.
+    """
+    trainer = trainer_for(spec)
+    module = trainer.entry.split(":", 1)[0]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--trainer '{trainer.name}': module '{module}' is not installed")
+    return trainer
+
+
+def resolve_trainer(spec: Any) -> TrainFn:
+    """The training function named by ``spec`` (imported now)."""
+    return trainer_for(spec).function()

@@ -1,0 +1,184 @@
+"""The Ray Tune pieces a ``TrialRunner`` plugs into one ``tune.Tuner``: searcher, callbacks, stopper, ASHA.
+
+- ``JobSearcher`` suggests the job source's next ``TrialJob`` as a trial config, or nothing while the
+  source says ``WAIT``;
+- ``ResultRelay`` delivers each ended trial (and each per-epoch report) to the source, in the driver;
+- ``StopOnError`` ends the experiment once the source has raised;
+- ``epoch_asha`` builds the early-stopping scheduler that acts on per-epoch ``fitness``;
+- ``record_callbacks`` keeps Ray Tune's own per-trial records (``result.json``, ``progress.csv``).
+
+Ray Tune is imported only when these are built: importing ``evolve`` must stay cheap and side-effect free.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from evolve.contract import Metrics
+from evolve.execution.jobs import WAIT, TrialJob
+from evolve.execution.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_FAILURES = 2  # retries of a trial lost with its worker (actor died, node lost)
+
+
+@dataclass
+class RunState:
+    """What the searcher, the callback and the stopper share during one ``TrialRunner.run``."""
+
+    source: Any  # the JobSource
+    jobs: dict[str, Any] = field(default_factory=dict)  # Tune trial id -> job, while running
+    exhausted: bool = False
+    error: Optional[BaseException] = None
+    finished: int = 0
+
+
+def tune_classes() -> tuple[Any, type, type, type]:
+    """``(tune, JobSearcher, ResultRelay, StopOnError)``, defined on first use."""
+    from ray import tune
+    from ray.tune.search import Searcher
+    from ray.tune.stopper import Stopper
+
+    class JobSearcher(Searcher):
+        """Suggests the source's next job as a trial config (None while the source says WAIT)."""
+
+        def __init__(self, state: RunState):
+            super().__init__()
+            self.state = state
+
+        def suggest(self, trial_id: str):
+            state = self.state
+            if state.error is not None or state.exhausted:
+                return Searcher.FINISHED
+            try:
+                job = state.source.next_job()
+                if job is WAIT:
+                    if not state.jobs:
+                        raise RuntimeError("JobSource.next_job returned WAIT while no trial is running; "
+                                           "nothing could ever end the wait")
+                    return None
+                if job is None:
+                    state.exhausted = True
+                    return Searcher.FINISHED
+                if not isinstance(job, TrialJob):
+                    raise TypeError(f"JobSource.next_job returned {type(job).__name__}, expected TrialJob")
+            except Exception as exc:  # surfaces from run() once Tune has stopped the running trials
+                state.error = exc
+                return Searcher.FINISHED
+            state.jobs[trial_id] = job
+            return {"trial_id": job.trial_id, "generation": int(job.generation),
+                    "individual": int(job.individual), "hyp": dict(job.hyp)}
+
+        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+            pass  # the callback records results: it also sees the error of a lost trial
+
+        def save(self, checkpoint_path: str) -> None:
+            pass  # the evolution keeps its own checkpoint; Tune's experiment restore is not used
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    class ResultRelay(tune.Callback):
+        """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
+
+        def __init__(self, state: RunState):
+            self.state = state
+
+        def _deliver(self, trial: Any, metrics: Metrics) -> None:
+            # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
+            job = self.state.jobs.pop(trial.trial_id, None)
+            if job is None or self.state.error is not None:
+                return
+            self.state.finished += 1
+            try:
+                self.state.source.on_result(job, metrics)
+            except Exception as exc:
+                self.state.error = exc
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+            on_epoch = getattr(self.state.source, "on_epoch", None)
+            job = self.state.jobs.get(trial.trial_id)
+            if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
+                return
+            try:
+                on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
+            except Exception as exc:
+                self.state.error = exc
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            result = trial.last_result or {}
+            if result.get(FINAL_KEY):
+                metrics = metrics_from_result(result)
+                if result.get(ERROR_KEY):
+                    LOGGER.warning("trial %s failed: %s", trial.config.get("trial_id"), result[ERROR_KEY])
+            else:  # ended by a scheduler before its final report: keep what it reached
+                metrics = metrics_from_result(result, status="stopped")
+            self._deliver(trial, metrics)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
+            LOGGER.warning("trial %s lost its worker on attempt %d of %d; retrying: %s",
+                           trial.config.get("trial_id"), trial.run_metadata.num_failures, MAX_FAILURES + 1,
+                           error_line(trial))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
+                           trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
+            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
+            self._deliver(trial, Metrics(status="failed", epochs=epochs))
+
+    class StopOnError(Stopper):
+        """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
+
+        def __init__(self, state: RunState):
+            self.state = state
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.state.error is not None
+
+    return tune, JobSearcher, ResultRelay, StopOnError
+
+
+def epoch_asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
+    """ASHA on per-epoch ``fitness`` (maximised), epochs as time, deciding only between epochs.
+
+    A trial's report of its last epoch and its ``final`` report are never acted on: the trial has done
+    all its work by then, and stopping it there would record a finished trial as ``stopped``. Ray's ASHA
+    also stops any trial reaching ``max_t``; that too is left to the trial, which ends by itself.
+    """
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    class EpochASHA(AsyncHyperBandScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if result.get(FINAL_KEY) or int(result.get(EPOCH_KEY, 0) or 0) >= max_t:
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    return EpochASHA(time_attr=EPOCH_KEY, metric="fitness", mode="max", max_t=max_t,
+                     grace_period=grace_period, reduction_factor=reduction_factor)
+
+
+def record_callbacks() -> list[Any]:
+    """Ray Tune's JSON and CSV loggers: every report of every trial, with placement and timing, under the
+    storage path (``<experiment>/<trial_id>/result.json`` and ``progress.csv``). TensorBoard's logger is
+    left out: evolve.csv and the trial folders already hold the curves."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def error_line(trial: Any) -> str:
+    """The last line of a lost trial's error file (Tune keeps the full traceback there)."""
+    try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:300] if lines else "no message"
+    except Exception:  # the error file is a courtesy; never let it break recording
+        pass
+    return "no message"

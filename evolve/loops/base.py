@@ -1,0 +1,81 @@
+"""What the generational and the steady-state loops share: the run's records, GA, plots and progress,
+the trial runner they hand their jobs to, and the report of the best trial at the end.
+
+A loop subclasses ``Evolution``, implements the runner's ``JobSource`` side (or hands the runner a
+source of its own) and calls ``run_trials`` once: every trial of a run goes through one runner, so Ray
+Tune and its workers start once per run.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from evolve.contract import FAILED_STATUSES
+from evolve.execution.runner import TrialRunner
+from evolve.loops.checkpoint import checkpoint_state
+from evolve.loops.plan import Plan
+from evolve.output.plotter import Plotter
+from evolve.output.progress import Progress
+from evolve.output.records import RunRecords, TrialRecord
+from evolve.output.rundir import save_checkpoint
+from evolve.search.ga import GeneticAlgorithm
+
+LOGGER = logging.getLogger(__name__)
+
+Genome = list[float]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended the run; ``run_dir`` holds everything needed to ``--resume`` it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def report_best(records: RunRecords, data: str | None) -> None:
+    """Log the best trial of the run and the command that trains with its hyps."""
+    best = records.best()
+    if best is None:
+        LOGGER.warning("no trial finished well; %s has no best hyps", records.best_path)
+        return
+    LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
+                best.trial_id, best.generation, records.best_path)
+    data_flag = f" --data {data}" if data else ""
+    LOGGER.info("train with them: python -m detector train%s --hyp %s", data_flag, records.best_path)
+
+
+def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
+    """``Progress`` keywords that carry a resumed run's earlier trials into its counts."""
+    best = max((r.metrics.fitness for r in rows if r.metrics.status not in FAILED_STATUSES), default=None)
+    return {"done_before": len(rows), "failed_before": sum(r.metrics.status in FAILED_STATUSES for r in rows),
+            "best_before": best}
+
+
+class Evolution:
+    """One run of a loop in a locked run folder: records, GA, plots and the checkpoint it saves."""
+
+    progress: Progress | None = None
+
+    def __init__(self, plan: Plan, run_dir: Path) -> None:
+        self.plan = plan
+        self.cfg = plan.cfg
+        self.space = plan.space
+        self.run_dir = run_dir
+        self.records = RunRecords(run_dir, plan.space.keyset)
+        self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space))
+        self.plotter = Plotter(run_dir, self.records.csv_path)
+
+    def save_checkpoint(self, **state: Any) -> None:
+        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
+
+    def run_trials(self, source: Any) -> None:
+        """Run the source's jobs on one TrialRunner until it has no more."""
+        with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir) as runner:
+            runner.run(source)
+
+    def finish(self) -> None:
+        """Wait for the last plots and report the best trial."""
+        self.plotter.close()
+        report_best(self.records, self.cfg.train.data)

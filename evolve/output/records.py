@@ -1,0 +1,303 @@
+"""The records of one evolution: ``evolve.csv`` (every finished trial), ``hyp_evolve.yaml`` (the best hyps
+so far) and ``evolve_population.yaml`` (a population, also the format of seed and resume files).
+
+The CSV is the source of truth a resumed run reads back, so it is appended and fsync'd one row at a time
+and a line torn by a killed driver is dropped on the next open rather than poisoning the file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from evolve.contract import Metrics, standing
+from evolve.errors import ConfigError
+from evolve.output.rundir import atomic_write_text
+from evolve.search.keyset import YOLOV5, KeySet
+
+LOGGER = logging.getLogger(__name__)
+
+CSV_NAME = "evolve.csv"
+BEST_NAME = "hyp_evolve.yaml"
+POPULATION_NAME = "evolve_population.yaml"
+
+# YOLOv5's results column names, mapped to the Metrics fields they hold.
+METRIC_FIELDS: dict[str, str] = {
+    "metrics/precision": "precision",
+    "metrics/recall": "recall",
+    "metrics/mAP_0.5": "map50",
+    "metrics/mAP_0.5:0.95": "map50_95",
+    "val/box_loss": "box_loss",
+    "val/obj_loss": "obj_loss",
+    "val/cls_loss": "cls_loss",
+}
+METRIC_COLUMNS: list[str] = list(METRIC_FIELDS)
+LEAD_COLUMNS: list[str] = ["generation", "individual", "trial_id", "status", "fitness", *METRIC_COLUMNS,
+                           "seconds"]
+
+
+def csv_columns(keyset: KeySet = YOLOV5) -> list[str]:
+    """The columns of evolve.csv: where the trial sat, how it did, then every hyp key of the key set."""
+    return [*LEAD_COLUMNS, *keyset.keys]
+
+
+CSV_COLUMNS: list[str] = csv_columns(YOLOV5)
+_POPULATION_KEY = re.compile(r"^gen(\d+)number(\d+)$")
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial: where it sat in the evolution, the hyps it trained with and how it did."""
+
+    generation: int
+    individual: int
+    trial_id: str
+    hyp: dict[str, float]
+    metrics: Metrics
+
+
+def _rank(rec: TrialRecord) -> tuple[int, float] | None:
+    """Sort key for "best" (``evolve.contract.standing``); a failed or diverged trial is not eligible."""
+    rank = standing(rec.metrics)
+    return rank if rank[0] > 0 else None
+
+
+def _number(value: Any) -> str:
+    # repr keeps metrics exact, so a resumed run compares fitnesses exactly as the original did; a value a
+    # user's trainer left as None or text is recorded as nan rather than losing the row.
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return "nan"
+
+
+def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet) -> str:
+    m = rec.metrics
+    values: list[Any] = [
+        int(rec.generation), int(rec.individual), str(rec.trial_id), m.status, _number(m.fitness),
+        *(_number(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS),
+        _number(m.seconds),
+        *(keyset.format_value(k, hyp[k]) for k in keyset.keys),
+    ]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> TrialRecord:
+    columns = csv_columns(keyset)
+    if len(row) != len(columns):
+        raise ConfigError(f"{path}: line {line_no}: {len(row)} fields, expected {len(columns)}")
+    cells = dict(zip(columns, row))
+    column = ""
+    try:
+        column = "generation"
+        generation = int(cells[column])
+        column = "individual"
+        individual = int(cells[column])
+        numbers: dict[str, float] = {}
+        for column in ("fitness", *METRIC_COLUMNS, "seconds", *keyset.keys):
+            numbers[column] = float(cells[column])
+    except ValueError:
+        raise ConfigError(
+            f"{path}: line {line_no}: column '{column}' is not a number: {cells[column]!r}"
+        ) from None
+    try:
+        metrics = Metrics(
+            **{METRIC_FIELDS[c]: numbers[c] for c in METRIC_COLUMNS},
+            fitness=numbers["fitness"], seconds=numbers["seconds"], status=cells["status"],
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{path}: line {line_no}: column 'status': {exc}") from None
+    hyp = {k: (int(round(numbers[k])) if k in keyset.integer else numbers[k]) for k in keyset.keys}
+    return TrialRecord(generation, individual, cells["trial_id"], hyp, metrics)
+
+
+def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None]:
+    """Parse evolve.csv; returns its records and, when its last line is torn, the text to keep.
+
+    Raises ConfigError naming the file when the header belongs to another layout or a complete line is bad.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text CSV (byte {exc.start} is not UTF-8)") from None
+    lines = text.split("\n")
+    # Rows are written whole, newline last: text after the final newline means the writer was killed.
+    tail = lines.pop()
+    torn = bool(tail)
+    if lines and "\x00" in lines[-1]:
+        # A crash after the file grew but before its data landed leaves NULs in the last line.
+        tail = lines.pop()
+        torn = True
+    columns = csv_columns(keyset)
+    if not lines and torn and not ",".join(columns).startswith(tail):
+        raise ConfigError(f"{path}: header is not that of an evolve.csv of this version; use another folder")
+    clean = "".join(line + "\n" for line in lines) if torn else None
+    if not lines:
+        return [], clean
+    header = next(csv.reader([lines[0]]))
+    if header != columns:
+        shorter = min(len(header), len(columns))
+        diff = next((i for i, (a, b) in enumerate(zip(header, columns)) if a != b), shorter)
+        got = header[diff] if diff < len(header) else "<end>"
+        want = columns[diff] if diff < len(columns) else "<end>"
+        raise ConfigError(
+            f"{path}: header differs from this version's columns (column {diff + 1}: '{got}', expected "
+            f"'{want}'); move the file away or use another run folder"
+        )
+    records = [
+        _parse_row(path, i, row, keyset)
+        for i, row in enumerate(csv.reader(lines[1:]), start=2)
+        if row
+    ]
+    return records, clean
+
+
+class RunRecords:
+    """Appends trials to ``run_dir/evolve.csv`` and keeps ``hyp_evolve.yaml`` on the best one.
+
+    Opening an existing run folder checks the CSV header (ConfigError, file untouched, if it differs) and
+    repairs a torn last line, so a resumed run appends to a clean file.
+    """
+
+    def __init__(self, run_dir: str | Path, keyset: KeySet = YOLOV5) -> None:
+        self.run_dir = Path(run_dir)
+        self.keyset = keyset
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / CSV_NAME
+        self.best_path = self.run_dir / BEST_NAME
+        self.population_path = self.run_dir / POPULATION_NAME
+        self._count = 0
+        self._best: TrialRecord | None = None
+        self._has_header = False
+        if self.csv_path.is_file():
+            records, clean = _read_csv(self.csv_path, keyset)
+            if clean is not None:
+                LOGGER.warning("%s: dropping an incomplete last line (its writer was killed)", self.csv_path)
+                atomic_write_text(self.csv_path, clean)
+            self._has_header = self.csv_path.stat().st_size > 0
+            for rec in records:
+                self._consider(rec)
+            self._count = len(records)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _consider(self, rec: TrialRecord) -> bool:
+        """Make ``rec`` the best if it beats the current best (earliest wins ties); True if it did."""
+        rank = _rank(rec)
+        if rank is None:
+            return False
+        best_rank = _rank(self._best) if self._best is not None else None
+        if best_rank is None or rank > best_rank:
+            self._best = rec
+            return True
+        return False
+
+    def append(self, rec: TrialRecord) -> None:
+        """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed."""
+        hyp = self.keyset.validate(rec.hyp, source=f"trial {rec.trial_id} hyp")
+        rec = TrialRecord(int(rec.generation), int(rec.individual), str(rec.trial_id), hyp, rec.metrics)
+        line = _format_row(rec, hyp, self.keyset)
+        if not self._has_header:
+            line = ",".join(csv_columns(self.keyset)) + "\n" + line
+        with self.csv_path.open("a", encoding="utf-8", newline="") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._has_header = True
+        self._count += 1
+        changed = self._consider(rec)
+        if self._best is not None and (changed or self._count == 1 or not self.best_path.exists()):
+            self._write_best()
+
+    def rows(self) -> list[TrialRecord]:
+        """Every trial in evolve.csv, in file order, read back from disk (hyps as written: 6 digits)."""
+        if not self.csv_path.is_file():
+            return []
+        return _read_csv(self.csv_path, self.keyset)[0]
+
+    def best(self) -> TrialRecord | None:
+        """The trial with the highest fitness among status ``ok``; ``stopped`` ones only if none is ok."""
+        return self._best
+
+    def _write_best(self) -> None:
+        best = self._best
+        assert best is not None
+        m = best.metrics
+        lines = [
+            f"# Best hyperparameters found so far by the evolution in {self.run_dir}",
+            f"# Best trial: generation {best.generation}, individual {best.individual}, "
+            f"trial_id {best.trial_id}, status {m.status}",
+            f"# Trials so far: {self._count} (when this file was written)",
+            *(f"# {c}: {float(_number(getattr(m, METRIC_FIELDS[c]))):.6g}" for c in METRIC_COLUMNS),
+            f"# fitness: {float(_number(m.fitness)):.6g}  (0.1 * mAP_0.5 + 0.9 * mAP_0.5:0.95)",
+            f"# Use: python -m detector train --data DATA.yaml --hyp {self.best_path}"
+            "  (YOLOv5: python train.py --hyp this file)",
+        ]
+        body = yaml.safe_dump({k: best.hyp[k] for k in self.keyset.keys}, sort_keys=False,
+                              default_flow_style=False)
+        atomic_write_text(self.best_path, "\n".join(lines) + "\n" + body)
+
+    def write_population(self, generation: int, hyps: Sequence[Mapping[str, float]]) -> Path:
+        """Write ``evolve_population.yaml`` (``gen{g}number{i}`` entries, full key set) atomically."""
+        population = {
+            f"gen{int(generation)}number{i}": self.keyset.validate(h, source=f"population individual {i}")
+            for i, h in enumerate(hyps)
+        }
+        header = (
+            f"# Population of generation {int(generation)} ({len(population)} individuals) of the evolution "
+            f"in {self.run_dir}\n"
+            f"# Continue with: python orchestrate.py --resume {self.population_path}\n"
+        )
+        body = yaml.safe_dump(population, sort_keys=False, default_flow_style=False) if population else "{}\n"
+        return atomic_write_text(self.population_path, header + body)
+
+
+def read_population(path: str | Path, keyset: KeySet = YOLOV5) -> list[dict[str, float]]:
+    """Hyps from an ``evolve_population.yaml`` (``gen{g}number{i}: {hyp}`` entries, in file order) or from
+    a plain hyp file (one individual); each validated and completed with defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: population file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        raise ConfigError(f"{path}: empty file, expected hyperparameters")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of hyperparameters, got {type(data).__name__}")
+    layered = any(isinstance(v, Mapping) for v in data.values()) or any(
+        isinstance(k, str) and _POPULATION_KEY.match(k) for k in data
+    )
+    if not layered:
+        return [keyset.validate(data, str(path))]
+    out = []
+    for name, entry in data.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(
+                f"{path}: entry '{name}' is not a mapping of hyperparameters (got {type(entry).__name__})"
+            )
+        out.append(keyset.validate(entry, f"{path}: entry '{name}'"))
+    return out
+
+
+def read_hyp_dir(folder: str | Path, keyset: KeySet = YOLOV5) -> list[dict[str, float]]:
+    """Every ``*.yaml``/``*.yml`` file in ``folder`` (sorted by name) as hyps; population files contribute
+    each of their individuals."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: population folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise ConfigError(f"{folder}: no *.yaml or *.yml hyp files in the folder")
+    return [hyp for p in files for hyp in read_population(p, keyset)]

@@ -1,0 +1,255 @@
+"""The genetic algorithm on normalised genomes: DEAP selection, crossover, mutation, adaptive schedules.
+
+The GA knows nothing about hyps, Ray or files: it turns (genome, fitness) pairs into the next genomes to
+train. Genomes are lists of floats in [0, 1] (see ``evolve.search.space``). Selection uses exactly the fitness
+given. Everything random runs on the GA's own ``random`` state, swapped in around every DEAP call (DEAP's
+tools draw from the global ``random`` module), so a run is reproducible for a seed and resumable exactly.
+
+Besides the classic operators every bred child is shifted by the population's drift: ``drift`` times the
+difference between the mean genome of the best quarter and the mean of the whole generation. That is the
+direction in which the good genomes lie, estimated from the generation itself (the mean update of an
+evolution strategy), so no state is kept for it and a resumed run breeds exactly the same children.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from deap import tools
+
+from evolve.config.ga import GAConfig
+from evolve.errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+UNIFORM_SWAP_PROB = 0.5  # per-gene swap probability of uniform crossover
+BLEND_ALPHA = 0.3  # how far blend crossover may reach beyond the parents (BLX-alpha)
+POLYNOMIAL_ETA = 15.0  # crowding degree of polynomial mutation: larger keeps children closer to parents
+# The tournament stays near its start size for most of the run (10 - 8 p^3 with the defaults): in a short
+# run strong selection pays in every generation but the last ones (see docs/evolve-ga.md for the figures).
+TOURNAMENT_POWER = 3.0
+DRIFT_TOP = 0.25  # fraction of a generation, by fitness, whose mean sets the drift direction
+
+
+@dataclass
+class Schedule:
+    """The operator settings for one generation (or one steady-state child)."""
+
+    elite: int
+    tournament: int
+    crossover_rate: float
+    mutation_rate: float
+
+
+class _Scored(list):
+    """A genome with the ``fitness`` attribute DEAP's selection reads."""
+
+    fitness: float
+
+
+def _ramp(pair: tuple[float, float], progress: float, power: float = 1.0) -> float:
+    """Move from pair[0] to pair[1] as progress goes 0 -> 1; power > 1 holds the start value longer."""
+    t = progress**power
+    return (1.0 - t) * pair[0] + t * pair[1]  # this form gives the end values exactly at 0 and 1
+
+
+def _reflect(x: float) -> float:
+    """Fold a value back into [0, 1] (a step past a bound comes back in, keeping its size)."""
+    x = math.fmod(abs(x), 2.0)
+    return 2.0 - x if x > 1.0 else x
+
+
+class GeneticAlgorithm:
+    """Breeds genomes from evaluated genomes; deterministic for ``cfg.seed`` given the same fitnesses."""
+
+    def __init__(self, cfg: GAConfig, n_genes: int) -> None:
+        if n_genes < 1:
+            raise ConfigError("the search space has no evolved key")
+        self.cfg = cfg
+        self.n_genes = n_genes
+        self._state = random.Random(cfg.seed).getstate()
+
+    # --- randomness -----------------------------------------------------------------------------------
+    @contextmanager
+    def _rng(self) -> Iterator[None]:
+        """Run the body (DEAP calls included) on the GA's own random state, leaving the global one alone."""
+        saved = random.getstate()
+        random.setstate(self._state)
+        try:
+            yield
+        finally:
+            self._state = random.getstate()
+            random.setstate(saved)
+
+    def get_state(self) -> Any:
+        """A picklable snapshot of the GA's random state (the config is the caller's to keep)."""
+        return {"random": self._state}
+
+    def set_state(self, state: Any) -> None:
+        self._state = state["random"]
+
+    # --- schedules ------------------------------------------------------------------------------------
+    def progress(self, generation: int) -> float:
+        """Position of ``generation`` in the planned run: 0 at generation 0, 1 at the last one."""
+        if self.cfg.generations <= 1:
+            return 1.0
+        return min(1.0, max(0.0, generation / (self.cfg.generations - 1)))
+
+    def schedule(self, progress: float) -> Schedule:
+        """Operator settings at ``progress`` in [0, 1]; the ends are exactly the configured pairs."""
+        p = min(1.0, max(0.0, float(progress)))
+        return Schedule(
+            # At least one slot is always bred, whatever the elite schedule says for a tiny population.
+            elite=min(self.cfg.population - 1, round(_ramp(self.cfg.elite, p))),
+            tournament=max(1, round(_ramp(self.cfg.tournament, p, TOURNAMENT_POWER))),
+            crossover_rate=_ramp(self.cfg.crossover_rate, p),
+            mutation_rate=_ramp(self.cfg.mutation_rate, p),
+        )
+
+    # --- operators (call inside self._rng()) --------------------------------------------------------
+    def _bound(self, x: float) -> float:
+        # Clipping puts real probability on the bound itself, where many best values sit (mixup 0,
+        # mosaic 1); a gene on a bound still moves: half of its steps point inwards.
+        return min(1.0, max(0.0, x)) if self.cfg.bounds == "clip" else _reflect(x)
+
+    def _drift(self, pool: list[_Scored]) -> list[float] | None:
+        """``drift`` x (mean of the best quarter - mean of all finite genomes), or None when off."""
+        scored = [ind for ind in pool if math.isfinite(ind.fitness)]
+        if self.cfg.drift <= 0 or len(scored) < 4:
+            return None  # too few genomes to tell a direction from noise
+        ranked = sorted(scored, key=lambda ind: ind.fitness, reverse=True)
+        top = ranked[: max(2, round(len(ranked) * DRIFT_TOP))]
+        return [self.cfg.drift * (sum(ind[j] for ind in top) / len(top)
+                                  - sum(ind[j] for ind in scored) / len(scored))
+                for j in range(self.n_genes)]
+
+    def _mutate(self, genome: list[float], rate: float, sigma: float) -> list[float]:
+        """Mutate each gene with probability ``rate``; at least one gene moves when ``rate`` > 0."""
+        if rate <= 0:
+            return genome
+        before = list(genome)
+        if self.cfg.mutation == "polynomial":
+            tools.mutPolynomialBounded(genome, eta=POLYNOMIAL_ETA, low=0.0, up=1.0, indpb=rate)
+        else:
+            tools.mutGaussian(genome, mu=0.0, sigma=sigma, indpb=rate)
+            genome[:] = [self._bound(x) for x in genome]
+        # A child that equals its parent costs a trial (or a cache slot) and teaches nothing.
+        while genome == before:
+            i = random.randrange(len(genome))
+            if self.cfg.mutation == "polynomial":
+                moved = list(genome)
+                tools.mutPolynomialBounded(moved, eta=POLYNOMIAL_ETA, low=0.0, up=1.0, indpb=1.0)
+                genome[i] = moved[i]
+            else:
+                genome[i] = self._bound(genome[i] + random.gauss(0.0, sigma))
+        return genome
+
+    def _crossover(self, a: list[float], b: list[float]) -> None:
+        if self.n_genes < 2 and self.cfg.crossover != "blend":
+            return
+        if self.cfg.crossover == "one_point":
+            tools.cxOnePoint(a, b)
+        elif self.cfg.crossover == "uniform":
+            tools.cxUniform(a, b, indpb=UNIFORM_SWAP_PROB)
+        else:
+            tools.cxBlend(a, b, alpha=BLEND_ALPHA)
+            a[:] = [min(1.0, max(0.0, x)) for x in a]
+            b[:] = [min(1.0, max(0.0, x)) for x in b]
+
+    def _child(self, pool: list[_Scored], sched: Schedule, drift: list[float] | None) -> list[float]:
+        """One child: tournament parent, crossover with a second winner at the rate, drift, mutation."""
+        (p1,) = tools.selTournament(pool, 1, sched.tournament)
+        child = list(p1)
+        parents = [list(p1)]
+        if random.random() < sched.crossover_rate:
+            (p2,) = tools.selTournament(pool, 1, sched.tournament)
+            other = list(p2)
+            parents.append(list(p2))
+            self._crossover(child, other)
+        if drift is not None:
+            child[:] = [self._bound(x + d) for x, d in zip(child, drift)]
+        self._mutate(child, sched.mutation_rate, self.cfg.mutation_sigma)
+        if sched.mutation_rate > 0:
+            for parent in parents:
+                while child == parent:
+                    self._mutate(child, 1.0 / self.n_genes, self.cfg.mutation_sigma)
+        return child
+
+    # --- public -------------------------------------------------------------------------------------
+    def initial_population(self, seeds: list[list[float]]) -> list[list[float]]:
+        """Generation 0: the seeds (deduplicated, clipped, truncated to the population) then bred genomes.
+
+        With ``init="mutants"`` the rest are mutants of the seeds taken round-robin: every gene moves by
+        a Gaussian step of std ``init_sigma`` (reflected at the bounds), a cloud around each seed. With
+        ``init="random"``, or no seeds at all, they are uniform random.
+        """
+        pop: list[list[float]] = []
+        for seed in seeds:
+            if len(seed) != self.n_genes:
+                raise ValueError(f"seed genome has {len(seed)} genes, expected {self.n_genes}")
+            genome = [min(1.0, max(0.0, float(x))) for x in seed]
+            if genome not in pop:
+                pop.append(genome)
+        if len(pop) > self.cfg.population:
+            LOGGER.info("%d seed genomes, keeping the first %d (the population)",
+                        len(pop), self.cfg.population)
+            pop = pop[: self.cfg.population]
+        parents = list(pop)
+        with self._rng():
+            i = 0
+            while len(pop) < self.cfg.population:
+                if self.cfg.init == "random" or not parents:
+                    genome = [random.random() for _ in range(self.n_genes)]
+                else:
+                    genome = list(parents[i % len(parents)])
+                    genome = [_reflect(x + random.gauss(0.0, self.cfg.init_sigma)) for x in genome]
+                    i += 1
+                if genome not in pop:
+                    pop.append(genome)
+        return pop
+
+    def _pool(self, evaluated: Sequence[tuple[Sequence[float], float]]) -> list[_Scored]:
+        """Scored genomes, duplicates merged (first fitness kept); non-finite fitness sorts last."""
+        pool: list[_Scored] = []
+        seen: set[tuple[float, ...]] = set()
+        for genome, fit in evaluated:
+            key = tuple(float(x) for x in genome)
+            if key in seen:
+                continue
+            seen.add(key)
+            ind = _Scored(key)
+            ind.fitness = float(fit) if math.isfinite(fit) else -math.inf
+            pool.append(ind)
+        if not pool:
+            raise ValueError("cannot breed from an empty set of evaluated genomes")
+        return pool
+
+    def next_generation(self, evaluated: list[tuple[list[float], float]],
+                        generation: int) -> list[list[float]]:
+        """Breed generation ``generation`` (1..generations-1): elites first, unchanged, then children."""
+        pool = self._pool(evaluated)
+        sched = self.schedule(self.progress(generation))
+        ranked = sorted(pool, key=lambda ind: ind.fitness, reverse=True)  # stable: ties keep input order
+        out = [list(ind) for ind in ranked[: min(sched.elite, len(ranked))]]
+        attempts = 0
+        drift = self._drift(pool)
+        with self._rng():
+            while len(out) < self.cfg.population:
+                child = self._child(pool, sched, drift)
+                attempts += 1
+                # Without mutation a small pool can only give copies; accept them rather than loop forever.
+                if child not in out or attempts > 20 * self.cfg.population:
+                    out.append(child)
+        LOGGER.debug("generation %d: %s, best fitness in %.4f", generation, sched, ranked[0].fitness)
+        return out
+
+    def breed_one(self, evaluated: list[tuple[list[float], float]], progress: float) -> list[float]:
+        """Steady state: one child of the evaluated genomes at ``progress`` through the planned run."""
+        pool = self._pool(evaluated)
+        with self._rng():
+            return self._child(pool, self.schedule(progress), self._drift(pool))

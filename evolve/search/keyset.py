@@ -1,0 +1,104 @@
+"""A trainer's hyperparameter key set (``KeySet``): its keys in record order, defaults, integer keys, and
+the loading and checking of hyp files against it. ``YOLOV5`` is the default key set.
+
+The key set is the trainer's, not the evolution's: it decides the hyp columns of ``evolve.csv``, what a
+hyp or meta file may hold and how values are written. A trainer with its own hyps (the Ultralytics one,
+a user's) brings its own ``KeySet``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from evolve.errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """Keys (in the column order of ``evolve.csv``) with their defaults; ``integer`` keys are whole
+    numbers; ``optional`` keys may be missing from a file without a note (YOLOv5's own files leave
+    ``anchors`` commented out)."""
+
+    name: str
+    defaults: tuple[tuple[str, float], ...]
+    integer: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.defaults)
+
+    def default_hyp(self) -> dict[str, float]:
+        return dict(self.defaults)
+
+    def validate(self, hyp: Any, source: str = "hyp") -> dict[str, float]:
+        """A complete hyp dict: known keys only, finite numbers, missing keys defaulted.
+
+        An unknown key is an error because it would silently do nothing. ConfigError names the key.
+        """
+        if not isinstance(hyp, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of hyperparameters, got {type(hyp).__name__}")
+        defaults = self.default_hyp()
+        unknown = [k for k in hyp if k not in defaults]
+        if unknown:
+            raise ConfigError(f"{source}: unknown hyperparameter key '{unknown[0]}' "
+                              f"(known: {', '.join(self.keys)})")
+        out: dict[str, float] = {}
+        for key, default in defaults.items():
+            value = hyp.get(key)
+            if value is None:
+                if key not in self.optional:
+                    LOGGER.info("%s: '%s' missing, using default %s", source, key, default)
+                out[key] = default
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{source}: key '{key}' must be a finite number, got {value!r}")
+            if key in self.integer:
+                if round(value) < 1:
+                    raise ConfigError(f"{source}: key '{key}' must be >= 1, got {value!r}")
+                out[key] = int(round(value))
+            else:
+                out[key] = float(value)
+        return out
+
+    def load(self, path: str | Path) -> dict[str, float]:
+        """Load a hyp YAML of this key set into a complete, validated dict."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: hyp file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
+        return self.validate(data or {}, source=str(path))
+
+    def format_value(self, key: str, value: float) -> str:
+        """How a value is written to evolve.csv: integers as such, else 6 significant digits."""
+        if key in self.integer:
+            return str(int(round(value)))
+        return f"{float(value):.6g}"
+
+
+# The YOLOv5 key set and defaults (hyp.scratch-low.yaml): a hyp file evolved here trains in YOLOv5
+# unchanged. The detector keeps the same table (detector.hyp), since it may not import evolve;
+# tests/evolve/search/test_keyset.py checks that the two and the shipped file agree.
+YOLOV5 = KeySet(
+    name="yolov5",
+    defaults=(
+        ("lr0", 0.01), ("lrf", 0.01), ("momentum", 0.937), ("weight_decay", 0.0005), ("warmup_epochs", 3.0),
+        ("warmup_momentum", 0.8), ("warmup_bias_lr", 0.1), ("box", 0.05), ("cls", 0.5), ("cls_pw", 1.0),
+        ("obj", 1.0), ("obj_pw", 1.0), ("iou_t", 0.20), ("anchor_t", 4.0), ("anchors", 3),
+        ("fl_gamma", 0.0), ("hsv_h", 0.015), ("hsv_s", 0.7), ("hsv_v", 0.4), ("degrees", 0.0),
+        ("translate", 0.1), ("scale", 0.5), ("shear", 0.0), ("perspective", 0.0), ("flipud", 0.0),
+        ("fliplr", 0.5), ("mosaic", 1.0), ("mixup", 0.0), ("copy_paste", 0.0),
+    ),
+    integer=frozenset({"anchors"}),
+    optional=frozenset({"anchors"}),
+)

@@ -1,0 +1,17 @@
+"""The default hyperparameter files, shipped as package data: ``hyp.scratch-low.yaml`` (the YOLOv5 key set,
+every key commented) and ``meta.yaml`` (the search space of the evolution).
+
+They are read through ``importlib.resources``, so an installed package (not only a checkout) has them.
+"""
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+HYP_SCRATCH_LOW = "hyp.scratch-low.yaml"
+META = "meta.yaml"
+
+
+def path(name: str) -> Path:
+    """The file ``name`` of this package on disk (a regular install or a checkout unpacks it)."""
+    return Path(str(files(__name__).joinpath(name)))

@@ -1,0 +1,104 @@
+"""Tests of evolve/progress.py: the status line, its counts, the ETA, and TTY versus log output."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from evolve.contract import Metrics
+from evolve.output.progress import Progress, format_duration
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def ok(fitness: float) -> Metrics:
+    return Metrics(fitness=fitness, status="ok")
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "?"), (0, "0s"), (12.4, "12s"), (185, "3m05s"),
+                                           (3720, "1h02m"), (-5, "0s")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_counts_best_and_eta():
+    lines: list[str] = []
+    p = Progress(generations=3, stream=io.StringIO(), log=lines.append)
+    p.start_generation(0, trials=4)
+    assert p.line() == "gen 1/3 | trials 0/0/0 | best - | ETA ?"
+    for _ in range(2):
+        p.started()
+    p.finished("g000i000", ok(0.25), seconds=10.0)
+    p.finished("g000i001", Metrics(status="failed"), seconds=30.0)
+    # mean 20 s; remaining 2 in this generation + 2 future generations x 4 trials = 10; 2 ran at once.
+    assert p.remaining_trials() == 10
+    assert p.eta_seconds() == pytest.approx(20.0 * 10 / 2)
+    assert p.line() == "gen 1/3 | trials 2/0/1 | best 0.25000 | ETA 1m40s"
+    assert lines == ["gen 1/3 | trials 1/1/0 | best 0.25000 | ETA 55s | g000i000 ok fitness 0.25000",
+                     "gen 1/3 | trials 2/0/1 | best 0.25000 | ETA 1m40s | g000i001 failed fitness 0.00000"]
+
+
+def test_future_generations_use_observed_trial_counts():
+    p = Progress(generations=4, stream=io.StringIO(), log=lambda s: None)
+    p.start_generation(0, trials=6)
+    for i in range(6):
+        p.started()
+        p.finished(f"g000i00{i}", ok(0.1), seconds=1.0)
+    p.end_generation()
+    p.start_generation(1, trials=2)
+    p.started()
+    p.finished("g001i000", ok(0.3), seconds=1.0)
+    # 1 left now, then 2 generations estimated at 6 trials each (the one finished generation).
+    assert p.remaining_trials() == 1 + 12
+    assert p.best == 0.3
+
+
+def test_resumed_totals_carry_over():
+    p = Progress(generations=2, stream=io.StringIO(), done_before=7, failed_before=2, best_before=0.5,
+                 log=lambda s: None)
+    p.start_generation(1, trials=3)
+    p.started()
+    assert p.line().startswith("gen 2/2 | trials 7/1/2 | best 0.50000 |")
+    p.finished("g001i002", ok(0.4), seconds=2.0)
+    assert (p.done, p.failed, p.best) == (8, 2, 0.5)
+
+
+def test_tty_redraws_one_line_in_place():
+    stream = FakeTTY()
+    logged: list[str] = []
+    p = Progress(generations=1, stream=stream, log=logged.append)
+    assert p.tty
+    p.start_generation(0, trials=1)
+    p.started()
+    p.finished("g000i000", ok(0.125), seconds=1.0)
+    p.end_generation()
+    out = stream.getvalue()
+    assert logged == []  # on a terminal nothing goes to the log
+    assert out.count("\n") == 1 and out.endswith("\n")
+    frames = [f.replace("\x1b[K", "") for f in out.rstrip("\n").split("\r") if f]
+    assert frames[0] == "gen 1/1 | trials 0/0/0 | best - | ETA ?"
+    assert frames[1] == "gen 1/1 | trials 0/1/0 | best - | ETA ?"
+    assert frames[-1] == "gen 1/1 | trials 1/0/0 | best 0.12500 | ETA 0s"
+
+
+def test_not_a_tty_writes_nothing_to_the_stream():
+    stream = io.StringIO()
+    p = Progress(generations=1, stream=stream, log=lambda s: None)
+    p.start_generation(0, trials=1)
+    p.started()
+    p.finished("g000i000", ok(0.1), seconds=1.0)
+    p.end_generation()
+    assert not p.tty and stream.getvalue() == ""
+
+
+def test_default_log_goes_to_logging(caplog):
+    caplog.set_level("INFO", logger="evolve.output.progress")
+    p = Progress(generations=1, stream=io.StringIO())
+    p.start_generation(0, trials=1)
+    p.started()
+    p.finished("g000i000", Metrics(status="diverged"), seconds=1.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "gen 1/1 | trials 1/0/1 | best - | ETA 0s | g000i000 diverged fitness 0.00000"]

@@ -1,0 +1,94 @@
+"""The shape of evolve/, checked from its source: the import graph (every import, function-level ones
+included) has no cycle, the configs import no execution code, ``detector`` is imported by exactly one
+module (the built-in trainer's adapter), and no file is over 400 lines."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "evolve"
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module named by an import anywhere in the file (resolved to the longest known module)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def evolve_edges(name: str) -> set[str]:
+    """The evolve modules ``name`` imports (a package counts as its ``__init__``)."""
+    return {m for m in imports(MODULES[name]) if m in MODULES and m != name and m != "evolve"}
+
+
+def test_the_import_graph_of_evolve_has_no_cycle():
+    graph = {name: evolve_edges(name) for name in MODULES}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_configs_import_no_execution_loops_or_output_code():
+    for name in (n for n in MODULES if n.startswith("evolve.config")):
+        bad = {m for m in evolve_edges(name)
+               if not (m.startswith("evolve.config") or m == "evolve.errors")}
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_search_is_pure():
+    for name in (n for n in MODULES if n.startswith("evolve.search")):
+        found = imports(MODULES[name])
+        assert not {m for m in found if m.split(".")[0] == "ray"}, name
+        bad = {m for m in evolve_edges(name) if m.startswith(("evolve.execution", "evolve.loops",
+                                                               "evolve.output"))}
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_detector_is_imported_by_exactly_one_module_the_trainer_adapter():
+    users = sorted(name for name in MODULES
+                   if any(m == "detector" or m.startswith("detector.") for m in imports(MODULES[name])))
+    assert users == ["evolve.execution.detector_trainer"]
+
+
+def test_detector_does_not_import_evolve():
+    for path in (ROOT / "detector").rglob("*.py"):
+        assert not any(m == "evolve" or m.startswith("evolve.") for m in imports(path)), path
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_file_is_over_400_lines_and_each_says_what_it_is_for(name):
+    path = MODULES[name]
+    lines = path.read_text().count("\n")
+    assert lines <= MAX_LINES, f"{path}: {lines} lines"
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{path}: no module docstring"
