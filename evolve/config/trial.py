@@ -16,6 +16,7 @@ from evolve.errors import ConfigError
 
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
 MODEL_SIZES = ("n", "s", "m")
+OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 OTHER_SETTINGS = "detector"  # extra key of a foreign config's settings that TrialConfig lacks
 _SURROGATE = "surrogate trainer (--trainer surrogate)"
 
@@ -72,6 +73,8 @@ class TrialConfig:
     device: str = setting("", "--device", "device of a trial: cpu, 0, cuda:1 (default: the trial's GPU if "
                           "it has one, else cpu)")
     workers: int = setting(2, "--workers", "data-loader workers per trial", parse=int, low=0)
+    optimizer: str = setting("auto", "--optimizer", "optimizer of every trial; auto picks AdamW for runs of "
+                             "under 10000 planned steps of 64 images, else SGD", choices=OPTIMIZERS)
     max_images: Optional[int] = setting(None, "--max-images", "use only the first N train/val images "
                                         "(default: all)", parse=int, low=1, optional=True)
     seed: int = 0  # the run's --seed
