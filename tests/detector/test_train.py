@@ -218,3 +218,13 @@ def test_every_optimisation_gene_changes_the_weights(tiny_cfg, optimizer):
         changed = weights(key, **{key: value})
         diff = max((changed[k].float() - base[k].float()).abs().max().item() for k in base)
         assert diff > 1e-6, f"{key} has no effect under optimizer {optimizer}"
+
+
+@pytest.mark.parametrize("threads,env,expected", [(1, "2", 1), (None, "1", 1), (2, "1", 2)])
+def test_training_threads_come_from_the_flag_or_the_cpus_the_process_has(tiny_cfg, monkeypatch, threads, env,
+                                                                         expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", env)  # as Ray sets it to a trial's CPUs
+    seen = []
+    train(dict(DEFAULT_HYP), tiny_cfg(threads=threads, save_weights=False),
+          report=lambda epoch, m: seen.append(torch.get_num_threads()))
+    assert seen == [expected]
