@@ -51,7 +51,8 @@ YOLO("yolov8n.yaml").train(data=a["data"], epochs=1, imgsz=a["imgsz"], batch=a["
 
 def epoch_seconds_ours(data: Path, out: Path, name: str, imgsz: int, batch: int) -> float:
     """Seconds of one epoch and its validation, as the trainer reports them (imports excluded)."""
-    cmd = [sys.executable, "-m", "detector", "train", "--data", str(data), "--epochs", "1", "--imgsz", str(imgsz),
+    cmd = [sys.executable, "-m", "detector", "train", "--data", str(data), "--epochs", "1",
+           "--imgsz", str(imgsz),
            "--batch", str(batch), "--project", str(out), "--name", name, "--exist-ok", "--quiet", "--no-save"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -96,7 +97,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             sides["ultralytics"] = epoch_seconds_peer
         except ImportError:
             print("ultralytics is not installed: measuring ours only")
-    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; one epoch of "
+    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; "
+          "one epoch of "
           f"{args.images} train + {args.images} val images at {args.imgsz} px, batch {args.batch}, defaults "
           f"on both sides (no thread flags); load: one torch process with default threads")
     times: dict[str, dict[str, list[float]]] = {s: {"idle": [], "busy": []} for s in sides}

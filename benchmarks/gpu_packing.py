@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     alone = read_tune_records(evolve_run([*common, "--population", "1", "--gpus-per-trial", "1"], project,
                                          "alone"))
     alone_ips = args.epochs * args.max_images / (alone[0].end - alone[0].start)
-    print(f"one trial alone on the GPU: {alone_ips:.0f} training images/s ({alone[0].end - alone[0].start:.1f} s)")
+    print(f"one trial alone on the GPU: {alone_ips:.0f} training images/s "
+          f"({alone[0].end - alone[0].start:.1f} s)")
     packed = read_tune_records(evolve_run([*common, "--population", str(args.population), "--gpus-per-trial",
                                            str(args.gpus_per_trial)], project, "packed"))
     per_gpu: dict[str, list[tuple[float, float]]] = {}
@@ -62,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         for g in t.gpus:
             per_gpu.setdefault(g, []).append((t.start, t.end))
     ips = [args.epochs * args.max_images / (t.end - t.start) for t in packed]
+    together = len(packed) * args.epochs * args.max_images
     wall = max(t.end for t in packed) - min(t.start for t in packed)
     print(f"packed: {len(packed)} trials, statuses {sorted({t.status for t in packed})}, at most "
           f"{max_overlap([(t.start, t.end) for t in packed])} running at once; per GPU at once: "
           f"{ {g: max_overlap(v) for g, v in per_gpu.items()} }")
     print(f"packed: per-trial training images/s median {statistics.median(ips):.0f} (min {min(ips):.0f}, "
-          f"max {max(ips):.0f}); together {len(packed) * args.epochs * args.max_images / wall:.0f} images/s "
-          f"over the {wall:.1f} s wall = {len(packed) * args.epochs * args.max_images / wall / alone_ips:.2f}x "
+          f"max {max(ips):.0f}); together {together / wall:.0f} images/s "
+          f"over the {wall:.1f} s wall = {together / wall / alone_ips:.2f}x "
           "one trial alone")
     print(f"total {time.time() - start:.0f} s; runs in {project}")
     return 0

@@ -126,7 +126,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"imgsz {args.imgsz}, batch {args.batch}, {args.epochs} epochs, 1 core and 1 thread each")
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    ours_cmd = [sys.executable, "-m", "detector", "train", "--data", str(data_yaml), "--epochs", str(args.epochs),
+    ours_cmd = [sys.executable, "-m", "detector", "train", "--data", str(data_yaml),
+                "--epochs", str(args.epochs),
                 "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--seed", str(args.seed),
                 "--project", str(out), "--name", "ours", "--exist-ok", "--quiet"]
     procs = {"ours": subprocess.Popen(ours_cmd, cwd=ROOT, env=env, preexec_fn=pinned(cores[0]),

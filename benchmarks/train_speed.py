@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data_config(data_yaml)
     cuda = "yes" if torch.cuda.is_available() else "no"
     print(f"machine: {os.cpu_count()} CPU cores (load average {load:.1f} at start), torch "
-          f"{torch.__version__}, {args.threads or f'up to {cpu_budget()}'} threads, CUDA {cuda}; data: {data_yaml} "
+          f"{torch.__version__}, {args.threads or f'up to {cpu_budget()}'} threads, CUDA {cuda}; "
+          f"data: {data_yaml} "
           f"({len(data.train)} train / {len(data.val)} val images)")
 
     step_ips = None

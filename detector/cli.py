@@ -34,8 +34,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="total batch size over all processes (default 16)")
     p.add_argument("--device", help="'' = CUDA when available else CPU; 'cpu', '0', 'cuda:1'")
     p.add_argument("--workers", type=int, help="data-loading worker processes per rank (default 2)")
-    p.add_argument("--threads", type=int, help="torch threads per rank, fixed (default: the CPUs this process "
-                   "may use, from affinity, cgroup quota and OMP_NUM_THREADS, lowered while the machine is busy)")
+    p.add_argument("--threads", type=int, help="torch threads per rank, fixed (default: the CPUs this "
+                   "process may use, from affinity, cgroup quota and OMP_NUM_THREADS, fewer while the "
+                   "machine is busy)")
     p.add_argument("--cache-dir", help="decoded-image cache folder (default: $YOLO_EVOLVE_CACHE, else "
                    "~/.cache/yolo-evolve/images)")
     p.add_argument("--conf-thres", type=float, help="validation score threshold (default 0.001)")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exist-ok", action="store_true", default=None, help="reuse project/name if it exists")
     t.add_argument("--resume", metavar="LAST_PT", help="continue a run from its weights/last.pt, with its "
                    "settings unless flags override them")
-    t.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="optimizer (default auto: AdamW for runs of "
+    t.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="optimizer (default auto: AdamW for "
+                   "runs of "
                    "under 10000 planned steps of 64 images, else SGD with Nesterov momentum)")
     t.add_argument("--cos-lr", action="store_true", default=None, help="cosine learning-rate decay")
     t.add_argument("--nbs", type=int, help="nominal batch size reached by gradient accumulation (default 64 "

@@ -29,16 +29,17 @@ class TrainConfig:
     name: str = "exp"
     exist_ok: bool = False
     resume: Optional[str] = None  # path to a last.pt to continue from
-    optimizer: str = "auto"  # auto (from the planned optimizer steps: detector.optim.choose_optimizer), SGD, Adam, AdamW
+    optimizer: str = "auto"  # SGD, Adam, AdamW, or auto: from the planned steps (optim.choose_optimizer)
     cos_lr: bool = False
-    nbs: Optional[int] = None  # nominal batch size reached by accumulation; None: 64 for SGD, the batch otherwise
-    threads: Optional[int] = None  # torch threads; None: the CPUs this process has, governed (detector.threads)
+    nbs: Optional[int] = None  # nominal batch reached by accumulation; None: 64 for SGD, else the batch
+    threads: Optional[int] = None  # torch threads; None: the process's CPUs, governed (detector.threads)
     val_every: int = 1
     save_weights: bool = True  # last.pt / best.pt in the run folder
     amp: bool = True  # only takes effect on CUDA
     sync_bn: bool = False  # only under DDP
     autoanchor: bool = True
-    cache_dir: Optional[str] = None  # decoded-image cache; default ~/.cache/yolo-evolve/images ($YOLO_EVOLVE_CACHE/images)
+    # decoded-image cache; default ~/.cache/yolo-evolve/images ($YOLO_EVOLVE_CACHE/images)
+    cache_dir: Optional[str] = None
     conf_thres: float = 0.001
     iou_thres: float = 0.6
     max_det: int = 300
@@ -53,7 +54,8 @@ class TrainConfig:
         if self.model not in MODEL_SIZES:
             raise ValueError(f"model must be one of {MODEL_SIZES}, got {self.model!r}")
         if self.optimizer not in OPTIMIZER_CHOICES:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}, got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}, "
+                             f"got {self.optimizer!r}")
         for name in ("epochs", "batch", "nbs", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -107,7 +107,8 @@ class ThreadGovernor:
         self._torch = torch
         self.options = [budget] if fixed else thread_options(budget)
         self.current = self.options[0]
-        self.min_probe_every, self.probe_every, self.max_probe_every = probe_every, probe_every, max_probe_every
+        self.min_probe_every = self.probe_every = probe_every
+        self.max_probe_every = max_probe_every
         self.probe_steps, self.margin, self.window = probe_steps, margin, window
         self.recent: list[float] = []
         self._probe: Optional[int] = None  # thread count being probed
@@ -159,7 +160,8 @@ class ThreadGovernor:
         probe = statistics.median(self._probe_times[1:] or self._probe_times)
         now = statistics.median(self.recent)
         if probe < (1.0 - self.margin) * now:
-            LOGGER.info("threads %d -> %d: %.3f s a step against %.3f s", self.current, self._probe, probe, now)
+            LOGGER.info("threads %d -> %d: %.3f s a step against %.3f s", self.current, self._probe, probe,
+                        now)
             self.current = self._probe
             self.recent = [probe]
             self.probe_every = self.min_probe_every

@@ -119,7 +119,8 @@ class _Trainer:
         self.hyp, self.cfg, self.report, self.ctx, self.start = hyp, cfg, report, ctx, start
         self.device = ctx.device
         # DDP ranks keep the count their launcher gave them: a rank probing alone would stall the others.
-        self.governor = ThreadGovernor(cpu_budget(cfg.threads), fixed=cfg.threads is not None or ctx.distributed)
+        self.governor = ThreadGovernor(cpu_budget(cfg.threads),
+                                       fixed=cfg.threads is not None or ctx.distributed)
         seed_everything(cfg.seed + ctx.rank)
         self.data_cfg, embedded = resolve_data(cfg.data)
         self.imgsz = default_imgsz(cfg.imgsz, embedded)

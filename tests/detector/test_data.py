@@ -270,8 +270,8 @@ def test_dataloader_workers_follow_set_epoch(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.mark.parametrize("budget,asked,expected", [(1, 2, 0), (2, 2, 1), (4, 2, 2), (8, 0, 0)])
-def test_dataloader_workers_leave_a_cpu_to_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int,
-                                                    asked: int, expected: int) -> None:
+def test_dataloader_workers_leave_a_cpu_to_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    budget: int, asked: int, expected: int) -> None:
     monkeypatch.setattr(data_module, "cpu_budget", lambda: budget)
     _dataset(tmp_path, n_train=2)
     cfg = load_data_config(_yaml(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a]\n"))
