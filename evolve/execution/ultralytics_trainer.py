@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import shutil
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -46,6 +47,7 @@ METRIC_KEYS = {
     "cls_loss": "val/cls_loss",
 }
 _TRAINER_CLASS: Any = None
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colours and line erasing, noise in a log file
 
 
 class Diverged(RuntimeError):
@@ -175,7 +177,7 @@ class _LogStream(io.TextIOBase):
         self.buffer_text += text
         while "\n" in self.buffer_text:
             line, self.buffer_text = self.buffer_text.split("\n", 1)
-            line = line.rsplit("\r", 1)[-1].rstrip()
+            line = _TERMINAL_CODES.sub("", line.rsplit("\r", 1)[-1]).rstrip()
             if line:
                 self.logger.info("%s", line)
         self.buffer_text = self.buffer_text.rsplit("\r", 1)[-1]
