@@ -1,5 +1,6 @@
 """The default hyperparameter files, shipped as package data: ``hyp.scratch-low.yaml`` (the YOLOv5 key set,
-every key commented) and ``meta.yaml`` (the search space of the evolution).
+every key commented) and ``meta.yaml`` (the search space of the evolution); ``hyp.ultralytics.yaml`` and
+``meta.ultralytics.yaml`` are the same pair for Ultralytics' key set (``--trainer ultralytics``).
 
 They are read through ``importlib.resources``, so an installed package (not only a checkout) has them.
 """
@@ -10,6 +11,8 @@ from pathlib import Path
 
 HYP_SCRATCH_LOW = "hyp.scratch-low.yaml"
 META = "meta.yaml"
+HYP_ULTRALYTICS = "hyp.ultralytics.yaml"
+META_ULTRALYTICS = "meta.ultralytics.yaml"
 
 
 def path(name: str) -> Path:

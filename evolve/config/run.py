@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import GAConfig
 from evolve.config.ray import RayConfig
-from evolve.config.trial import TrialConfig
+from evolve.config.trial import MODEL_SIZES, TrialConfig
 from evolve.errors import ConfigError
 
 MODES = ("generational", "async")
@@ -48,12 +48,15 @@ class EvolveConfig:
                         "steady-state GA that breeds a child the moment any trial ends, so no slot waits "
                         "for the slowest trial", choices=MODES, group=_EVOLUTION)
     trainer: str = setting("detector", "--trainer", "what trains one hyp: the built-in detector, the "
-                           "analytic surrogate, or your own function trainer(hyp, cfg, report=None)",
-                           metavar="detector|surrogate|package.module:function", group="trials")
+                           "analytic surrogate, Ultralytics models (an optional extra), or your own function "
+                           "trainer(hyp, cfg, report=None)",
+                           metavar="detector|surrogate|ultralytics|package.module:function", group="trials")
     hyp: str | None = setting(None, "--hyp", "base hyp YAML, the first seed and the source of frozen keys "
-                              "(default: the trainer's, hyps/hyp.scratch-low.yaml)", group=_EVOLUTION)
+                              "(default: the trainer's: hyps/hyp.scratch-low.yaml, hyps/hyp.ultralytics.yaml for "
+                              "--trainer ultralytics)", group=_EVOLUTION)
     meta: str | None = setting(None, "--meta", "search-space YAML: evolve/low/high/scale per key (default: "
-                               "the trainer's, hyps/meta.yaml)", group=_EVOLUTION)
+                               "the trainer's: hyps/meta.yaml, hyps/meta.ultralytics.yaml for --trainer "
+                               "ultralytics)", group=_EVOLUTION)
     population_dir: str | None = setting(None, "--population-dir", "folder of hyp or population YAMLs added "
                                          "to the seeds of generation 0 (default: none)", metavar="DIR",
                                          group=_EVOLUTION)
@@ -82,6 +85,9 @@ class EvolveConfig:
         check_fields(self)
         if not isinstance(self.trainer, str) or not self.trainer.strip():
             raise ConfigError(f"--trainer must not be empty, got {self.trainer!r}")
+        if self.trainer == "detector" and self.train.model not in MODEL_SIZES:
+            raise ConfigError(f"--model must be one of {', '.join(MODEL_SIZES)} for --trainer detector, got "
+                              f"{self.train.model!r}")
         if "--elite" in self.explicit and not all(e < self.ga.population for e in self.ga.elite):
             # The GA caps a default schedule at population - 1; one the user typed must fit as given.
             raise ConfigError(f"--elite must stay below --population ({self.ga.population}): a generation "

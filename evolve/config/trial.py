@@ -65,7 +65,9 @@ class TrialConfig:
 
     data: Optional[str] = setting(None, "--data", "data YAML (YOLOv5 format) (default: the embedded data "
                                   "set)", optional=True)
-    model: str = setting("n", "--model", "model size", choices=MODEL_SIZES)
+    model: str = setting("n", "--model", "the detector's model size: n, s or m; with --trainer ultralytics a "
+                         "model YAML (yolo11n.yaml, yolov8s.yaml: built from scratch), a local .pt file, or n/s/m "
+                         "for yolo11n/s/m.yaml (default: n)", metavar="n|s|m|MODEL")
     epochs: int = setting(100, "--epochs", "epochs of every trial", parse=int, low=1)
     imgsz: Optional[int] = setting(None, "--imgsz", "image size, a multiple of 32 (default: 256 for the "
                                    "embedded data set, else 640)", parse=int, low=32, optional=True)

@@ -12,7 +12,9 @@ from dataclasses import fields
 from typing import Any, Callable, Mapping, Optional
 
 from detector.config import TrainConfig
+from detector.data import load_data_config
 from detector.hyp import HYP_KEYS
+from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
 from evolve.config.trial import OTHER_SETTINGS, TrialConfig
 from evolve.contract import Metrics
@@ -20,6 +22,18 @@ from evolve.search.keyset import YOLOV5
 
 if HYP_KEYS != YOLOV5.keys:  # the detector's key set is the YOLOv5 one; the records rely on it
     raise ImportError("detector.hyp.HYP_KEYS differs from evolve's YOLOv5 key set")
+
+
+def embedded_data() -> str:
+    """The data YAML of the embedded default data set (rendered on first use), for trainers that are
+    given no ``--data``: the Ultralytics adapter trains on the same set as the detector."""
+    return str(make_synthetic())
+
+
+def data_root(data: str) -> str:
+    """The folder a data YAML's paths are relative to, once the detector has checked the YAML and found
+    its images (``DataError`` naming the file and key otherwise): one rule for every trainer."""
+    return str(load_data_config(data).root)
 
 
 def train_config(cfg: Any) -> TrainConfig:

@@ -202,8 +202,10 @@ class TrialRunner:
         train_cfg["workers"] = workers
         if self.ray_cfg.early_stop != "none" and train_cfg.get("val_every") != 1:
             # The one place of this rule: early stopping decides on per-epoch fitness, which needs a
-            # validation every epoch.
+            # validation every epoch; otherwise a trainer may ask to validate less often.
             train_cfg["val_every"] = 1
+        elif self.ray_cfg.early_stop == "none" and self.plugin.val_every is not None:
+            train_cfg["val_every"] = self.plugin.val_every
         return {"trainer": self.trainer, "train_cfg": train_cfg, "run_dir": str(self.run_dir),
                 "nproc": nproc, "cpus_per_trial": float(self.ray_cfg.cpus_per_trial)}
 

@@ -7,6 +7,8 @@ whether it can run as a DDP job. Names accepted by ``trainer_for``:
 - ``detector``: the built-in YOLO detector with the YOLOv5 key set (``evolve.execution.detector_trainer``,
   the one module of ``evolve`` that imports ``detector``), the default;
 - ``surrogate``: the analytic stand-in used for fast tests and demos (``evolve.search.surrogate.train``);
+- ``ultralytics``: Ultralytics models with Ultralytics' key set (``evolve.execution.ultralytics_trainer``),
+  which needs the optional ``ultralytics`` package (``pip install -e ".[ultralytics]"``);
 - ``package.module:attr``: a ``Trainer`` object of your own (with its own key set and files), or any
   callable ``fn(hyp, cfg, report=None)``, which gets the YOLOv5 key set and the default files.
 
@@ -21,20 +23,23 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import hyps
 from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
-from evolve.search.keyset import YOLOV5, KeySet
+from evolve.search.keyset import ULTRALYTICS, YOLOV5, KeySet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evolve.config.run import EvolveConfig
 
 Report = Callable[[int, Any], None]
 TrainFn = Callable[..., object]
 
 # A dotted module path, a colon, and a (possibly dotted) attribute path: "pkg.mod:func" or "mod:Cls.meth".
 _SPEC_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_EXPECTED = "expected 'detector', 'surrogate' or 'package.module:function'"
+_EXPECTED = "expected 'detector', 'surrogate', 'ultralytics' or 'package.module:function'"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class Trainer:
     hyp_file: Path = field(default_factory=lambda: hyps.path(hyps.HYP_SCRATCH_LOW))
     space_file: Path = field(default_factory=lambda: hyps.path(hyps.META))
     distributed: bool = True  # False: it never uses torch.distributed, so a trial runs it in one process
+    requires: str = ""  # an optional package it needs, installed by the extra of the same name
+    preflight: str = ""  # "module:function" checking an EvolveConfig before any run folder exists
+    val_every: Optional[int] = None  # validation interval when early stopping does not need every epoch
 
     def function(self) -> TrainFn:
         """The training function itself (imports its module)."""
@@ -60,6 +68,12 @@ class Trainer:
 BUILTIN_TRAINERS: dict[str, Trainer] = {
     "detector": Trainer("detector", "evolve.execution.detector_trainer:train"),
     "surrogate": Trainer("surrogate", "evolve.search.surrogate:train", distributed=False),
+    # Validated after the last epoch only unless early stopping needs every epoch: each Ultralytics
+    # validation costs a pass over the val split, and nothing else reads per-epoch fitness.
+    "ultralytics": Trainer("ultralytics", "evolve.execution.ultralytics_trainer:train", ULTRALYTICS,
+                           hyps.path(hyps.HYP_ULTRALYTICS), hyps.path(hyps.META_ULTRALYTICS),
+                           distributed=False, requires="ultralytics",
+                           preflight="evolve.execution.ultralytics_inputs:preflight", val_every=0),
 }
 
 
@@ -106,16 +120,32 @@ def trainer_for(spec: Any) -> Trainer:
     return Trainer(name=spec, entry=spec)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that is not a package, or a module blocked in sys.modules
+        return False
+
+
 def check(spec: Any) -> Trainer:
     """ConfigError unless ``spec`` names a trainer that can be had here; the trainer otherwise.
 
     A built-in's module is only located, not imported: torch is slow to load and only trials need it.
     """
     trainer = trainer_for(spec)
+    if trainer.requires and not _installed(trainer.requires):
+        raise ConfigError(f"--trainer {trainer.name}: the '{trainer.requires}' package is not installed; "
+                          f"install it with: pip install -e \".[{trainer.requires}]\"")
     module = trainer.entry.split(":", 1)[0]
-    if importlib.util.find_spec(module) is None:
+    if not _installed(module):
         raise ConfigError(f"--trainer '{trainer.name}': module '{module}' is not installed")
     return trainer
+
+
+def preflight(trainer: Trainer, cfg: "EvolveConfig") -> None:
+    """Run the trainer's own checks of the run's settings (ConfigError naming the flag), if it has any."""
+    if trainer.preflight:
+        _load(trainer.name, trainer.preflight)(cfg)
 
 
 def resolve_trainer(spec: Any) -> TrainFn:

@@ -34,7 +34,7 @@ class Interrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-def report_best(records: RunRecords, data: str | None) -> None:
+def report_best(records: RunRecords, data: str | None, trainer: str = "detector", model: str = "n") -> None:
     """Log the best trial of the run and the command that trains with its hyps."""
     best = records.best()
     if best is None:
@@ -42,6 +42,13 @@ def report_best(records: RunRecords, data: str | None) -> None:
         return
     LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
                 best.trial_id, best.generation, records.best_path)
+    if trainer == "ultralytics":  # the evolved file is an Ultralytics cfg as it is
+        from evolve.execution.ultralytics_inputs import DEFAULT_FAMILY
+
+        model = f"{DEFAULT_FAMILY}{model}.yaml" if model in ("n", "s", "m") else model
+        LOGGER.info("train with them: yolo train cfg=%s model=%s data=%s", records.best_path, model,
+                    data or "YOUR_DATA.yaml")
+        return
     data_flag = f" --data {data}" if data else ""
     LOGGER.info("train with them: python -m detector train%s --hyp %s", data_flag, records.best_path)
 
@@ -78,4 +85,4 @@ class Evolution:
     def finish(self) -> None:
         """Wait for the last plots and report the best trial."""
         self.plotter.close()
-        report_best(self.records, self.cfg.train.data)
+        report_best(self.records, self.cfg.train.data, self.cfg.trainer, self.cfg.train.model)

@@ -12,7 +12,7 @@ from typing import Any
 
 from evolve.config.run import EvolveConfig
 from evolve.errors import ConfigError
-from evolve.execution.trainers import Trainer, check
+from evolve.execution.trainers import Trainer, check, preflight
 from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
 from evolve.output.records import read_hyp_dir, read_population
 from evolve.output.rundir import load_checkpoint
@@ -70,6 +70,7 @@ def prepare(cfg: EvolveConfig) -> Plan:
         check_checkpoint(checkpoint, run_dir, space, digest, cfg.mode)
     if cfg.train.data and not Path(cfg.train.data).is_file():
         raise ConfigError(f"--data {cfg.train.data}: data YAML not found")
+    preflight(trainer, cfg)
     seeds = [dict(space.base)]
     if cfg.population_dir and checkpoint is None:
         seeds += read_hyp_dir(cfg.population_dir, trainer.keyset)

@@ -94,7 +94,8 @@ def _save(fig: Figure, out_path: str | Path) -> Path:
 
 
 def _select_keys(df: pd.DataFrame, csv_path: str | Path, keys: Sequence[str] | None) -> list[str]:
-    hyp_cols = [k for k in df.columns if k not in LEAD_COLUMNS]  # the trainer's key set, in its order
+    # The trainer's key set, in its order; a named choice (Ultralytics' optimizer) has no axis to plot on.
+    hyp_cols = [k for k in df.columns if k not in LEAD_COLUMNS and pd.api.types.is_numeric_dtype(df[k])]
     if keys is not None:
         keys = list(keys)
         if not keys:

@@ -104,7 +104,8 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> Tria
         individual = int(cells[column])
         numbers: dict[str, float] = {}
         for column in ("fitness", *METRIC_COLUMNS, "seconds", *keyset.keys):
-            numbers[column] = float(cells[column])
+            if keyset.choices_of(column) is None:  # a named choice (Ultralytics' optimizer) stays text
+                numbers[column] = float(cells[column])
     except ValueError:
         raise ConfigError(
             f"{path}: line {line_no}: column '{column}' is not a number: {cells[column]!r}"
@@ -116,7 +117,8 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> Tria
         )
     except ValueError as exc:
         raise ConfigError(f"{path}: line {line_no}: column 'status': {exc}") from None
-    hyp = {k: (int(round(numbers[k])) if k in keyset.integer else numbers[k]) for k in keyset.keys}
+    hyp = {k: (cells[k] if keyset.choices_of(k) is not None else int(round(numbers[k])) if k in keyset.integer
+               else numbers[k]) for k in keyset.keys}
     return TrialRecord(generation, individual, cells["trial_id"], hyp, metrics)
 
 

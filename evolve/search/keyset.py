@@ -23,13 +23,21 @@ LOGGER = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class KeySet:
     """Keys (in the column order of ``evolve.csv``) with their defaults; ``integer`` keys are whole
-    numbers; ``optional`` keys may be missing from a file without a note (YOLOv5's own files leave
-    ``anchors`` commented out)."""
+    numbers of at least ``integer_low``; ``optional`` keys may be missing from a file without a note
+    (YOLOv5's own files leave ``anchors`` commented out); ``choices`` keys hold one of a few names
+    rather than a number (Ultralytics' ``optimizer``): they are never evolved, their value comes from
+    the base hyp file and is written to every record as it is."""
 
     name: str
-    defaults: tuple[tuple[str, float], ...]
+    defaults: tuple[tuple[str, Any], ...]
     integer: frozenset[str] = frozenset()
     optional: frozenset[str] = frozenset()
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    integer_low: int = 1
+
+    def choices_of(self, key: str) -> tuple[str, ...] | None:
+        """The names a categorical key may hold, None for a numeric key."""
+        return dict(self.choices).get(key)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -58,11 +66,17 @@ class KeySet:
                     LOGGER.info("%s: '%s' missing, using default %s", source, key, default)
                 out[key] = default
                 continue
+            names = self.choices_of(key)
+            if names is not None:
+                if value not in names:
+                    raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(names)}, got {value!r}")
+                out[key] = value
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"{source}: key '{key}' must be a finite number, got {value!r}")
             if key in self.integer:
-                if round(value) < 1:
-                    raise ConfigError(f"{source}: key '{key}' must be >= 1, got {value!r}")
+                if round(value) < self.integer_low:
+                    raise ConfigError(f"{source}: key '{key}' must be >= {self.integer_low}, got {value!r}")
                 out[key] = int(round(value))
             else:
                 out[key] = float(value)
@@ -79,8 +93,10 @@ class KeySet:
             raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
         return self.validate(data or {}, source=str(path))
 
-    def format_value(self, key: str, value: float) -> str:
-        """How a value is written to evolve.csv: integers as such, else 6 significant digits."""
+    def format_value(self, key: str, value: Any) -> str:
+        """How a value is written to evolve.csv: names and integers as such, else 6 significant digits."""
+        if self.choices_of(key) is not None:
+            return str(value)
         if key in self.integer:
             return str(int(round(value)))
         return f"{float(value):.6g}"
@@ -101,4 +117,24 @@ YOLOV5 = KeySet(
     ),
     integer=frozenset({"anchors"}),
     optional=frozenset({"anchors"}),
+)
+
+# Ultralytics' detection hyperparameters (its default.yaml values), for ``--trainer ultralytics``. The
+# optimizer is named, never "auto": Ultralytics' auto choice replaces lr0 and momentum by its own, which
+# would make both genes dead. Adam-family optimizers want lr0 near 1e-3, so the optimizer is a setting of
+# the base hyp file rather than a gene (a mutation across optimizers would strand lr0 at the wrong scale).
+ULTRALYTICS_OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp")
+ULTRALYTICS = KeySet(
+    name="ultralytics",
+    defaults=(
+        ("lr0", 0.01), ("lrf", 0.01), ("momentum", 0.937), ("weight_decay", 0.0005), ("warmup_epochs", 3.0),
+        ("warmup_momentum", 0.8), ("warmup_bias_lr", 0.1), ("box", 7.5), ("cls", 0.5), ("dfl", 1.5),
+        ("hsv_h", 0.015), ("hsv_s", 0.7), ("hsv_v", 0.4), ("degrees", 0.0), ("translate", 0.1),
+        ("scale", 0.5), ("shear", 0.0), ("perspective", 0.0), ("flipud", 0.0), ("fliplr", 0.5),
+        ("bgr", 0.0), ("mosaic", 1.0), ("mixup", 0.0), ("cutmix", 0.0), ("copy_paste", 0.0),
+        ("close_mosaic", 10), ("optimizer", "SGD"),
+    ),
+    integer=frozenset({"close_mosaic"}),
+    choices=(("optimizer", ULTRALYTICS_OPTIMIZERS),),
+    integer_low=0,
 )

@@ -107,7 +107,7 @@ def _parse_entry(meta_path: Path, key: str, entry: Any, integer: bool) -> tuple[
     return evolve, Gene(key, low, high, scale == "log", integer)
 
 
-def load_meta(meta_path: Path, keyset: KeySet = YOLOV5) -> dict[str, tuple[bool, Gene]]:
+def load_meta(meta_path: Path, keyset: KeySet = YOLOV5) -> dict[str, tuple[bool, Gene | None]]:
     """Read and validate a meta YAML: every key of ``keyset`` present exactly once, nothing unknown."""
     if not meta_path.is_file():
         raise ConfigError(f"{meta_path}: search-space file not found")
@@ -124,7 +124,20 @@ def load_meta(meta_path: Path, keyset: KeySet = YOLOV5) -> dict[str, tuple[bool,
     missing = [k for k in keyset.keys if k not in data]
     if missing:
         raise ConfigError(f"{meta_path}: missing hyperparameter key '{missing[0]}'")
-    return {key: _parse_entry(meta_path, key, data[key], key in keyset.integer) for key in keyset.keys}
+    out: dict[str, tuple[bool, Gene | None]] = {}
+    for key in keyset.keys:
+        names = keyset.choices_of(key)
+        out[key] = (_parse_choice(meta_path, key, data[key], names) if names is not None
+                    else _parse_entry(meta_path, key, data[key], key in keyset.integer))
+    return out
+
+
+def _parse_choice(meta_path: Path, key: str, entry: Any, names: Sequence[str]) -> tuple[bool, None]:
+    """A categorical key (one of ``names``) is never evolved: its entry is ``{evolve: false}``."""
+    if not isinstance(entry, Mapping) or entry.get("evolve") is not False or set(entry) - {"evolve"}:
+        raise ConfigError(f"{meta_path}: key '{key}' names a choice ({', '.join(names)}), not a number: its "
+                          f"entry must be {{evolve: false}} and its value comes from the hyp file, got {entry!r}")
+    return False, None
 
 
 class SearchSpace:
@@ -148,7 +161,7 @@ class SearchSpace:
         genes = []
         for key in keyset.keys:
             evolve, gene = meta[key]
-            if not evolve:
+            if not evolve or gene is None:
                 continue
             # A base outside the bounds would be clipped on encoding, so the seed would not be the base.
             if not gene.low <= base[key] <= gene.high:

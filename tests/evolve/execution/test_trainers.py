@@ -47,7 +47,7 @@ def test_a_module_that_fails_to_import_names_the_spec_and_the_cause(tmp_path, mo
                                    r"has no attribute 'missing'"),
     ("trainers_for_tests:NOT_CALLABLE",
      r"'NOT_CALLABLE' in 'trainers_for_tests' is not callable \(it is a int\)"),
-    ("trainers_for_tests", r"--trainer 'trainers_for_tests': expected 'detector', 'surrogate' or "
+    ("trainers_for_tests", r"--trainer 'trainers_for_tests': expected 'detector', 'surrogate', 'ultralytics' or "
                            r"'package.module:function'"),
     ("yolov5", r"--trainer 'yolov5': expected"),
     ("a:b:c", r"--trainer 'a:b:c': expected"),

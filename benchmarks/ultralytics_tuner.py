@@ -1,0 +1,135 @@
+"""Our evolution with --trainer ultralytics against Ultralytics' own ``model.tune()``, same budget.
+
+Both search the same model on the same data for the same number of trials of the same epochs, image size
+and batch, with SGD named so that lr0 and momentum are live in both. Printed for each: the best fitness by
+our formula (0.1 * mAP50 + 0.9 * mAP50-95 of the last epoch's validation; Ultralytics' tuner itself
+ranks by its own number), the wall time and the most trials that ran at once.
+
+    python benchmarks/ultralytics_tuner.py --data ../shared/data/bccd/data.yaml --trials 6 --epochs 3
+
+The data set is copied to a temporary folder first: Ultralytics writes label caches beside the images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def copy_data(data: str | None, into: Path) -> Path:
+    """A copy of the data set under ``into`` with an absolute ``path`` (the embedded set when None)."""
+    from evolve.execution.ultralytics_inputs import load_data
+
+    if data is None:
+        from evolve.execution.detector_trainer import embedded_data
+
+        data = embedded_data()
+    content = load_data(data)
+    root = into / "data"
+    shutil.copytree(content["path"], root, ignore=shutil.ignore_patterns("*.cache"))
+    content["path"] = str(root)
+    out = into / "data.yaml"
+    out.write_text(yaml.safe_dump(content, sort_keys=False))
+    return out
+
+
+def ours(args: argparse.Namespace, data: Path, project: Path) -> dict:
+    import orchestrate
+    from evolve.driver import run
+
+    # Two generations without elites: every individual is trained, trials = 2 x population.
+    population = max(2, args.trials // 2)
+    argv = ["--trainer", "ultralytics", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
+            "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", "0", "--population",
+            str(population), "--generations", "2", "--elite", "0,0",
+            "--seed", str(args.seed), "--project", str(project), "--name", "ours", "--cpus-per-trial",
+            str(args.cpus_per_trial)]
+    parser = orchestrate.build_parser()
+    parsed = parser.parse_args(argv)
+    cfg = orchestrate.build_config(parsed, orchestrate._given_flags(parser, argv, parsed))
+    start = time.time()
+    run_dir = run(cfg)
+    wall = time.time() - start
+    df = pd.read_csv(run_dir / "evolve.csv")
+    return {"trials": len(df), "best_fitness": float(df["fitness"].max()), "wall_s": wall,
+            "at_once": _overlap(run_dir)}
+
+
+def _overlap(run_dir: Path) -> int:
+    """Most trials whose [start, end] intervals overlap, from Ray Tune's per-trial result records."""
+    spans = []
+    for result in run_dir.glob("ray/*/*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if rows and "start_time" in rows[0]:
+            spans.append((rows[0]["start_time"], rows[-1].get("end_time", rows[0]["start_time"])))
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def theirs(args: argparse.Namespace, data: Path, project: Path) -> dict:
+    from ultralytics import YOLO
+
+    start = time.time()
+    YOLO(args.model).tune(data=str(data), epochs=args.epochs, iterations=args.trials, imgsz=args.imgsz,
+                          batch=args.batch, workers=0, device="cpu", optimizer="SGD", plots=False, save=False,
+                          val=False, seed=args.seed, project=str(project), name="theirs")
+    wall = time.time() - start
+    scores = their_fitnesses(project / "theirs")
+    return {"trials": len(scores), "best_fitness": max(scores, default=0.0), "wall_s": wall, "at_once": 1}
+
+
+def their_fitnesses(tune_dir: Path) -> list[float]:
+    """Our fitness of every trial of Ultralytics' tuner, from the validation metrics in its NDJSON
+    records (its own ``fitness`` field is its formula, not ours)."""
+    out = []
+    for line in (tune_dir / "tune_results.ndjson").read_text().splitlines():
+        for metrics in json.loads(line).get("datasets", {}).values():
+            out.append(0.1 * float(metrics.get("metrics/mAP50(B)", 0.0))
+                       + 0.9 * float(metrics.get("metrics/mAP50-95(B)", 0.0)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None, help="data YAML (default: the embedded data set)")
+    p.add_argument("--model", default="yolov8n.yaml")
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--imgsz", type=int, default=192)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", default=None, help="folder to keep both runs in (default: a temporary one)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(args.keep or tempfile.mkdtemp(prefix="ultralytics-tuner-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = copy_data(args.data, work)
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+    results = {"ours (--trainer ultralytics)": ours(args, data, work / "runs"),
+               "Ultralytics model.tune()": theirs(args, data, work / "runs")}
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{args.model}, {args.trials} trials x {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}")
+    print(f"{'':30s} {'trials':>6s} {'best fitness':>12s} {'wall s':>8s} {'at once':>7s}")
+    for name, r in results.items():
+        print(f"{name:30s} {r['trials']:6d} {r['best_fitness']:12.5f} {r['wall_s']:8.1f} {r['at_once']:7d}")
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

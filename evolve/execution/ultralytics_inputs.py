@@ -1,0 +1,118 @@
+"""What ``--trainer ultralytics`` hands Ultralytics: the model to build, the data YAML with resolved paths,
+and the checks of a run's settings made before any run folder exists (``preflight``).
+
+- ``--model``: a model YAML (``yolo11n.yaml``, ``yolov8s.yaml``: built from scratch, found among
+  Ultralytics' own model files or as a path), a local ``.pt`` file, or a size letter ``n``/``s``/``m``
+  meaning ``yolo11<size>.yaml``. Nothing is ever downloaded: a name Ultralytics would fetch
+  (``yolo11n.pt`` that is not a local file, ``yolo11n``, a URL) is refused with one line naming it.
+- ``--data``: the same data YAML as for the detector. A relative ``path`` is resolved here against the
+  YAML's own folder; Ultralytics would resolve it against its datasets folder, so every trial gets a copy
+  of the YAML whose ``path`` is absolute (and without a ``download`` entry, which Ultralytics would run).
+- More than one GPU per trial is refused (see ``preflight``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import yaml
+
+from evolve.config.trial import MODEL_SIZES
+from evolve.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evolve.config.run import EvolveConfig
+
+DEFAULT_FAMILY = "yolo11"  # a size letter n/s/m means yolo11<size>.yaml
+DATA_NAME = "data.yaml"  # the resolved copy of the data YAML in a trial's folder
+OFFLINE_ENV = "YOLO_OFFLINE"  # Ultralytics' own switch: no online checks, no analytics
+_MODEL_SUFFIXES = (".yaml", ".yml")
+
+
+def import_ultralytics() -> Any:
+    """Import Ultralytics in offline mode (set before its first import, which reads it once)."""
+    os.environ.setdefault(OFFLINE_ENV, "1")
+    import ultralytics
+
+    return ultralytics
+
+
+def resolve_model(model: str) -> str:
+    """The model Ultralytics builds for ``--model``: an absolute path, or the name of one of its model
+    YAMLs. ConfigError with one line when it would need a download or does not exist."""
+    text = str(model).strip()
+    if text in MODEL_SIZES:
+        text = f"{DEFAULT_FAMILY}{text}.yaml"
+    path = Path(text).expanduser()
+    if path.is_file():
+        return str(path.absolute())
+    if path.suffix.lower() in _MODEL_SUFFIXES and len(path.parts) == 1:
+        return _builtin_yaml(text)
+    if path.suffix.lower() in _MODEL_SUFFIXES:
+        raise ConfigError(f"--model {model}: model YAML not found")
+    raise ConfigError(f"--model {model}: not a local file, and nothing is downloaded here; give a model YAML "
+                      f"to build from scratch (yolo11n.yaml, yolov8n.yaml) or the path of a .pt you have")
+
+
+def _builtin_yaml(name: str) -> str:
+    """``name`` if Ultralytics ships that model YAML (``yolo11n.yaml`` is its ``yolo11.yaml`` at scale n)."""
+    import_ultralytics()
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(name)
+    except (FileNotFoundError, OSError) as exc:
+        raise ConfigError(f"--model {name}: no such model YAML in Ultralytics "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    return name
+
+
+def load_data(data: str | Path) -> dict[str, Any]:
+    """The data YAML at ``data`` with ``path`` made absolute and no ``download`` entry. The YAML is
+    checked, and its folders resolved, by the detector's own rules (``DataError`` naming the file and
+    key), so one data YAML means the same images to both trainers."""
+    from evolve.execution.detector_trainer import data_root
+
+    source = Path(data).expanduser()
+    if not source.is_file():
+        raise ConfigError(f"--data {source}: data YAML not found")
+    root = data_root(str(source))
+    content = yaml.safe_load(source.read_text())
+    content["path"] = root
+    content.pop("download", None)  # Ultralytics runs it when images are missing: a download, or any script
+    return content
+
+
+def write_data(data: Optional[str], trial_dir: Path) -> tuple[Path, bool]:
+    """The resolved data YAML written into ``trial_dir``, and whether it is the embedded data set."""
+    embedded = data is None
+    if embedded:
+        from evolve.execution.detector_trainer import embedded_data
+
+        data = embedded_data()
+    content = load_data(data)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    out = trial_dir / DATA_NAME
+    out.write_text(yaml.safe_dump(content, sort_keys=False))
+    return out, embedded
+
+
+def preflight(cfg: "EvolveConfig") -> None:
+    """Check a run's settings for the Ultralytics trainer before anything is written or started.
+
+    A trial gets at most one GPU. Ultralytics trains on several GPUs by launching its own
+    ``torch.distributed.run`` job from a script it writes; the per-epoch callbacks that feed Ray Tune
+    (early stopping, progress) would live in the launching process, not in the ranks, and a killed
+    trial's ranks would outlive it. Fractions of a GPU (several trials on one GPU) are fine.
+    """
+    gpus = cfg.ray.gpus_per_trial
+    if gpus >= 2:
+        raise ConfigError(f"--gpus-per-trial {gpus:g}: --trainer ultralytics trains each trial on one GPU "
+                          f"(Ultralytics' own multi-GPU launcher cannot report epochs to Ray Tune); use "
+                          f"--gpus-per-trial 1 or less and run more trials at once")
+    if cfg.train.max_images is not None:
+        raise ConfigError("--max-images is not supported by --trainer ultralytics; give a smaller data YAML")
+    resolve_model(cfg.train.model)
+    if cfg.train.data:
+        load_data(cfg.train.data)
