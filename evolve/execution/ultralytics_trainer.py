@@ -60,8 +60,11 @@ def trainer_args(hyp: Mapping[str, Any], cfg: TrialConfig, data: Path, embedded:
 
     device = cfg.device or ("0" if torch.cuda.is_available() else "cpu")
     cuda = device != "cpu" and not str(device).startswith("mps")
+    values = ULTRALYTICS.validate(dict(hyp), source="trial hyp")
+    if cfg.optimizer != "auto":  # --optimizer given: it wins over the hyp file's named optimizer
+        values["optimizer"] = cfg.optimizer
     return {
-        **ULTRALYTICS.validate(dict(hyp), source="trial hyp"),
+        **values,
         "model": resolve_model(cfg.model), "data": str(data), "epochs": cfg.epochs,
         "imgsz": cfg.imgsz or (256 if embedded else 640), "batch": cfg.batch, "device": device,
         "workers": cfg.workers, "seed": cfg.seed, "project": str(Path(cfg.project).absolute()),

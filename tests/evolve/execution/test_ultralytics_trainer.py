@@ -222,3 +222,14 @@ def test_trials_that_fail_are_recorded_with_fitness_0(ray_address, tiny_data, tm
     log = (run_dir / "trials" / df["trial_id"][0] / "trial.log").read_text()
     assert "trial failed" in log and "broken.pt" in log
     assert not (run_dir / "hyp_evolve.yaml").exists()  # no trial finished well: no best hyps
+
+
+def test_optimizer_flag_overrides_the_hyp_files_named_optimizer(tiny_data):
+    from evolve.execution.ultralytics_trainer import trainer_args
+
+    hyp = ULTRALYTICS.validate(yaml.safe_load(hyps.path(hyps.HYP_ULTRALYTICS).read_text()), source="hyp")
+    args = trainer_args(hyp, TrialConfig(model="yolov8n.yaml", device="cpu"), tiny_data, embedded=True)
+    assert args["optimizer"] == hyp["optimizer"] == "SGD"  # --optimizer auto (default): the file's choice
+    args = trainer_args(hyp, TrialConfig(model="yolov8n.yaml", device="cpu", optimizer="AdamW"), tiny_data,
+                        embedded=True)
+    assert args["optimizer"] == "AdamW"
