@@ -64,10 +64,11 @@ try:  # the [bench] extra; without it the table has the project's own baselines 
 except ImportError:
     pass
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "ours, surrogate 0 (no pre-screen)": {"surrogate": 0},
+    "ours, screen 1 (no pre-screen)": {"screen": 1},
     "ours, drift 0": {"drift": 0.0},
     "ours, covariance 0": {"covariance": 0.0},
-    "ours, init mutants": {"init": "mutants"},
+    "ours, init spread": {"init": "spread"},
+    "ours, screen 1, covariance 0 (previous defaults)": {"screen": 1, "covariance": 0.0},
     "ours, crossover one_point": {"crossover": "one_point"},
 }
 FAMILIES = {**{name: None for name in surrogate.LANDSCAPES}, **TUNING, **HELD_OUT}
