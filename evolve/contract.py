@@ -27,12 +27,20 @@ FAILED_STATUSES = ("failed", "diverged")
 
 # Weights of the default fitness: 0.1 * mAP50 + 0.9 * mAP50-95, as in YOLOv5.
 FITNESS_WEIGHTS = (0.1, 0.9)
+# The same as --fitness-weights P,R,MAP50,MAP50_95 (precision, recall, mAP50, mAP50-95).
+DEFAULT_FITNESS_WEIGHTS = (0.0, 0.0, *FITNESS_WEIGHTS)
 
 
 def fitness(map50: float, map50_95: float) -> float:
     """The single number evolution selects on: 0.1 * mAP50 + 0.9 * mAP50-95 (non-finite counts as 0)."""
     value = FITNESS_WEIGHTS[0] * float(map50) + FITNESS_WEIGHTS[1] * float(map50_95)
     return value if math.isfinite(value) else 0.0
+
+
+def describe_weights(weights: tuple[float, ...] = DEFAULT_FITNESS_WEIGHTS) -> str:
+    """``0.1 * mAP_0.5 + 0.9 * mAP_0.5:0.95``: the fitness formula in the records' column names."""
+    names = ("metrics/precision", "metrics/recall", "mAP_0.5", "mAP_0.5:0.95")
+    return " + ".join(f"{w:g} * {n}" for w, n in zip(weights, names) if w) or "0"
 
 
 @dataclass
@@ -62,6 +70,15 @@ class Metrics:
     def with_fitness(self) -> "Metrics":
         """Return self with ``fitness`` recomputed from the mAPs (0 for a run that did not finish well)."""
         self.fitness = fitness(self.map50, self.map50_95) if self.status in ("ok", "stopped") else 0.0
+        return self
+
+    def reweighted(self, weights: tuple[float, ...]) -> "Metrics":
+        """Self with ``fitness`` = weights . (precision, recall, mAP50, mAP50-95) when the run finished
+        or was stopped (``--fitness-weights``); a failed run keeps 0. The default weights change nothing."""
+        if tuple(weights) != DEFAULT_FITNESS_WEIGHTS and self.status in ("ok", "stopped"):
+            parts = (self.precision, self.recall, self.map50, self.map50_95)
+            value = sum(float(w) * float(p) for w, p in zip(weights, parts))
+            self.fitness = value if math.isfinite(value) else 0.0
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,5 +137,5 @@ def selection_value(metrics: Metrics) -> float:
     return 2.0 * tier - 1.0 + min(1.0, max(0.0, value))
 
 
-__all__ = ["FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "STATUSES", "TrialConfig", "fitness",
+__all__ = ["DEFAULT_FITNESS_WEIGHTS", "FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "describe_weights", "STATUSES", "TrialConfig", "fitness",
            "sanitised", "selection_value", "standing"]

@@ -105,3 +105,19 @@ def pair(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, Any]]:
 
     parse.__name__ = f"pair of {getattr(kind, '__name__', 'value')}"
     return parse
+
+
+def vector(kind: Callable[[str], Any], size: int) -> Callable[[str], tuple[Any, ...]]:
+    """Parser of exactly ``size`` comma-separated values, such as the four fitness weights."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        parts = [p.strip() for p in str(text).split(",")]
+        try:
+            if len(parts) == size:
+                return tuple(kind(p) for p in parts)
+        except ValueError:
+            pass
+        raise ValueError(f"expected {size} comma-separated numbers, got {text!r}")
+
+    parse.__name__ = f"{size} of {getattr(kind, '__name__', 'value')}"
+    return parse

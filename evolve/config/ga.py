@@ -12,7 +12,7 @@ from evolve.errors import ConfigError
 
 CROSSOVERS = ("one_point", "uniform", "blend")
 MUTATIONS = ("gaussian", "polynomial")
-INITS = ("mutants", "random")
+INITS = ("mutants", "spread", "random")
 BOUNDS = ("clip", "reflect")
 SCHEDULES = ("elite", "tournament", "crossover_rate", "mutation_rate")
 _SCHED = "from the first bred generation to the last"
@@ -43,12 +43,16 @@ class GAConfig:
     mutation_rate: tuple[float, float] = setting((0.5, 0.01), "--mutation-rate", "per-gene mutation "
                                                  f"probability, {_SCHED}", parse=pair(float),
                                                  metavar="START,END", low=0, high=1)
-    init: str = setting("mutants", "--init", "rest of generation 0: mutants of the seeds or uniform random",
+    init: str = setting("mutants", "--init", "rest of generation 0: mutants of the seeds (spread: at radii from --init-sigma to 4x it) or uniform random",
                         choices=INITS)
     init_sigma: float = setting(0.07, "--init-sigma", "step of generation 0's mutants around the seeds, in "
                                 "normalised gene units", parse=float, low=0, low_open=True)
     drift: float = setting(1.5, "--drift", "how far each child moves along (mean of the best quarter - "
                            "mean of the generation); 0 turns it off", parse=float, low=0)
+    screen: int = setting(10, "--screen", "candidates bred per child; a model fitted on every evaluated "
+                          "genome picks the one to train (1: no screening)", parse=int, low=1)
+    covariance: float = setting(0.5, "--covariance", "scale of each child's extra step drawn from the "
+                                "covariance of the best quarter (0: off)", parse=float, low=0)
     bounds: str = setting("clip", "--bounds", "a mutation step past a bound stops on it or comes back in",
                           choices=BOUNDS)
     seed: int = setting(0, "--seed", "seed of the GA and of training", parse=int)

@@ -163,6 +163,10 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
     merged.explicit = new.explicit
     if "--generations" in new.explicit:
         merged.ga.generations = new.ga.generations
+    if "--fitness-weights" in new.explicit and new.train.fitness_weights != saved.train.fitness_weights:
+        # Fitnesses of the two weightings cannot be compared, so one run cannot select on both.
+        raise ConfigError(f"--fitness-weights {_show(new.train.fitness_weights)}: the resumed run selects with "
+                          f"{_show(saved.train.fitness_weights)}; start a new run to change the weights")
     notes = []
     for path, flag in flag_paths().items():
         if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):

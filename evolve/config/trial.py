@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
 
-from evolve.config.fields import check_fields, setting
+from evolve.config.fields import check_fields, setting, vector
 from evolve.errors import ConfigError
 
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
@@ -79,6 +79,10 @@ class TrialConfig:
                              "under 10000 planned steps of 64 images, else SGD", choices=OPTIMIZERS)
     max_images: Optional[int] = setting(None, "--max-images", "use only the first N train/val images "
                                         "(default: all)", parse=int, low=1, optional=True)
+    fitness_weights: tuple[float, float, float, float] = setting(
+        (0.0, 0.0, 0.1, 0.9), "--fitness-weights", "weights of precision, recall, mAP50 and mAP50-95 in the "
+        "fitness selection uses; the records say which", parse=vector(float, 4), metavar="P,R,MAP50,MAP50_95",
+        low=0)
     seed: int = 0  # the run's --seed
     val_every: int = 1  # 1: validate after every epoch (per-epoch reports); 0: after the last one only
     save_weights: bool = False  # a trial keeps no weights unless asked: a run has thousands of trials
@@ -90,10 +94,14 @@ class TrialConfig:
     surrogate: SurrogateOptions = field(default_factory=SurrogateOptions)
 
     def __post_init__(self) -> None:
+        self.fitness_weights = tuple(self.fitness_weights)
         if isinstance(self.surrogate, Mapping):
             self.surrogate = SurrogateOptions.from_any(self.surrogate)
         self.surrogate.__post_init__()
         check_fields(self)
+        if len(self.fitness_weights) != 4 or not sum(self.fitness_weights) > 0:
+            raise ConfigError(f"--fitness-weights needs four weights P,R,MAP50,MAP50_95 with a positive sum, "
+                              f"got {','.join(map(str, self.fitness_weights))}")
         if self.imgsz is not None and self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
 

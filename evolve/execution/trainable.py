@@ -142,7 +142,8 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
 
     def _report(epoch: int, metrics: Any) -> None:
         epochs_seen[0] = int(epoch)
-        report(int(epoch), metrics)
+        # Early stopping ranks per-epoch fitness, so it must use the run's weights too.
+        report(int(epoch), Metrics.from_any(metrics).reweighted(cfg.fitness_weights))
 
     error = ""
     try:
@@ -157,6 +158,7 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
         except (TypeError, ValueError) as exc:
             raise TypeError(f"trainer '{trainer_spec}' returned an unusable result: {exc}") from exc
         metrics.epochs = metrics.epochs or epochs_seen[0]
+        metrics.reweighted(cfg.fitness_weights)  # selection uses exactly the run's --fitness-weights
     except Exception as exc:  # failure is data: the trial is recorded as failed, the run goes on
         error = f"{type(exc).__name__}: {exc}"
         LOGGER.error("trial failed: %s", error, exc_info=True)

@@ -70,7 +70,7 @@ class Evolution:
         self.cfg = plan.cfg
         self.space = plan.space
         self.run_dir = run_dir
-        self.records = RunRecords(run_dir, plan.space.keyset)
+        self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights)
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space))
         self.plotter = Plotter(run_dir, self.records.csv_path)
 

@@ -142,6 +142,7 @@ class SteadyState:
     def admit(self, child: Child, metrics: Metrics) -> None:
         self.known.add(self.space.genome_key(child.genome))
         member = Member(child.index, child.genome, selection_value(metrics), float(metrics.fitness))
+        self.ga.observe(child.genome, member.value)  # the screening model learns from poor results too
         self.members.append(member)
         self.members.sort(key=lambda m: (-m.value, m.index))
         del self.members[self.size:]

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from evolve.contract import Metrics, standing
+from evolve.contract import DEFAULT_FITNESS_WEIGHTS, Metrics, describe_weights, standing
 from evolve.errors import ConfigError
 from evolve.output.rundir import atomic_write_text
 from evolve.search.keyset import YOLOV5, KeySet
@@ -170,9 +170,11 @@ class RunRecords:
     repairs a torn last line, so a resumed run appends to a clean file.
     """
 
-    def __init__(self, run_dir: str | Path, keyset: KeySet = YOLOV5) -> None:
+    def __init__(self, run_dir: str | Path, keyset: KeySet = YOLOV5,
+                 weights: tuple[float, ...] = DEFAULT_FITNESS_WEIGHTS) -> None:
         self.run_dir = Path(run_dir)
         self.keyset = keyset
+        self.weights = tuple(weights)  # --fitness-weights: named in hyp_evolve.yaml's header
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / CSV_NAME
         self.best_path = self.run_dir / BEST_NAME
@@ -241,7 +243,7 @@ class RunRecords:
             f"trial_id {best.trial_id}, status {m.status}",
             f"# Trials so far: {self._count} (when this file was written)",
             *(f"# {c}: {float(_number(getattr(m, METRIC_FIELDS[c]))):.6g}" for c in METRIC_COLUMNS),
-            f"# fitness: {float(_number(m.fitness)):.6g}  (0.1 * mAP_0.5 + 0.9 * mAP_0.5:0.95)",
+            f"# fitness: {float(_number(m.fitness)):.6g}  ({describe_weights(self.weights)})",
             f"# Use: python -m detector train --data DATA.yaml --hyp {self.best_path}"
             "  (YOLOv5: python train.py --hyp this file)",
         ]

@@ -9,6 +9,12 @@ Besides the classic operators every bred child is shifted by the population's dr
 difference between the mean genome of the best quarter and the mean of the whole generation. That is the
 direction in which the good genomes lie, estimated from the generation itself (the mean update of an
 evolution strategy), so no state is kept for it and a resumed run breeds exactly the same children.
+
+With ``covariance`` > 0 each child also takes a step drawn from the covariance of the best quarter's
+genomes (the shape of the good region, as CMA-ES adapts it). With ``screen`` > 1 every child slot is
+bred ``screen`` times and only the candidate that a cheap model of fitness (``evolve.search.screen``),
+fitted on every genome evaluated so far, rates highest is trained. The GA therefore keeps an archive
+of the (genome, fitness) pairs it has been shown; it is part of ``get_state`` so resume is exact.
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from deap import tools
 
 from evolve.config.ga import GAConfig
 from evolve.errors import ConfigError
+from evolve.search.screen import FitnessModel
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ POLYNOMIAL_ETA = 15.0  # crowding degree of polynomial mutation: larger keeps ch
 # The tournament stays near its start size for most of the run (10 - 8 p^3 with the defaults): in a short
 # run strong selection pays in every generation but the last ones (see docs/evolve-ga.md for the figures).
 TOURNAMENT_POWER = 3.0
+SPREAD_RATIO = 4.0  # init "spread": the widest cloud of generation 0 over the narrowest
 DRIFT_TOP = 0.25  # fraction of a generation, by fitness, whose mean sets the drift direction
 
 
@@ -73,6 +82,7 @@ class GeneticAlgorithm:
         self.cfg = cfg
         self.n_genes = n_genes
         self._state = random.Random(cfg.seed).getstate()
+        self._archive: dict[tuple[float, ...], float] = {}  # every genome shown, first fitness kept
 
     # --- randomness -----------------------------------------------------------------------------------
     @contextmanager
@@ -88,10 +98,19 @@ class GeneticAlgorithm:
 
     def get_state(self) -> Any:
         """A picklable snapshot of the GA's random state (the config is the caller's to keep)."""
-        return {"random": self._state}
+        return {"random": self._state, "archive": list(self._archive.items())}
 
     def set_state(self, state: Any) -> None:
         self._state = state["random"]
+        self._archive = dict((tuple(k), float(v)) for k, v in state.get("archive", []))
+
+    def observe(self, genome: Sequence[float], fitness: float) -> None:
+        """Remember an evaluated genome for the screening model (``next_generation`` and ``breed_one``
+        remember what they are given; the steady-state loop also reports results that never join the
+        population)."""
+        key = tuple(float(x) for x in genome)
+        if key not in self._archive:
+            self._archive[key] = float(fitness) if math.isfinite(fitness) else -math.inf
 
     # --- schedules ------------------------------------------------------------------------------------
     def progress(self, generation: int) -> float:
@@ -128,6 +147,15 @@ class GeneticAlgorithm:
                                   - sum(ind[j] for ind in scored) / len(scored))
                 for j in range(self.n_genes)]
 
+    def _elite_spread(self, pool: list[_Scored]) -> np.ndarray | None:
+        """Deviations of the best quarter's genomes from their mean (rows), or None when off/too few."""
+        scored = [ind for ind in pool if math.isfinite(ind.fitness)]
+        if self.cfg.covariance <= 0 or len(scored) < 8:
+            return None
+        ranked = sorted(scored, key=lambda ind: ind.fitness, reverse=True)
+        top = np.array(ranked[: max(4, round(len(ranked) * DRIFT_TOP))], dtype=float)
+        return (top - top.mean(axis=0)) / math.sqrt(len(top) - 1)
+
     def _mutate(self, genome: list[float], rate: float, sigma: float) -> list[float]:
         """Mutate each gene with probability ``rate``; at least one gene moves when ``rate`` > 0."""
         if rate <= 0:
@@ -161,7 +189,8 @@ class GeneticAlgorithm:
             a[:] = [min(1.0, max(0.0, x)) for x in a]
             b[:] = [min(1.0, max(0.0, x)) for x in b]
 
-    def _child(self, pool: list[_Scored], sched: Schedule, drift: list[float] | None) -> list[float]:
+    def _child(self, pool: list[_Scored], sched: Schedule, drift: list[float] | None,
+               spread: np.ndarray | None = None) -> list[float]:
         """One child: tournament parent, crossover with a second winner at the rate, drift, mutation."""
         (p1,) = tools.selTournament(pool, 1, sched.tournament)
         child = list(p1)
@@ -173,6 +202,10 @@ class GeneticAlgorithm:
             self._crossover(child, other)
         if drift is not None:
             child[:] = [self._bound(x + d) for x, d in zip(child, drift)]
+        if spread is not None:
+            # A sample of N(0, C) for the elite's covariance C: a random mix of its deviations.
+            step = self.cfg.covariance * (np.array([random.gauss(0.0, 1.0) for _ in spread]) @ spread)
+            child[:] = [self._bound(x + float(d)) for x, d in zip(child, step)]
         self._mutate(child, sched.mutation_rate, self.cfg.mutation_sigma)
         if sched.mutation_rate > 0:
             for parent in parents:
@@ -207,7 +240,12 @@ class GeneticAlgorithm:
                     genome = [random.random() for _ in range(self.n_genes)]
                 else:
                     genome = list(parents[i % len(parents)])
-                    genome = [_reflect(x + random.gauss(0.0, self.cfg.init_sigma)) for x in genome]
+                    sigma = self.cfg.init_sigma
+                    if self.cfg.init == "spread":
+                        # Radii from init_sigma to SPREAD_RATIO times it: near seeds refine good defaults,
+                        # far ones find an optimum the defaults are far from; screening sorts them later.
+                        sigma *= SPREAD_RATIO ** (i / max(1, self.cfg.population - len(parents) - 1))
+                    genome = [_reflect(x + random.gauss(0.0, sigma)) for x in genome]
                     i += 1
                 if genome not in pop:
                     pop.append(genome)
@@ -229,27 +267,58 @@ class GeneticAlgorithm:
             raise ValueError("cannot breed from an empty set of evaluated genomes")
         return pool
 
+    def _remember(self, pool: list[_Scored]) -> None:
+        for ind in pool:
+            self.observe(ind, ind.fitness)
+
+    def _model(self) -> FitnessModel | None:
+        if self.cfg.screen <= 1:
+            return None
+        genomes = list(self._archive)
+        model = FitnessModel(genomes, [self._archive[g] for g in genomes])
+        return model if model.ok else None
+
+    def _breed(self, pool: list[_Scored], sched: Schedule, count: int, taken: list[list[float]],
+               model: FitnessModel | None) -> list[list[float]]:
+        """``count`` children not in ``taken``; with a model, each the best rated of ``screen`` bred."""
+        drift, spread = self._drift(pool), self._elite_spread(pool)
+        out: list[list[float]] = []
+        attempts = 0
+        per_slot = self.cfg.screen if model is not None else 1
+        while len(out) < count:
+            group = []
+            for _ in range(per_slot):
+                child = self._child(pool, sched, drift, spread)
+                attempts += 1
+                # Without mutation a small pool can only give copies; accept them rather than loop forever.
+                if (child not in taken and child not in out and tuple(child) not in self._archive) \
+                        or attempts > 20 * self.cfg.population * per_slot:
+                    group.append(child)
+            if not group:
+                continue
+            if model is not None and len(group) > 1:
+                group = [group[int(np.argmax(model.predict(group)))]]
+            out.append(group[0])
+        return out
+
     def next_generation(self, evaluated: list[tuple[list[float], float]],
                         generation: int) -> list[list[float]]:
         """Breed generation ``generation`` (1..generations-1): elites first, unchanged, then children."""
         pool = self._pool(evaluated)
+        self._remember(pool)
         sched = self.schedule(self.progress(generation))
         ranked = sorted(pool, key=lambda ind: ind.fitness, reverse=True)  # stable: ties keep input order
         out = [list(ind) for ind in ranked[: min(sched.elite, len(ranked))]]
-        attempts = 0
-        drift = self._drift(pool)
+        model = self._model()
         with self._rng():
-            while len(out) < self.cfg.population:
-                child = self._child(pool, sched, drift)
-                attempts += 1
-                # Without mutation a small pool can only give copies; accept them rather than loop forever.
-                if child not in out or attempts > 20 * self.cfg.population:
-                    out.append(child)
+            out += self._breed(pool, sched, self.cfg.population - len(out), out, model)
         LOGGER.debug("generation %d: %s, best fitness in %.4f", generation, sched, ranked[0].fitness)
         return out
 
     def breed_one(self, evaluated: list[tuple[list[float], float]], progress: float) -> list[float]:
         """Steady state: one child of the evaluated genomes at ``progress`` through the planned run."""
         pool = self._pool(evaluated)
+        self._remember(pool)
+        model = self._model()
         with self._rng():
-            return self._child(pool, self.schedule(progress), self._drift(pool))
+            return self._breed(pool, self.schedule(progress), 1, [], model)[0]

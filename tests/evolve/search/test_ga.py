@@ -171,7 +171,8 @@ def test_drift_moves_children_towards_the_best_quarter() -> None:
     pool = [([i / 20] * N, float(i)) for i in range(20)]
     means = {}
     for drift in (0.0, 1.0):
-        cfg = GAConfig(population=60, drift=drift, mutation_rate=(0.05, 0.05), tournament=(2, 2), seed=5)
+        cfg = GAConfig(population=60, drift=drift, mutation_rate=(0.05, 0.05), tournament=(2, 2), seed=5,
+                           screen=1, covariance=0.0)  # the drift alone
         children = GeneticAlgorithm(cfg, N).next_generation(pool, 1)[2:]
         means[drift] = sum(x for c in children for x in c) / (len(children) * N)
     # The drift adds 1.0 x (0.85 - 0.475) = 0.375 per gene, less what clipping at 1 takes off.
