@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from evolve.contract import Metrics
+from evolve.contract import Metrics, one_line
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.execution.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result
 
@@ -124,10 +124,11 @@ def tune_classes() -> tuple[Any, type, type, type]:
                            error_line(trial))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
             LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
                            trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
-            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
-            self._deliver(trial, Metrics(status="failed", epochs=epochs))
+            reason = one_line(f"worker lost {MAX_FAILURES + 1} times: {error_line(trial)}")
+            self._deliver(trial, Metrics(status="failed", epochs=epochs, reason=reason))
 
     class StopOnError(Stopper):
         """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
