@@ -22,7 +22,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from evolve.config.ray import RayConfig
 from evolve.config.trial import TrialConfig
@@ -31,6 +31,7 @@ from evolve.execution.jobs import JobSource
 from evolve.execution.trainable import run_trial
 from evolve.execution.trainers import check
 from evolve.execution.tune_glue import MAX_FAILURES, RunState, epoch_asha, record_callbacks, tune_classes
+from evolve.execution.watchdog import TrialClock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -82,9 +83,11 @@ class TrialRunner:
     """Runs TrialJobs as Ray Tune trials of ``trainer`` and reports each result to the JobSource."""
 
     def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: Any, run_dir: Path,
-                 scheduler: Any = None):
+                 scheduler: Any = None, durations: Sequence[float] = ()):
         """``train_cfg``: a TrialConfig (or a config it accepts); ``scheduler``: an optional Ray Tune
-        TrialScheduler (early stopping) acting on ``fitness``."""
+        TrialScheduler (early stopping) acting on ``fitness``; ``durations``: seconds of the trials this
+        run finished before (a resumed run's), for the derived ``--trial-timeout``."""
+        self.durations = list(durations)
         self.ray_cfg = ray_cfg
         self.scheduler = scheduler
         self.trainer = trainer
@@ -187,7 +190,7 @@ class TrialRunner:
         """
         self._ensure_ray()
         tune, JobSearcher, ResultRelay, StopOnError = tune_classes()
-        state = RunState(source=source)
+        state = RunState(source=source, clock=TrialClock(self.ray_cfg.trial_timeout, self.durations))
         limit = self.concurrency()
         self._runs += 1
         storage = self.storage_path()

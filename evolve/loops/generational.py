@@ -34,11 +34,13 @@ class GenerationSource:
 
     def __init__(self, advance: Callable[[], Sequence[TrialJob] | None],
                  on_result: Callable[[TrialJob, Metrics, float], None],
-                 on_start: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 on_start: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self._advance = advance
         self._on_result = on_result
         self._on_start = on_start
+        self._on_tick = on_tick
         self._clock = clock
         self._queue: deque[TrialJob] = deque()
         self._started: dict[str, float] = {}  # trial id -> start time, while running
@@ -51,6 +53,7 @@ class GenerationSource:
         # the evolution never restores from Tune's copy, so only plain data goes.
         return {"_queue": deque(self._queue), "_started": dict(self._started), "_over": self._over,
                 "results": dict(self.results), "_advance": None, "_on_result": None, "_on_start": None,
+                "_on_tick": None,
                 "_clock": time.monotonic}
 
     def has_jobs(self) -> bool:
@@ -72,8 +75,12 @@ class GenerationSource:
         job = self._queue.popleft()
         self._started[job.trial_id] = self._clock()
         if self._on_start is not None:
-            self._on_start()
+            self._on_start(job.trial_id)
         return job
+
+    def on_tick(self) -> None:
+        if self._on_tick is not None:
+            self._on_tick()
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         if job.trial_id in self.results or job.trial_id not in self._started:
@@ -101,7 +108,8 @@ class GenerationalEvolution(Evolution):
                     len(self.space), cfg.ga.generations, cfg.ga.population, self.run_dir, cfg.trainer)
         progress = self.progress
         assert progress is not None
-        source = GenerationSource(self._advance, self._record, on_start=progress.started)
+        source = GenerationSource(self._advance, self._record, on_start=progress.started,
+                                  on_tick=progress.tick)
         if source.has_jobs():
             self.run_trials(source)
         self.finish()

@@ -247,10 +247,14 @@ class SteadyEvolution(Evolution):
             self._save_checkpoint()  # before the child starts, so a resumed run trains it exactly once
         self._started[child.trial_id] = time.monotonic()
         assert self.progress is not None
-        self.progress.started()
+        self.progress.started(trial_id=child.trial_id)
         generation, individual, trial_id = child_name(child.index, self.size)
         return TrialJob(trial_id=trial_id, generation=generation, individual=individual,
                         hyp=self.space.decode(child.genome))
+
+    def on_tick(self) -> None:
+        if self.progress is not None:
+            self.progress.tick()
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         child = self.state.running.get(job.trial_id)
