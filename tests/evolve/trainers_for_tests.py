@@ -86,8 +86,12 @@ def interrupts_driver(hyp, cfg, report=None):
 
 
 def hangs(hyp, cfg, report=None):
-    """Starts a child process (as a data worker would), writes both pids to ``pid_dir``, then hangs."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    """Starts a child process that dies with its parent (as DDP ranks do), writes both pids to ``pid_dir``,
+    then hangs."""
+    from evolve.execution.ddp import _parent_death_preexec
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             preexec_fn=_parent_death_preexec(signal.SIGKILL))
     Path(cfg.extra["pid_dir"], f"{cfg.name}.pids").write_text(f"{os.getpid()} {child.pid}\n")
     time.sleep(600)
 
@@ -99,6 +103,13 @@ def nan_map(hyp, cfg, report=None):
 def percent(hyp, cfg, report=None):
     """A wrapper reporting percentages: mAP 70 instead of 0.7."""
     return {"map50": 70.0, "map50_95": 45.0}
+
+
+def broken_until_fixed(hyp, cfg, report=None):
+    """Fails for one reason (as a missing package would) until the file ``cfg.extra["fix"]`` exists."""
+    if not Path(cfg.extra["fix"]).exists():
+        raise RuntimeError("module 'needed_package' is missing in the workers")
+    return linear(hyp, cfg, report)
 
 
 NOT_CALLABLE = 42
