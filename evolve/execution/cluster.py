@@ -29,10 +29,6 @@ PROBE_TIMEOUT_S = 5.0  # per step (connect, answer): a clear error well within 3
 # Client connection preface (RFC 9113 3.4) and an empty SETTINGS frame: a gRPC server answers with its own.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS_FRAME = 0x04
-# Makes the raylet a subreaper that kills what a dead worker left behind: a trial killed for its timeout
-# takes every process it started with it, a user's subprocesses and stuck data workers included. Set for
-# the embedded Ray; a cluster gets it from the environment of `ray start` (docs/evolve-usage.md).
-SUBREAPER_ENV = "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper"
 
 
 def _auto_address() -> Optional[str]:
@@ -80,7 +76,6 @@ def start_or_join(cfg: RayConfig) -> bool:
         # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
         # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
         kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
-        os.environ.setdefault(SUBREAPER_ENV, "true")
     else:
         check_reachable(cfg.address)
         kwargs.update(address=cfg.address.strip())

@@ -121,9 +121,9 @@ def tune_classes() -> tuple[Any, type, type, type]:
                     state.error = exc
 
         def _end_overdue(self, trial: Any, seconds: float) -> None:
-            # Killing the worker ends everything the trial started: DDP ranks die with their parent
-            # (PDEATHSIG) and data workers notice theirs is gone. Tune then reports the trial as errored;
-            # with no failures left to spend it is not retried but delivered once, as failed (timeout).
+            # Killing the worker ends what the trial started: DDP ranks die with their parent (PDEATHSIG)
+            # and data-loader workers leave once they see theirs gone. Tune then reports the trial as
+            # errored; with no failures left to spend it is not retried but delivered once, as failed.
             import ray
 
             self.state.timed_out[trial.trial_id] = seconds

@@ -9,7 +9,8 @@ here and nowhere else (``timeout_for``):
   has finished there is no median, and no deadline: a first trial may legitimately take hours.
 
 A trial past its deadline is ended by the runner (``evolve.execution.tune_glue``): its Ray worker is
-killed, which ends its DDP ranks (they die with their parent) and data workers, and it is recorded
+killed, which ends its DDP ranks (they die with their parent) and its data-loader workers (they leave once
+their parent is gone; one stuck in a hung read of its own cannot see that), and it is recorded
 ``failed`` with reason ``timeout``; it is not retried. Its row in evolve.csv means a resumed run never runs
 it again either (only a trial interrupted before its deadline, which has no row, runs again on resume).
 

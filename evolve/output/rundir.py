@@ -185,6 +185,9 @@ class RunLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # a folder made unwritable: the next run takes the dead pid's lock over
+                LOGGER.warning("%s: cannot remove the lock (%s); the next run takes it over", self.path,
+                               exc.strerror)
 
     @property
     def held(self) -> bool:

@@ -15,8 +15,6 @@ from typing import Iterator
 
 import pytest
 
-from evolve.execution.cluster import SUBREAPER_ENV
-
 HERE = Path(__file__).resolve().parent
 
 # Test trainers are named ``trainers_for_tests:<function>``; the driver finds them here, and Ray workers
@@ -41,7 +39,6 @@ def ray_cluster(evolve_cache: Path) -> Iterator[str]:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old_pythonpath) if p)
     started = False
     if not ray.is_initialized():
-        os.environ.setdefault(SUBREAPER_ENV, "true")  # as the embedded Ray of a run has it
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started = True
     try:
