@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -216,8 +218,15 @@ class TrialRunner:
                 log_to_file=False),
         )
         LOGGER.debug("running trials with %s per trial, at most %d at once", resources, limit)
-        with _quiet_tune():
-            tuner.fit()
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            with _quiet_tune():
+                tuner.fit()
+        finally:
+            # Tune installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C or SIGTERM
+            # (evolve.stopping) would only set an event nobody waits for.
+            if threading.current_thread() is threading.main_thread() and sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
         if state.error is not None:
             raise state.error
         if not state.exhausted or state.jobs:

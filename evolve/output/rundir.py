@@ -144,6 +144,8 @@ class RunLock:
             except FileExistsError:
                 self._handle_existing()
                 continue
+            except OSError as exc:  # a read-only or full disk, no permission: nothing can be recorded
+                raise ConfigError(f"{self.run_dir}: cannot write in the run folder ({exc.strerror})") from None
             try:
                 os.write(fd, content)
                 os.fsync(fd)

@@ -22,13 +22,37 @@ FLAGS = ["--trainer", "surrogate", "--generations", "2", "--population", "4", "-
          "--surrogate-seconds", "0.3", "--max-concurrent", "1"]
 
 
-def test_sigterm_raises_keyboard_interrupt_inside_and_is_remembered():
+def test_sigterm_raises_keyboard_interrupt_inside_and_is_remembered(monkeypatch):
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.default_int_handler
+                        if sig == signal.SIGINT else signal.SIG_DFL)  # Python's own Ctrl-C handling
     with terminate_as_interrupt():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert received() == signal.SIGTERM
+    monkeypatch.undo()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_the_runner_leaves_no_stale_tune_sigint_handler(ray_cluster, tmp_path):
+    from evolve.config import RayConfig, TrialConfig
+    from evolve.execution.jobs import TrialJob
+    from evolve.execution.runner import TrialRunner
+    from evolve.search.space import SearchSpace
+
+    class One:
+        def __init__(self):
+            self.jobs = [TrialJob("t0", 0, 0, dict(SearchSpace.load().base))]
+
+        def next_job(self):
+            return self.jobs.pop() if self.jobs else None
+
+        def on_result(self, job, metrics):
+            pass
+
+    before = signal.getsignal(signal.SIGINT)
+    TrialRunner(RayConfig(), "surrogate", TrialConfig(epochs=1), tmp_path).run(One())
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def _rows(path: Path) -> int:
