@@ -7,12 +7,14 @@
 The installed console script ``yolo-evolve`` is this module's ``main``. Every flag is generated from the
 configuration dataclasses (``evolve.config``): a flag is added by adding a field there.
 
-Exit status: 0 done, 2 bad input (one line on stderr naming the file, key or flag), 130 Ctrl-C (the run
-stays resumable).
+Exit status: 0 done, 2 bad input (one line on stderr naming the file, key or flag; nothing written), 3 the
+run stopped itself (every trial failing for one reason, a run folder that cannot be written; one line
+with the resume command), 130 Ctrl-C, 143 SIGTERM (the run stays resumable).
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any, Callable, Sequence
 
@@ -28,7 +30,8 @@ from evolve.config import (
     get_setting,
     settings,
 )
-from evolve.errors import ConfigError
+from evolve.errors import ConfigError, RunStopped
+from evolve.stopping import received
 
 PROG = "orchestrate.py"
 _UNSET = object()
@@ -132,9 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         evolve.run(build_config(args, _given_flags(parser, argv, args)))
     except (ConfigError, HypError, DataError) as exc:
         parser.error(str(exc))
+    except RunStopped:
+        return 3  # evolve.run has logged why, and how to resume
     except KeyboardInterrupt:
         # evolve.run has logged how to resume when a run folder exists; nothing more to say here.
-        return 130
+        return 128 + (received() or signal.SIGINT)
     return 0
 
 

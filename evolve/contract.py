@@ -6,10 +6,13 @@ A trainer is called as ``train(hyp, cfg, report) -> Metrics`` (``evolve.executio
 results. A trainer may return these ``Metrics``, any object with a ``to_dict()`` giving the same fields
 (the detector's own ``Metrics``), or a mapping with at least ``map50`` and ``map50_95``.
 
-Two policies are decided here and nowhere else:
+Three policies are decided here and nowhere else:
 
-- failure is data: a ``failed`` or ``diverged`` trial (or one with a non-finite fitness) scores 0
-  (``sanitised``);
+- failure is data: a ``failed`` or ``diverged`` trial scores 0 (``sanitised``);
+- a result is believed only if it makes sense: a finished or stopped trial whose mAPs, precision or recall
+  lie outside [0, 1], or whose metrics or fitness are NaN or infinite, becomes ``failed`` with the
+  ``reason`` saying which value (``invalid_reason``, applied by ``sanitised``), so a wrapper returning
+  percentages or a NaN never ranks as ``ok`` or becomes the best hyps;
 - a finished trial beats a stopped one whatever their fitness, and a stopped one beats a failed one
   (``standing`` and ``selection_value``).
 """
@@ -29,6 +32,12 @@ FAILED_STATUSES = ("failed", "diverged")
 FITNESS_WEIGHTS = (0.1, 0.9)
 # The same as --fitness-weights P,R,MAP50,MAP50_95 (precision, recall, mAP50, mAP50-95).
 DEFAULT_FITNESS_WEIGHTS = (0.0, 0.0, *FITNESS_WEIGHTS)
+# Metrics that are fractions: outside [0, 1] the trainer measured something else (percentages, a bug).
+UNIT_FIELDS = ("precision", "recall", "map50", "map50_95")
+# Values a trainer may leave unreported (None); the mAPs and fitness decide selection and must be there.
+OPTIONAL_FIELDS = ("precision", "recall", "box_loss", "obj_loss", "cls_loss")
+CHECKED_FIELDS = (*UNIT_FIELDS, "box_loss", "obj_loss", "cls_loss", "fitness")
+REASON_CHARS = 300  # a reason is one line of the records, not a traceback
 
 
 def fitness(map50: float, map50_95: float) -> float:
@@ -47,8 +56,9 @@ def describe_weights(weights: tuple[float, ...] = DEFAULT_FITNESS_WEIGHTS) -> st
 class Metrics:
     """Validation metrics and mean validation losses of one trial, plus how it ended.
 
-    ``status`` is ``ok`` (finished), ``diverged`` (non-finite loss), ``failed`` (raised, out of memory)
-    or ``stopped`` (ended early by a scheduler; the metrics are those it reached).
+    ``status`` is ``ok`` (finished), ``diverged`` (non-finite loss), ``failed`` (raised, out of memory,
+    timed out, or returned metrics that make no sense) or ``stopped`` (ended early by a scheduler; the
+    metrics are those it reached). ``reason`` says why a trial failed (empty otherwise).
     """
 
     precision: float = 0.0
@@ -62,6 +72,7 @@ class Metrics:
     epochs: int = 0
     seconds: float = 0.0
     status: str = "ok"
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -104,9 +115,42 @@ class Metrics:
         raise TypeError(f"trainer must return Metrics or a mapping, got {type(value).__name__}")
 
 
+def one_line(text: Any) -> str:
+    """A reason as it is recorded: one line, at most ``REASON_CHARS`` characters."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= REASON_CHARS else line[:REASON_CHARS - 3] + "..."
+
+
+def invalid_reason(metrics: Metrics) -> str:
+    """Why a finished or stopped trial's metrics cannot be believed ("" when they can).
+
+    Every checked value must be a finite number, the fractions (mAPs, precision, recall) within [0, 1];
+    precision, recall and the losses may be left unreported (None).
+    """
+    for name in CHECKED_FIELDS:
+        value = getattr(metrics, name)
+        if value is None and name in OPTIONAL_FIELDS:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"invalid result: {name} is not a number ({value!r})"
+        if not math.isfinite(number):
+            return f"invalid result: {name} is {number}"
+        if name in UNIT_FIELDS and not 0.0 <= number <= 1.0:
+            return f"invalid result: {name} {number:g} outside [0, 1]"
+    return ""
+
+
 def sanitised(metrics: Metrics) -> Metrics:
-    """Failure is data: whatever a trainer claims, a failed or diverged trial is worth exactly 0."""
-    if metrics.status in FAILED_STATUSES or not math.isfinite(metrics.fitness):
+    """The result as the evolution believes it: a failed or diverged trial, or one whose metrics make no
+    sense (``invalid_reason``, then ``failed`` with that reason), is worth exactly 0."""
+    if metrics.status not in FAILED_STATUSES:
+        reason = invalid_reason(metrics)
+        if reason:
+            metrics = copy.copy(metrics)
+            metrics.status, metrics.reason = "failed", reason
+    if metrics.status in FAILED_STATUSES and metrics.fitness != 0.0:
         metrics = copy.copy(metrics)
         metrics.fitness = 0.0
     return metrics
@@ -137,5 +181,6 @@ def selection_value(metrics: Metrics) -> float:
     return 2.0 * tier - 1.0 + min(1.0, max(0.0, value))
 
 
-__all__ = ["DEFAULT_FITNESS_WEIGHTS", "FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "describe_weights", "STATUSES", "TrialConfig", "fitness",
-           "sanitised", "selection_value", "standing"]
+__all__ = ["DEFAULT_FITNESS_WEIGHTS", "FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "STATUSES",
+           "TrialConfig", "describe_weights", "fitness", "invalid_reason", "one_line", "sanitised",
+           "selection_value", "standing"]

@@ -1,32 +1,63 @@
-"""The entry point of an evolution: ``run(cfg)`` plans it, takes the run folder and runs the loop of its
-mode (``generational`` or ``async``), with the run's records logged to ``evolve.log`` in its folder.
+"""The entry point of an evolution: ``run(cfg)`` plans it (every input checked), starts or joins Ray (the
+resources checked), only then takes the run folder, and runs the loop of its mode (``generational`` or
+``async``), with the run's records logged to ``evolve.log`` in its folder.
 Everything else lives in the subpackages (see ``evolve``)."""
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
 from evolve.config.run import EvolveConfig
+from evolve.errors import RunStopped
+from evolve.execution.cluster import ray_session
 from evolve.loops.base import Interrupted
 from evolve.loops.generational import GenerationalEvolution
-from evolve.loops.plan import prepare
+from evolve.loops.plan import Plan, prepare
 from evolve.loops.steady import SteadyEvolution
 from evolve.output.console import run_log
 from evolve.output.rundir import RunLock, make_run_dir
+from evolve.stopping import terminate_as_interrupt
 
 LOGGER = logging.getLogger(__name__)
 
 LOOPS = {"generational": GenerationalEvolution, "async": SteadyEvolution}
+# A run folder that cannot be written (permissions, a full or read-only disk) stops the run resumably.
+WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
 def run(cfg: EvolveConfig) -> Path:
-    """Run (or resume) an evolution; returns its run folder. Raises ``Interrupted`` on Ctrl-C."""
-    plan = prepare(cfg)
-    run_dir = plan.run_dir or make_run_dir(plan.cfg.project, plan.cfg.name, plan.cfg.exist_ok)
-    with RunLock(run_dir), run_log(run_dir):
-        try:
-            LOOPS[plan.cfg.mode](plan, run_dir).run()
-        except KeyboardInterrupt as exc:
-            LOGGER.warning("interrupted; resume with: python orchestrate.py --resume %s", run_dir)
-            raise Interrupted(run_dir) from exc
+    """Run (or resume) an evolution; returns its run folder.
+
+    Raises ``Interrupted`` on Ctrl-C or SIGTERM, ``RunStopped`` when the run stopped itself (trials all
+    failing for one reason, a run folder that cannot be written), after logging the resume command.
+    """
+    with terminate_as_interrupt() as catch_sigterm:
+        plan = prepare(cfg)
+        # Ray is started (or joined) and the resource flags checked before anything is written: a refused
+        # command leaves no new folder and changes no byte of a resumed run.
+        with ray_session(plan.cfg.ray):
+            catch_sigterm()  # ray.init put its own SIGTERM handler in place
+            run_dir = plan.run_dir or make_run_dir(plan.cfg.project, plan.cfg.name, plan.cfg.exist_ok)
+            with RunLock(run_dir), run_log(run_dir):
+                _run_loop(plan, run_dir)
     return run_dir
+
+
+def _run_loop(plan: Plan, run_dir: Path) -> None:
+    resume = f"python orchestrate.py --resume {run_dir}"
+    try:
+        LOOPS[plan.cfg.mode](plan, run_dir).run()
+    except KeyboardInterrupt as exc:
+        LOGGER.warning("interrupted; resume with: %s", resume)
+        raise Interrupted(run_dir) from exc
+    except RunStopped as exc:
+        LOGGER.error("%s", exc)
+        raise
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        # The records written so far are whole (appends are fsync'd, files replaced atomically).
+        where = exc.filename or run_dir
+        LOGGER.error("%s: cannot write (%s); free or fix it, then resume with: %s", where, exc.strerror, resume)
+        raise RunStopped(f"{where}: cannot write ({exc.strerror})") from None

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from evolve.config.fields import setting
+from evolve.config.fields import check_fields, setting
 from evolve.errors import ConfigError
 
 EARLY_STOP = ("none", "asha")
@@ -62,6 +62,11 @@ class RayConfig:
                                                "N CPU processes (gloo); with --gpus-per-trial 2 or more a "
                                                "trial has one process per GPU (default: 1 process)",
                                                parse=int)
+    trial_timeout: Optional[float] = setting(None, "--trial-timeout", "end a trial running longer than this "
+                                             "and record it failed (reason timeout); 0: never (default: "
+                                             "max(600, 4 x the median duration of the trials finished so "
+                                             "far), none before the first has finished)", parse=float, low=0,
+                                             optional=True, metavar="SECONDS")
     early_stop: str = setting("none", "--early-stop", "stop hopeless trials: asha compares per-epoch "
                               "fitness (validates every epoch); a stopped trial is recorded 'stopped'",
                               choices=EARLY_STOP)
@@ -95,6 +100,7 @@ class RayConfig:
             raise bad("reduction-factor", self.reduction_factor, "must be a number > 1")
         if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
             raise bad("storage", self.storage, "expected a folder or a URI such as s3://bucket/path")
+        check_fields(self)  # what the flags declare (--trial-timeout >= 0); the checks above say more
         if self.address is not None:
             parse_address(self.address)
             if self.num_cpus is not None or self.num_gpus is not None:

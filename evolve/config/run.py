@@ -23,7 +23,7 @@ MODES = ("generational", "async")
 
 # Settings that decide where and how fast trials run but never what they return; a resumed run takes
 # them from the new command (it may well run on another machine or cluster).
-EXECUTION_SETTINGS = ("ray", "train.device", "train.workers")
+EXECUTION_SETTINGS = ("ray", "train.device", "train.workers", "max_failed_generations")
 # Early stopping lives in RayConfig (the runner builds the scheduler) but decides which trials finish,
 # so it is a setting of the run like the GA's, kept on resume.
 EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
@@ -67,6 +67,10 @@ class EvolveConfig:
     name: str = setting("exp", "--name", "run name; exp2, exp3 ... when taken", group=_OUTPUT)
     exist_ok: bool = setting(False, "--exist-ok", "use PROJECT/NAME even if it exists (a run with "
                              "evolve.csv is refused: use --resume)", parse=bool, group=_OUTPUT)
+    max_failed_generations: int = setting(1, "--max-failed-generations", "stop the run after N generations "
+                                          "in a row whose trials all failed with one reason (async: N x "
+                                          "population such trials in a row); 0: never", parse=int, low=0,
+                                          metavar="N", group="trials")
     explicit: frozenset[str] = frozenset()
 
     @property
@@ -125,7 +129,8 @@ class EvolveConfig:
         """The settings that decide a run's results (everything but execution, run folder and resume)."""
         out = self.to_dict()
         out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
-        for name in ("ray", "resume", "project", "name", "exist_ok", "explicit", "population_dir"):
+        for name in ("ray", "resume", "project", "name", "exist_ok", "explicit", "population_dir",
+                     "max_failed_generations"):
             out.pop(name)
         for name in ("device", "workers"):
             out["train"].pop(name)
@@ -159,6 +164,7 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         setattr(merged.ray, name, getattr(saved.ray, name))
     merged.train.device = new.train.device
     merged.train.workers = new.train.workers
+    merged.max_failed_generations = new.max_failed_generations
     merged.resume = new.resume
     merged.explicit = new.explicit
     if "--generations" in new.explicit:

@@ -5,19 +5,26 @@ a trial trains.
 The detector keeps its own ``TrainConfig`` and ``Metrics`` (it knows nothing of evolution); here a
 ``TrialConfig`` becomes a ``TrainConfig`` (its fields, plus the detector's own options given as
 ``extra["detector"]``, such as ``cache_dir``), and the detector's results become ``evolve`` Metrics.
+
+``check_data`` is the trainer's data check, run by the driver before a run starts: the data YAML, every
+label file of both splits (``detector.data``'s own parsers, so a trial could not fail on what it passed)
+and every image's header, so that a file that is no image is counted before the run, not in a trial log.
 """
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from detector.config import TrainConfig
-from detector.data import load_data_config
+from detector.data import img2label_path, load_data_config, read_labels
+from detector.errors import DataError
 from detector.hyp import HYP_KEYS
 from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
 from evolve.config.trial import OTHER_SETTINGS, TrialConfig
 from evolve.contract import Metrics
+from evolve.execution.trainers import DataSummary
 from evolve.search.keyset import YOLOV5
 
 if HYP_KEYS != YOLOV5.keys:  # the detector's key set is the YOLOv5 one; the records rely on it
@@ -56,3 +63,38 @@ def train(hyp: Mapping[str, float], cfg: Any,
             report(epoch, Metrics.from_any(metrics))
 
     return Metrics.from_any(train_detector(dict(hyp), train_config(cfg), forward))
+
+
+def _readable(path: Path) -> bool:
+    # The header only: decoding every image here would double the first trials' work; a file whose
+    # header is fine but whose pixels are cut short is still skipped (and counted) by the trials.
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - parsing the header is the check
+        return True
+    except Exception:  # noqa: BLE001 - whatever PIL raises means the trials cannot read it either
+        return False
+
+
+def check_data(cfg: Any) -> Optional[DataSummary]:
+    """The detector's checks of a trial's data set, before any trial: ``DataError`` naming file and line.
+
+    None for the embedded data set, which the detector generates itself.
+    """
+    trial = TrialConfig.from_any(cfg)
+    if not trial.data:
+        return None
+    data = load_data_config(trial.data)
+    for images in (data.train, data.val):
+        for image in images:
+            read_labels(img2label_path(image), data.nc)
+    unreadable: list[str] = []
+    for key, images in (("train", data.train), ("val", data.val)):
+        bad = [str(p) for p in images if not _readable(p)]
+        if len(bad) == len(images):
+            raise DataError(f"{data.yaml_path}: key '{key}': none of the {len(images)} images can be read, "
+                            f"e.g. {bad[0]}")
+        unreadable += bad
+    return DataSummary(images=len(data.train) + len(data.val), unreadable=tuple(unreadable))

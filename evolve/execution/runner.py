@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from evolve.config.ray import RayConfig, parse_address
+from evolve.config.ray import RayConfig
 from evolve.config.trial import TrialConfig
-from evolve.errors import ConfigError
+from evolve.execution.cluster import check_resources, shutdown, start_or_join
 from evolve.execution.jobs import JobSource
 from evolve.execution.trainable import run_trial
 from evolve.execution.trainers import check
 from evolve.execution.tune_glue import MAX_FAILURES, RunState, epoch_asha, record_callbacks, tune_classes
-from evolve.output.console import quiet_ray_startup
+from evolve.execution.watchdog import TrialClock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,18 +49,6 @@ TUNE_ENV = {
 # Tune logs a full traceback for every lost worker and a "did not complete" error for every failed
 # trial; the runner logs one line for each instead (the tracebacks stay in Tune's trial folders).
 QUIET_LOGGERS = ("ray.tune", "ray.train", "ray.air")
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """ConfigError unless something listens at a ``host:port`` address (Ray itself retries for minutes)."""
-    target = parse_address(address)
-    if target is None:
-        return
-    try:
-        socket.create_connection(target, timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(f"--address {address!r}: no Ray cluster answers there ({exc}); start one with "
-                          f"'ray start --head' or use --address auto on a cluster node") from exc
 
 
 @contextmanager
@@ -96,9 +85,11 @@ class TrialRunner:
     """Runs TrialJobs as Ray Tune trials of ``trainer`` and reports each result to the JobSource."""
 
     def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: Any, run_dir: Path,
-                 scheduler: Any = None):
+                 scheduler: Any = None, durations: Sequence[float] = ()):
         """``train_cfg``: a TrialConfig (or a config it accepts); ``scheduler``: an optional Ray Tune
-        TrialScheduler (early stopping) acting on ``fitness``."""
+        TrialScheduler (early stopping) acting on ``fitness``; ``durations``: seconds of the trials this
+        run finished before (a resumed run's), for the derived ``--trial-timeout``."""
+        self.durations = list(durations)
         self.ray_cfg = ray_cfg
         self.scheduler = scheduler
         self.trainer = trainer
@@ -119,40 +110,12 @@ class TrialRunner:
     def close(self) -> None:
         """Shut Ray down if this runner started it (a Ray someone else started is left running)."""
         if self._started_ray:
-            import gc
-
-            import ray
-
-            # Tune leaves Ray handles in reference cycles. Collected after shutdown (in whatever thread
-            # the collector runs next, such as the plot thread), their finalisers make Ray's core worker
-            # end the whole process with status 1; collected now, they are released normally.
-            gc.collect()
-            ray.shutdown()
+            shutdown()
             self._started_ray = False
 
     def _ensure_ray(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            return
-        cfg = self.ray_cfg
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                      logging_level=logging.WARNING)
-        if cfg.address is None:
-            # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
-            # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
-            kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
-        else:
-            _check_reachable(cfg.address)
-            kwargs.update(address=cfg.address.strip())
-        try:
-            with quiet_ray_startup():
-                ray.init(**kwargs)
-        except ConnectionError as exc:
-            raise ConfigError(f"--address {cfg.address!r}: cannot connect to a Ray cluster: {exc}") from exc
-        self._started_ray = True
-        LOGGER.info("Ray %s: %s", "joined" if cfg.address else "started locally",
-                    {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+        if start_or_join(self.ray_cfg):
+            self._started_ray = True
 
     def concurrency(self) -> int:
         """How many trials run at once: ``max_concurrent`` or what the cluster's CPUs/GPUs allow."""
@@ -160,18 +123,11 @@ class TrialRunner:
 
         if self.ray_cfg.max_concurrent is not None:
             return self.ray_cfg.max_concurrent
+        check_resources(self.ray_cfg)
         res = ray.cluster_resources()
-        fits = []
-        for name, need in (("CPU", self.ray_cfg.cpus_per_trial), ("GPU", self.ray_cfg.gpus_per_trial)):
-            if need > 0:
-                have = float(res.get(name, 0.0))
-                if have + 1e-9 < need:
-                    if self.ray_cfg.address is None:
-                        flag = "--cpus-per-trial" if name == "CPU" else "--gpus-per-trial"
-                        raise ConfigError(f"{flag} {need}: the local Ray has only {have:g} {name}s")
-                    LOGGER.warning("a trial needs %g %s but the cluster has %g now; trials wait for more",
-                                   need, name, have)
-                fits.append(int(have / need + 1e-9))
+        fits = [int(float(res.get(name, 0.0)) / need + 1e-9)
+                for name, need in (("CPU", self.ray_cfg.cpus_per_trial), ("GPU", self.ray_cfg.gpus_per_trial))
+                if need > 0]
         return max(1, min(fits))
 
     # Running ------------------------------------------------------------------------------------------
@@ -238,7 +194,7 @@ class TrialRunner:
         """
         self._ensure_ray()
         tune, JobSearcher, ResultRelay, StopOnError = tune_classes()
-        state = RunState(source=source)
+        state = RunState(source=source, clock=TrialClock(self.ray_cfg.trial_timeout, self.durations))
         limit = self.concurrency()
         self._runs += 1
         storage = self.storage_path()
@@ -264,8 +220,15 @@ class TrialRunner:
                 log_to_file=False),
         )
         LOGGER.debug("running trials with %s per trial, at most %d at once", resources, limit)
-        with _quiet_tune():
-            tuner.fit()
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            with _quiet_tune():
+                tuner.fit()
+        finally:
+            # Tune installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C or SIGTERM
+            # (evolve.stopping) would only set an event nobody waits for.
+            if threading.current_thread() is threading.main_thread() and sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
         if state.error is not None:
             raise state.error
         if not state.exhausted or state.jobs:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from evolve.config.trial import TrialConfig
-from evolve.contract import STATUSES, Metrics, sanitised
+from evolve.contract import FAILED_STATUSES, STATUSES, Metrics, one_line, sanitised
 from evolve.execution.trainers import trainer_for
 
 LOGGER = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
     row: dict[str, Any] = dict(placement or {})
     if placement is not None:
         row[END_TIME_KEY] = time.time()
-    row.update(metrics.to_dict())
+    # Judged before NaN becomes 0 below: an epoch whose metrics make no sense is reported as failed.
+    row.update(sanitised(metrics).to_dict())
     for key, value in row.items():
         # Tune's loggers and schedulers choke on NaN/inf; a diverged run reports 0 like a failed one.
         if isinstance(value, float) and not math.isfinite(value):
@@ -72,7 +73,10 @@ def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = N
     result = result or {}
     fields = Metrics.__dataclass_fields__
     kwargs = {k: result[k] for k in fields if k in result and k != "status"}
-    st = status or str(result.get("status", "ok"))
+    reported = str(result.get("status", "ok"))
+    # A stopped trial keeps the metrics it reached, unless its last report was already judged failed.
+    st = reported if reported in FAILED_STATUSES else (status or reported)
+    kwargs["reason"] = one_line(result.get("reason") or result.get(ERROR_KEY) or "")
     m = sanitised(Metrics(**kwargs, status=st if st in STATUSES else "failed"))
     # A per-epoch report (all a stopped trial leaves) may lack these; Tune's own bookkeeping has them.
     if not m.epochs:
@@ -160,12 +164,17 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
         metrics.epochs = metrics.epochs or epochs_seen[0]
         metrics.reweighted(cfg.fitness_weights)  # selection uses exactly the run's --fitness-weights
     except Exception as exc:  # failure is data: the trial is recorded as failed, the run goes on
-        error = f"{type(exc).__name__}: {exc}"
+        error = one_line(f"{type(exc).__name__}: {exc}")
         LOGGER.error("trial failed: %s", error, exc_info=True)
-        metrics = Metrics(status="failed", epochs=epochs_seen[0])
+        metrics = Metrics(status="failed", epochs=epochs_seen[0], reason=error)
     finally:
         _release_gpu_memory()
-    return _finish(metrics, time.perf_counter() - start), error
+    metrics = _finish(metrics, time.perf_counter() - start)
+    if metrics.status == "failed" and not error:
+        error = metrics.reason or "failed (the trainer gave no reason)"
+        metrics.reason = error
+        LOGGER.error("trial failed: %s", error)
+    return metrics, error
 
 
 def placement() -> dict[str, Any]:

@@ -15,6 +15,11 @@ whether it can run as a DDP job. Names accepted by ``trainer_for``:
 Functions are imported when a trial calls them, never when a trainer is looked up by the driver, so the
 driver does not pay for torch unless a trial needs it. Deciding whether a name can be had is done here
 and only here (``check``).
+
+A trainer may also bring a data check (``check_entry``, ``fn(cfg) -> DataSummary | None``), which the
+driver runs once before any run folder exists or Ray starts: it raises ``ValueError`` (the detector's
+``DataError``) with one line naming the file and line of the first problem, and may return how many
+images it found and which it could not read (they are skipped by the trials and shown on the console).
 """
 from __future__ import annotations
 
@@ -43,6 +48,21 @@ _EXPECTED = "expected 'detector', 'surrogate', 'ultralytics' or 'package.module:
 
 
 @dataclass(frozen=True)
+class DataSummary:
+    """What a trainer's data check found: images listed (both splits) and those that cannot be read."""
+
+    images: int = 0
+    unreadable: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        text = f"data checked: {self.images} images, every label file valid"
+        if self.unreadable:
+            text += (f"; {len(self.unreadable)} unreadable image(s) will be skipped, e.g. "
+                     f"{', '.join(self.unreadable[:3])}")
+        return text
+
+
+@dataclass(frozen=True)
 class Trainer:
     """A trainer plug-in. ``entry`` is ``"package.module:function"``, imported on first ``train``."""
 
@@ -55,6 +75,16 @@ class Trainer:
     requires: str = ""  # an optional package it needs, installed by the extra of the same name
     preflight: str = ""  # "module:function" checking an EvolveConfig before any run folder exists
     val_every: Optional[int] = None  # validation interval when early stopping does not need every epoch
+    check_entry: Optional[str] = None  # "package.module:function" checking the data before the run
+
+    def check_data(self, cfg: TrialConfig) -> Optional[DataSummary]:
+        """Run the trainer's data check, if it has one; ConfigError with its one line on bad data."""
+        if not self.check_entry:
+            return None
+        try:
+            return _load(self.name, self.check_entry)(cfg)
+        except ValueError as exc:  # DataError, ConfigError: the check's own one-line message
+            raise ConfigError(str(exc)) from None
 
     def function(self) -> TrainFn:
         """The training function itself (imports its module)."""
@@ -66,7 +96,8 @@ class Trainer:
 
 
 BUILTIN_TRAINERS: dict[str, Trainer] = {
-    "detector": Trainer("detector", "evolve.execution.detector_trainer:train"),
+    "detector": Trainer("detector", "evolve.execution.detector_trainer:train",
+                        check_entry="evolve.execution.detector_trainer:check_data"),
     "surrogate": Trainer("surrogate", "evolve.search.surrogate:train", distributed=False),
     # Validated after the last epoch only unless early stopping needs every epoch: each Ultralytics
     # validation costs a pass over the val split, and nothing else reads per-epoch fitness.

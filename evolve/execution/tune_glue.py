@@ -2,7 +2,9 @@
 
 - ``JobSearcher`` suggests the job source's next ``TrialJob`` as a trial config, or nothing while the
   source says ``WAIT``;
-- ``ResultRelay`` delivers each ended trial (and each per-epoch report) to the source, in the driver;
+- ``ResultRelay`` delivers each ended trial (and each per-epoch report) to the source, in the driver, and
+  on every step of Tune's loop ends the trials past their deadline (``evolve.execution.watchdog``) and
+  lets the source refresh its progress (``on_tick``);
 - ``StopOnError`` ends the experiment once the source has raised;
 - ``epoch_asha`` builds the early-stopping scheduler that acts on per-epoch ``fitness``;
 - ``record_callbacks`` keeps Ray Tune's own per-trial records (``result.json``, ``progress.csv``).
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from evolve.contract import Metrics
+from evolve.contract import Metrics, one_line
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.execution.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result
+from evolve.execution.watchdog import TrialClock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class RunState:
     exhausted: bool = False
     error: Optional[BaseException] = None
     finished: int = 0
+    clock: TrialClock = field(default_factory=TrialClock)  # deadlines of running trials
+    timed_out: dict[str, float] = field(default_factory=dict)  # Tune trial id -> seconds it had run
 
 
 def tune_classes() -> tuple[Any, type, type, type]:
@@ -90,6 +95,7 @@ def tune_classes() -> tuple[Any, type, type, type]:
         def _deliver(self, trial: Any, metrics: Metrics) -> None:
             # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
             job = self.state.jobs.pop(trial.trial_id, None)
+            self.state.clock.finish(trial.trial_id, ok=metrics.status == "ok")
             if job is None or self.state.error is not None:
                 return
             self.state.finished += 1
@@ -97,6 +103,36 @@ def tune_classes() -> tuple[Any, type, type, type]:
                 self.state.source.on_result(job, metrics)
             except Exception as exc:
                 self.state.error = exc
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
+            self.state.clock.start(trial.trial_id)
+
+        def on_step_begin(self, iteration: int, trials: list, **info: Any):
+            state = self.state
+            late = dict(state.clock.overdue())
+            for trial in trials:
+                if trial.trial_id in late and trial.status == "RUNNING":
+                    self._end_overdue(trial, late[trial.trial_id])
+            on_tick = getattr(state.source, "on_tick", None)
+            if on_tick is not None and state.error is None:
+                try:
+                    on_tick()
+                except Exception as exc:
+                    state.error = exc
+
+        def _end_overdue(self, trial: Any, seconds: float) -> None:
+            # Killing the worker ends what the trial started: DDP ranks die with their parent (PDEATHSIG)
+            # and data-loader workers leave once they see theirs gone. Tune then reports the trial as
+            # errored; with no failures left to spend it is not retried but delivered once, as failed.
+            import ray
+
+            self.state.timed_out[trial.trial_id] = seconds
+            trial.max_failures = 0
+            LOGGER.warning("trial %s timed out after %.0f s (deadline %.0f s); ending it and its processes",
+                           trial.config.get("trial_id"), seconds, self.state.clock.timeout() or seconds)
+            actor = getattr(trial.temporary_state, "ray_actor", None)
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
             on_epoch = getattr(self.state.source, "on_epoch", None)
@@ -124,10 +160,16 @@ def tune_classes() -> tuple[Any, type, type, type]:
                            error_line(trial))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
+            seconds = self.state.timed_out.pop(trial.trial_id, None)
+            if seconds is not None:
+                reason = f"timeout: ended after {seconds:.0f} s"
+                self._deliver(trial, Metrics(status="failed", epochs=epochs, seconds=seconds, reason=reason))
+                return
             LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
                            trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
-            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
-            self._deliver(trial, Metrics(status="failed", epochs=epochs))
+            reason = one_line(f"worker lost {MAX_FAILURES + 1} times: {error_line(trial)}")
+            self._deliver(trial, Metrics(status="failed", epochs=epochs, reason=reason))
 
     class StopOnError(Stopper):
         """Ends the whole experiment once the source has raised (the error is re-raised by run)."""

@@ -79,7 +79,10 @@ class Evolution:
 
     def run_trials(self, source: Any) -> None:
         """Run the source's jobs on one TrialRunner until it has no more."""
-        with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir) as runner:
+        # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
+        durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
+        with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir,
+                         durations=durations) as runner:
             runner.run(source)
 
     def finish(self) -> None:

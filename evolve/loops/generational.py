@@ -5,6 +5,11 @@ individual whose rounded genome has no result yet becomes one trial, each finish
 ``evolve.csv`` at once, then the population file is written, the plots are drawn (in the background) and
 ``g + 1`` is bred. A resumed run rebuilds its cache of evaluated genomes from ``evolve.csv``, so a trial
 that has a row never runs again, and a driver killed at any moment continues exactly where it was.
+
+A generation whose trials all failed for one reason may stop the run (``evolve.loops.failures``): the
+checkpoint of that generation is saved again marked ``halted``, and a resumed run trains the failed
+trials of that generation again (once the cause is fixed they have a chance; their first rows stay in
+evolve.csv, followed by the new ones).
 """
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evolve.contract import Metrics, sanitised, selection_value
+from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
 from evolve.output.records import TrialRecord
@@ -34,11 +41,13 @@ class GenerationSource:
 
     def __init__(self, advance: Callable[[], Sequence[TrialJob] | None],
                  on_result: Callable[[TrialJob, Metrics, float], None],
-                 on_start: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 on_start: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self._advance = advance
         self._on_result = on_result
         self._on_start = on_start
+        self._on_tick = on_tick
         self._clock = clock
         self._queue: deque[TrialJob] = deque()
         self._started: dict[str, float] = {}  # trial id -> start time, while running
@@ -51,6 +60,7 @@ class GenerationSource:
         # the evolution never restores from Tune's copy, so only plain data goes.
         return {"_queue": deque(self._queue), "_started": dict(self._started), "_over": self._over,
                 "results": dict(self.results), "_advance": None, "_on_result": None, "_on_start": None,
+                "_on_tick": None,
                 "_clock": time.monotonic}
 
     def has_jobs(self) -> bool:
@@ -72,8 +82,12 @@ class GenerationSource:
         job = self._queue.popleft()
         self._started[job.trial_id] = self._clock()
         if self._on_start is not None:
-            self._on_start()
+            self._on_start(job.trial_id)
         return job
+
+    def on_tick(self) -> None:
+        if self._on_tick is not None:
+            self._on_tick()
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         if job.trial_id in self.results or job.trial_id not in self._started:
@@ -93,6 +107,9 @@ class GenerationalEvolution(Evolution):
         self.generation = 0
         self.population: list[Genome] = []
         self._first: tuple[int, list[Genome]] | None = None
+        self._results: list[Metrics] = []  # of the trials run in this generation
+        self._streak = FailureStreak(self.cfg.max_failed_generations)
+        self._halted: str | None = None  # why the saved generation stopped the run, while it runs again
 
     def run(self) -> None:
         self._first = self._start()
@@ -101,7 +118,8 @@ class GenerationalEvolution(Evolution):
                     len(self.space), cfg.ga.generations, cfg.ga.population, self.run_dir, cfg.trainer)
         progress = self.progress
         assert progress is not None
-        source = GenerationSource(self._advance, self._record, on_start=progress.started)
+        source = GenerationSource(self._advance, self._record, on_start=progress.started,
+                                  on_tick=progress.tick)
         if source.has_jobs():
             self.run_trials(source)
         self.finish()
@@ -119,10 +137,19 @@ class GenerationalEvolution(Evolution):
         self.ga.set_state(state["ga_state"])
         generation = state["generation"]
         population = [list(map(float, g)) for g in state["population"]]
-        # Rows of the interrupted generation map to its genomes exactly through (generation, individual).
+        # Rows of the interrupted generation map to its genomes exactly through (generation, individual);
+        # the last row of an individual is its result.
+        self._halted = state.get("halted")
         for row in rows:
             if row.generation == generation and 0 <= row.individual < len(population):
-                self.cache[self.space.genome_key(population[row.individual])] = row.metrics
+                key = self.space.genome_key(population[row.individual])
+                if self._halted and row.metrics.status == "failed":
+                    self.cache.pop(key, None)  # the failures that stopped the run: tried again
+                else:
+                    self.cache[key] = row.metrics
+        if self._halted:
+            LOGGER.info("generation %d stopped the run (%s); its failed trials run again", generation,
+                        self._halted)
         LOGGER.info("resuming %s at generation %d (%d of %d) with %d finished trials on record",
                     self.run_dir, generation, generation + 1, self.cfg.ga.generations, len(rows))
         return generation, population
@@ -133,12 +160,20 @@ class GenerationalEvolution(Evolution):
             (self.generation, self.population), self._first = self._first, None
         else:
             self._finish_generation()
+            reason = self._streak.generation(self._results)
+            if reason is not None:
+                self._halted = reason
+                self._save_checkpoint()
+                raise RunStopped(f"every trial of generation {self.generation} failed: {reason}; fix the "
+                                 f"cause, then resume with: python orchestrate.py --resume {self.run_dir}")
+            self._halted = None
             if self.generation + 1 >= self.cfg.ga.generations:
                 return None
             values = [selection_value(self._metrics(g)) for g in self.population]
             self.population = self.ga.next_generation(list(zip(self.population, values)), self.generation + 1)
             self.generation += 1
         self._save_checkpoint()
+        self._results = []
         jobs = self._jobs(self.generation, self.population)
         LOGGER.info("generation %d (%d of %d): %d trials to run, %d individuals already evaluated",
                     self.generation, self.generation + 1, self.cfg.ga.generations, len(jobs),
@@ -152,8 +187,9 @@ class GenerationalEvolution(Evolution):
         return self.cache.get(self.space.genome_key(genome)) or Metrics(status="failed")
 
     def _save_checkpoint(self) -> None:
+        halted = {"halted": self._halted} if self._halted else {}
         self.save_checkpoint(generation=self.generation, population=self.population,
-                             ga_state=self.ga.get_state())
+                             ga_state=self.ga.get_state(), **halted)
 
     def _jobs(self, generation: int, population: list[Genome]) -> list[TrialJob]:
         """One trial per genome not evaluated yet; a genome repeated in the generation trains once."""
@@ -171,6 +207,7 @@ class GenerationalEvolution(Evolution):
         metrics = sanitised(metrics)
         self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
         self.cache[self.space.genome_key(self.population[job.individual])] = metrics
+        self._results.append(metrics)
         assert self.progress is not None
         self.progress.finished(job.trial_id, metrics, seconds)
 

@@ -1,11 +1,14 @@
 """Planning an evolution: ``prepare(cfg)`` validates every input and returns a ``Plan``, writing nothing.
 
 All bad input (flags, meta, hyp, seeds, resume target, trainer, data) is found here, before a run folder
-or a trial exists, and reported as one ``ConfigError`` line naming the file, key or flag.
+or a trial exists, and reported as one ``ConfigError`` line naming the file, key or flag. The data set is
+checked by the trainer's own data check (``Trainer.check_data``: the detector's parsers of the data YAML
+and every label file), so bad data is refused before Ray starts instead of failing every trial.
 """
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
 from evolve.output.records import read_hyp_dir, read_population
 from evolve.output.rundir import load_checkpoint
 from evolve.search.space import SearchSpace
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +76,9 @@ def prepare(cfg: EvolveConfig) -> Plan:
     if cfg.train.data and not Path(cfg.train.data).is_file():
         raise ConfigError(f"--data {cfg.train.data}: data YAML not found")
     preflight(trainer, cfg)
+    summary = trainer.check_data(cfg.train)
+    if summary is not None:
+        (LOGGER.warning if summary.unreadable else LOGGER.info)("%s", summary.line())
     seeds = [dict(space.base)]
     if cfg.population_dir and checkpoint is None:
         seeds += read_hyp_dir(cfg.population_dir, trainer.keyset)

@@ -16,6 +16,10 @@ The checkpoint is saved after every breed and every result: GA random state, the
 population (exact genomes and selection values) and the children bred but not finished. A resumed run
 launches those children again first, except those whose row reached ``evolve.csv`` before the driver
 died: they count as finished with the recorded metrics. No child is trained or recorded twice.
+
+``--max-failed-generations N`` stops the run once N x population results in a row failed with one reason
+(``evolve.loops.failures``); those children stay recorded (failed, at the bottom of the population) and a
+resumed run goes on breeding.
 """
 from __future__ import annotations
 
@@ -28,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from evolve.contract import Metrics, sanitised, selection_value
+from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
 from evolve.output.records import TrialRecord
@@ -186,6 +192,7 @@ class SteadyEvolution(Evolution):
         self.progress: _SteadyProgress | None = None
         self._started: dict[str, float] = {}
         self._population_at = -1  # number of records when evolve_population.yaml was last written
+        self._streak = FailureStreak(self.cfg.max_failed_generations)
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray Tune pickles its search algorithm, and with it this source; only the driver's copy is used.
@@ -248,10 +255,14 @@ class SteadyEvolution(Evolution):
             self._save_checkpoint()  # before the child starts, so a resumed run trains it exactly once
         self._started[child.trial_id] = time.monotonic()
         assert self.progress is not None
-        self.progress.started()
+        self.progress.started(trial_id=child.trial_id)
         generation, individual, trial_id = child_name(child.index, self.size)
         return TrialJob(trial_id=trial_id, generation=generation, individual=individual,
                         hyp=self.space.decode(child.genome))
+
+    def on_tick(self) -> None:
+        if self.progress is not None:
+            self.progress.tick()
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         child = self.state.running.get(job.trial_id)
@@ -268,6 +279,10 @@ class SteadyEvolution(Evolution):
         if len(self.records) % self.size == 0:
             self._write_population()
             self.plotter.request()
+        reason = self._streak.trial(metrics, self.size)
+        if reason is not None:
+            raise RunStopped(f"the last {self._streak.count} trials all failed: {reason}; fix the cause, "
+                             f"then resume with: python orchestrate.py --resume {self.run_dir}")
 
     def _write_population(self) -> None:
         if not self.state.members or self._population_at == len(self.records):

@@ -1,16 +1,23 @@
-"""Progress display of an evolution: ``gen g/G | trials done/running/failed | best fitness | ETA``.
+"""Progress display of an evolution: ``gen g/G | trials done/running/failed | best fitness | ETA``, plus
+``| slow: g003i004 9m12s (median 2m01s)`` while a trial runs far longer than the median (``SLOW_FACTOR``
+times, ``evolve.execution.watchdog``), so a hang shows before its timeout ends it.
 
-On a terminal the line is redrawn in place on stderr; anywhere else (a log file, CI) each finished trial
-gives one plain log line instead, so logs stay readable. The ETA is the mean wall time of a trial times
-the trials still to run, divided by how many trials were seen running at once.
+On a terminal the line is redrawn in place on stderr (on every change, and every few seconds by
+``tick``); anywhere else (a log file, CI) each finished trial gives one plain log line instead, and a trial
+turning slow one warning, so logs stay readable. The ETA is the mean wall time of a trial times the trials
+still to run, divided by how many trials were seen running at once.
 """
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Callable, TextIO
 
 from evolve.contract import FAILED_STATUSES, Metrics
+from evolve.execution.watchdog import median, slow
+
+TICK_S = 2.0  # how often a terminal's line is redrawn while nothing happens
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +62,10 @@ class Progress:
         self._seconds: list[float] = []
         self._concurrency = 1
         self._drawn = False
+        self._clock: Callable[[], float] = time.monotonic
+        self._running_since: dict[str, float] = {}  # trial id -> start, for the slow ones
+        self._warned_slow: set[str] = set()
+        self._ticked = 0.0
 
     def start_generation(self, generation: int, trials: int) -> None:
         """Generation ``generation`` (0-based) begins with ``trials`` trials to run."""
@@ -65,8 +76,10 @@ class Progress:
         if self.tty:
             self._draw()
 
-    def started(self) -> None:
+    def started(self, trial_id: str | None = None) -> None:
         """A trial was handed to Ray."""
+        if trial_id is not None:
+            self._running_since[trial_id] = self._clock()
         self.running += 1
         self._concurrency = max(self._concurrency, self.running)
         if self.tty:
@@ -75,6 +88,7 @@ class Progress:
     def finished(self, trial_id: str, metrics: Metrics, seconds: float) -> None:
         """A trial ended after ``seconds`` of wall time (start to result)."""
         self.running = max(0, self.running - 1)
+        self._running_since.pop(trial_id, None)
         self.done += 1
         self._gen_finished += 1
         if metrics.status in FAILED_STATUSES:
@@ -113,11 +127,33 @@ class Progress:
         mean = sum(self._seconds) / len(self._seconds)
         return mean * self.remaining_trials() / self._concurrency
 
+    def slow(self) -> list[tuple[str, float]]:
+        """(trial id, seconds) of the running trials far past the median duration, longest first."""
+        return slow(self._running_since, self._seconds, self._clock())
+
+    def tick(self) -> None:
+        """Called while trials run: redraw a terminal's line now and then; warn once per slow trial."""
+        now = self._clock()
+        if self.tty and now - self._ticked >= TICK_S:
+            self._ticked = now
+            self._draw()
+        for trial_id, seconds in self.slow():
+            if not self.tty and trial_id not in self._warned_slow:
+                self._warned_slow.add(trial_id)
+                LOGGER.warning("trial %s has run %s, far longer than the median %s", trial_id,
+                               format_duration(seconds), format_duration(median(self._seconds)))
+
     def line(self) -> str:
         best = "-" if self.best is None else f"{self.best:.5f}"
-        return (f"gen {self.generation + 1}/{self.generations}"
+        text = (f"gen {self.generation + 1}/{self.generations}"
                 f" | trials {self.done}/{self.running}/{self.failed}"
                 f" | best {best} | ETA {format_duration(self.eta_seconds())}")
+        late = self.slow()
+        if late:
+            more = f" +{len(late) - 1}" if len(late) > 1 else ""
+            text += (f" | slow: {late[0][0]} {format_duration(late[0][1])}{more} "
+                     f"(median {format_duration(median(self._seconds))})")
+        return text
 
     def _draw(self) -> None:
         # Carriage return plus erase-to-end-of-line redraws the same terminal line.

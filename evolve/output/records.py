@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from evolve.contract import DEFAULT_FITNESS_WEIGHTS, Metrics, describe_weights, standing
+from evolve.contract import DEFAULT_FITNESS_WEIGHTS, Metrics, describe_weights, one_line, standing
 from evolve.errors import ConfigError
 from evolve.output.rundir import atomic_write_text
 from evolve.search.keyset import YOLOV5, KeySet
@@ -43,9 +43,15 @@ LEAD_COLUMNS: list[str] = ["generation", "individual", "trial_id", "status", "fi
                            "seconds"]
 
 
-def csv_columns(keyset: KeySet = YOLOV5) -> list[str]:
-    """The columns of evolve.csv: where the trial sat, how it did, then every hyp key of the key set."""
-    return [*LEAD_COLUMNS, *keyset.keys]
+# Appended after the hyp keys, so the YOLOv5-compatible columns keep their places; files written before it
+# existed are still read, and are rewritten with it (empty) when a run appends to them.
+TAIL_COLUMNS: list[str] = ["reason"]
+
+
+def csv_columns(keyset: KeySet = YOLOV5, tail: bool = True) -> list[str]:
+    """The columns of evolve.csv: where the trial sat, how it did, every hyp key of the key set, and why a
+    trial failed (``tail=False``: the columns of files written before ``reason`` existed)."""
+    return [*LEAD_COLUMNS, *keyset.keys, *(TAIL_COLUMNS if tail else ())]
 
 
 CSV_COLUMNS: list[str] = csv_columns(YOLOV5)
@@ -85,14 +91,14 @@ def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet) -> s
         *(_number(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS),
         _number(m.seconds),
         *(keyset.format_value(k, hyp[k]) for k in keyset.keys),
+        one_line(m.reason),
     ]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue()
 
 
-def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> TrialRecord:
-    columns = csv_columns(keyset)
+def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns: list[str]) -> TrialRecord:
     if len(row) != len(columns):
         raise ConfigError(f"{path}: line {line_no}: {len(row)} fields, expected {len(columns)}")
     cells = dict(zip(columns, row))
@@ -114,6 +120,7 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> Tria
         metrics = Metrics(
             **{METRIC_FIELDS[c]: numbers[c] for c in METRIC_COLUMNS},
             fitness=numbers["fitness"], seconds=numbers["seconds"], status=cells["status"],
+            reason=cells.get("reason", ""),
         )
     except ValueError as exc:
         raise ConfigError(f"{path}: line {line_no}: column 'status': {exc}") from None
@@ -123,7 +130,8 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet) -> Tria
 
 
 def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None]:
-    """Parse evolve.csv; returns its records and, when its last line is torn, the text to keep.
+    """Parse evolve.csv; returns its records and, when its last line is torn or the file predates the
+    ``reason`` column, the text to keep (in the current layout).
 
     Raises ConfigError naming the file when the header belongs to another layout or a complete line is bad.
     """
@@ -146,6 +154,12 @@ def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None
     if not lines:
         return [], clean
     header = next(csv.reader([lines[0]]))
+    if header == csv_columns(keyset, tail=False):
+        records = [_parse_row(path, i, row, keyset, header)
+                   for i, row in enumerate(csv.reader(lines[1:]), start=2) if row]
+        # Each old row gains an empty reason: its CSV text is kept as it is, plus one trailing comma.
+        kept = [",".join(columns)] + [line + "," * len(TAIL_COLUMNS) for line in lines[1:] if line]
+        return records, "".join(line + "\n" for line in kept)
     if header != columns:
         shorter = min(len(header), len(columns))
         diff = next((i for i, (a, b) in enumerate(zip(header, columns)) if a != b), shorter)
@@ -156,11 +170,18 @@ def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None
             f"'{want}'); move the file away or use another run folder"
         )
     records = [
-        _parse_row(path, i, row, keyset)
+        _parse_row(path, i, row, keyset, columns)
         for i, row in enumerate(csv.reader(lines[1:]), start=2)
         if row
     ]
     return records, clean
+
+
+def _repair_note(path: Path, keyset: KeySet) -> str:
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+    if next(csv.reader([first]), []) == csv_columns(keyset, tail=False):
+        return "adding the 'reason' column (empty for the trials already recorded)"
+    return "dropping an incomplete last line (its writer was killed)"
 
 
 class RunRecords:
@@ -185,7 +206,7 @@ class RunRecords:
         if self.csv_path.is_file():
             records, clean = _read_csv(self.csv_path, keyset)
             if clean is not None:
-                LOGGER.warning("%s: dropping an incomplete last line (its writer was killed)", self.csv_path)
+                LOGGER.warning("%s: %s", self.csv_path, _repair_note(self.csv_path, keyset))
                 atomic_write_text(self.csv_path, clean)
             self._has_header = self.csv_path.stat().st_size > 0
             for rec in records:

@@ -144,6 +144,8 @@ class RunLock:
             except FileExistsError:
                 self._handle_existing()
                 continue
+            except OSError as exc:  # a read-only or full disk, no permission: nothing can be recorded
+                raise ConfigError(f"{self.run_dir}: cannot write in the run folder ({exc.strerror})") from None
             try:
                 os.write(fd, content)
                 os.fsync(fd)
@@ -185,6 +187,9 @@ class RunLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # a folder made unwritable: the next run takes the dead pid's lock over
+                LOGGER.warning("%s: cannot remove the lock (%s); the next run takes it over", self.path,
+                               exc.strerror)
 
     @property
     def held(self) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +82,33 @@ def interrupts_driver(hyp, cfg, report=None):
     """Sends Ctrl-C to the driver (once per marker folder), then trains like ``linear``."""
     if cfg.extra.get("driver_pid") and _first_time(cfg, "sigint"):
         os.kill(int(cfg.extra["driver_pid"]), signal.SIGINT)
+    return linear(hyp, cfg, report)
+
+
+def hangs(hyp, cfg, report=None):
+    """Starts a child process that dies with its parent (as DDP ranks do), writes both pids to ``pid_dir``,
+    then hangs."""
+    from evolve.execution.ddp import _parent_death_preexec
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             preexec_fn=_parent_death_preexec(signal.SIGKILL))
+    Path(cfg.extra["pid_dir"], f"{cfg.name}.pids").write_text(f"{os.getpid()} {child.pid}\n")
+    time.sleep(600)
+
+
+def nan_map(hyp, cfg, report=None):
+    return Metrics(map50=float("nan"), map50_95=0.25, epochs=1)
+
+
+def percent(hyp, cfg, report=None):
+    """A wrapper reporting percentages: mAP 70 instead of 0.7."""
+    return {"map50": 70.0, "map50_95": 45.0}
+
+
+def broken_until_fixed(hyp, cfg, report=None):
+    """Fails for one reason (as a missing package would) until the file ``cfg.extra["fix"]`` exists."""
+    if not Path(cfg.extra["fix"]).exists():
+        raise RuntimeError("module 'needed_package' is missing in the workers")
     return linear(hyp, cfg, report)
 
 

@@ -1,4 +1,5 @@
-"""A surrogate evolution on a three-node local Ray cluster (a head and two worker nodes on this machine).
+"""Tests of evolve/execution/cluster.py: a surrogate evolution on a three-node local Ray cluster (a head
+and two worker nodes on this machine), and Ray started, joined and checked before anything is written.
 
 The cluster lives in a subprocess (``cluster_job.py cluster``): the session's Ray is initialised in the
 pytest process, which can hold only one. The evolution's records (evolve.csv) and Ray Tune's own trial
@@ -8,11 +9,20 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from cluster_job import run_job
+
+import orchestrate
+from evolve.driver import run
+from evolve.errors import ConfigError
+from evolve.execution.cluster import check_reachable
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +57,89 @@ def test_trials_spread_over_the_worker_nodes_and_all_are_recorded(cluster_run):
     assert set(nodes) == set(workers), nodes  # both worker nodes ran trials, the head none
     assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(finals)
     assert cluster_run["ray_after"] is False
+
+
+# --- ray_session: Ray and the resource flags checked before anything is written -------------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"http.server on port {port} did not start")
+
+
+def test_an_address_where_a_web_server_listens_is_refused_quickly_and_writes_nothing(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        _wait_listening(port, server)
+        with pytest.raises(ConfigError, match="something listens there but it is not a Ray cluster"):
+            check_reachable(f"127.0.0.1:{port}")
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--trainer", "surrogate",
+                               "--address", f"127.0.0.1:{port}", "--project", str(tmp_path / "runs")],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        seconds = time.monotonic() - start
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--address '127.0.0.1:{port}'" in lines[0], proc.stderr
+    assert seconds < 30, seconds  # the process start (imports) included
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_closed_port_is_refused_and_a_ray_gcs_is_accepted(ray_cluster):
+    with pytest.raises(ConfigError, match="no Ray cluster answers there"):
+        check_reachable(f"127.0.0.1:{_free_port()}")
+    check_reachable(ray_cluster)  # the session's Ray answers the probe
+
+
+def _config(argv: list[str]):
+    parser = orchestrate.build_parser()
+    args = parser.parse_args(argv)
+    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cpus-per-trial", "5"], "--cpus-per-trial 5: the largest node of the cluster has only 2 CPUs"),
+    (["--gpus-per-trial", "3"], "--gpus-per-trial 3: the largest node of the cluster has only 0 GPUs"),
+])
+def test_a_trial_no_node_can_hold_is_refused_before_a_run_folder_exists(flags, message, ray_cluster,
+                                                                        tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        run(_config(["--trainer", "surrogate", "--project", str(tmp_path / "runs"), "--address", ray_cluster,
+                     *flags]))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_refused_resume_changes_no_byte_of_the_run(ray_cluster, tmp_path):
+    run_dir = run(_config(["--trainer", "surrogate", "--generations", "1", "--population", "2", "--epochs",
+                           "1", "--project", str(tmp_path), "--address", ray_cluster]))
+    before = _snapshot(run_dir)
+    assert "checkpoint.pkl" in before and "evolve_population.yaml" in before
+    with pytest.raises(ConfigError, match="--cpus-per-trial 5"):
+        run(_config(["--resume", str(run_dir), "--generations", "6", "--cpus-per-trial", "5", "--address",
+                     ray_cluster]))
+    assert _snapshot(run_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name]

@@ -385,7 +385,7 @@ def test_bad_ray_flags_are_config_errors(kwargs, match):
 
 
 def test_an_address_where_nothing_listens_is_a_config_error():
-    from evolve.execution.runner import _check_reachable
+    from evolve.execution.cluster import check_reachable as _check_reachable
 
     with pytest.raises(ConfigError, match="--address '127.0.0.1:1': no Ray cluster answers there"):
         _check_reachable("127.0.0.1:1")

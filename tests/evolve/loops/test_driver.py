@@ -232,7 +232,7 @@ def test_generation_source_runs_every_generation_with_a_barrier_between_them():
     seen: list[tuple[str, str, float]] = []
     started: list[int] = []
     source = GenerationSource(advance, lambda j, m, s: seen.append((j.trial_id, m.status, s)),
-                              on_start=lambda: started.append(1), clock=clock)
+                              on_start=lambda trial_id: started.append(1), clock=clock)
     assert source.has_jobs() and len(advanced) == 1
     a, b = source.next_job(), source.next_job()
     assert (a.trial_id, b.trial_id) == ("g000i000", "g000i001")

@@ -102,3 +102,40 @@ def test_default_log_goes_to_logging(caplog):
     p.finished("g000i000", Metrics(status="diverged"), seconds=1.0)
     assert [r.getMessage() for r in caplog.records] == [
         "gen 1/1 | trials 1/0/1 | best - | ETA 0s | g000i000 diverged fitness 0.00000"]
+
+
+def test_a_trial_running_far_longer_than_the_median_shows_on_the_line_and_warns_once(caplog):
+    now = [0.0]
+    p = Progress(generations=1, stream=io.StringIO(), log=lambda line: None)
+    p._clock = lambda: now[0]
+    p.start_generation(0, trials=3)
+    for trial_id in ("a", "b", "hung"):
+        p.started(trial_id)
+    now[0] = 10.0
+    p.finished("a", ok(0.5), 10.0)
+    p.finished("b", ok(0.4), 10.0)
+    assert "slow" not in p.line()
+    now[0] = 19.0
+    assert "slow" not in p.line()  # under twice the median
+    now[0] = 125.0
+    assert p.line().endswith(" | slow: hung 2m05s (median 10s)")
+    with caplog.at_level("WARNING"):
+        p.tick()
+        p.tick()
+    assert caplog.text.count("trial hung has run 2m05s, far longer than the median 10s") == 1
+    p.finished("hung", Metrics(status="failed", reason="timeout: ended after 125 s"), 125.0)
+    assert "slow" not in p.line()
+
+
+def test_tick_redraws_a_terminal_line_while_nothing_finishes():
+    now = [0.0]
+    stream = FakeTTY()
+    p = Progress(generations=1, stream=stream)
+    p._clock = lambda: now[0]
+    p.start_generation(0, trials=1)
+    p.started("x")
+    drawn = stream.getvalue().count("\r")
+    now[0] = 5.0
+    p.tick()
+    p.tick()  # within TICK_S of the last redraw: nothing
+    assert stream.getvalue().count("\r") == drawn + 1

@@ -41,7 +41,8 @@ def test_columns_are_the_yolov5_names_then_every_hyp_key():
                               "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss"]
     assert CSV_COLUMNS[5:12] == METRIC_COLUMNS
     assert CSV_COLUMNS[12] == "seconds"
-    assert CSV_COLUMNS[13:] == list(HYP_KEYS)
+    assert CSV_COLUMNS[13:-1] == list(HYP_KEYS)
+    assert CSV_COLUMNS[-1] == "reason"  # appended last: the YOLOv5 columns keep their places
 
 
 def test_three_appends_give_three_exact_rows_readable_by_pandas(tmp_path):
@@ -125,7 +126,7 @@ def test_bad_complete_row_names_file_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=r"evolve\.csv: line 2: column 'status'"):
         RunRecords(tmp_path)
     path.write_text("\n".join([lines[0], "0,1,x"]) + "\n")
-    with pytest.raises(ConfigError, match=r"evolve\.csv: line 2: 3 fields, expected 42"):
+    with pytest.raises(ConfigError, match=r"evolve\.csv: line 2: 3 fields, expected 43"):
         RunRecords(tmp_path)
 
 
@@ -286,3 +287,31 @@ def test_metric_a_trainer_left_empty_is_recorded_as_nan(tmp_path):
     df = pd.read_csv(tmp_path / "evolve.csv")
     assert math.isnan(df["val/box_loss"][0]) and df["fitness"][0] == 0.3
     assert "# val/box_loss: nan" in (tmp_path / "hyp_evolve.yaml").read_text()
+
+
+def test_a_failed_trial_keeps_its_reason_in_the_last_column(tmp_path):
+    records = RunRecords(tmp_path)
+    rec = make_record(0, 0, 0.0, status="failed")
+    rec.metrics.reason = "invalid result: map50 1.7 outside [0, 1], see\nthe log"
+    records.append(rec)
+    records.append(make_record(0, 1, 0.5))
+    df = pd.read_csv(tmp_path / "evolve.csv", keep_default_na=False)
+    assert list(df.columns) == CSV_COLUMNS
+    assert list(df["reason"]) == ["invalid result: map50 1.7 outside [0, 1], see the log", ""]
+    assert [r.metrics.reason for r in RunRecords(tmp_path).rows()] == [df["reason"][0], ""]
+
+
+def test_a_file_written_before_the_reason_column_is_read_and_upgraded_on_append(tmp_path, caplog):
+    RunRecords(tmp_path).append(make_record(0, 0, 0.5))
+    path = tmp_path / "evolve.csv"
+    old = "".join(line.rsplit(",", 1)[0] + "\n" for line in path.read_text().splitlines())
+    path.write_text(old)  # the layout of earlier versions: no reason column
+    assert pd.read_csv(path).shape[1] == len(CSV_COLUMNS) - 1
+    with caplog.at_level(logging.WARNING):
+        records = RunRecords(tmp_path)
+    assert "adding the 'reason' column" in caplog.text
+    records.append(make_record(0, 1, 0.25, status="failed"))
+    df = pd.read_csv(path)
+    assert list(df.columns) == CSV_COLUMNS and len(df) == 2
+    assert [r.metrics.fitness for r in records.rows()] == [0.5, 0.25]
+    assert path.read_text().splitlines()[1] == old.splitlines()[1] + ","

@@ -1,6 +1,7 @@
 """Tests of evolve.rundir: run-folder naming, the run lock, atomic writes and checkpoints."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -125,3 +126,12 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
     atomic_write_text(target, "new\n")
     assert target.read_text() == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["hyp.yaml"]
+
+
+def test_a_lock_that_cannot_be_written_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ConfigError, match=r"cannot write in the run folder \(Read-only file system\)"):
+        RunLock(tmp_path).acquire()

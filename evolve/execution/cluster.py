@@ -1,0 +1,131 @@
+"""Ray for one run: started or joined, and checked against the run's resource flags, before anything is
+written (``ray_session``).
+
+A refused command must leave no trace, so the driver enters ``ray_session`` before it makes a run folder
+or touches a resumed one: a bad ``--address`` or a trial that no node can hold is a ``ConfigError`` then,
+not after a checkpoint was written.
+
+Connecting is bounded. Ray's own client retries an address for minutes, and one where something other
+than Ray listens (a web server) hangs it for good, so an address is probed first (``check_reachable``): a
+TCP connect, then the HTTP/2 preface that Ray's GCS (a gRPC server) must answer with a SETTINGS frame;
+anything else within ``PROBE_TIMEOUT_S`` is "no Ray cluster answers there".
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+from evolve.config.ray import RayConfig, parse_address
+from evolve.errors import ConfigError
+from evolve.output.console import quiet_ray_startup
+
+LOGGER = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0  # per step (connect, answer): a clear error well within 30 s
+# Client connection preface (RFC 9113 3.4) and an empty SETTINGS frame: a gRPC server answers with its own.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SETTINGS_FRAME = 0x04
+
+
+def _auto_address() -> Optional[str]:
+    """The address ``auto`` stands for (RAY_ADDRESS or this machine's running cluster), if Ray tells."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # noqa: BLE001 - no cluster found, or another Ray version: ray.init will say
+        return None
+
+
+def check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """ConfigError unless a Ray GCS answers at ``address`` (``host:port``, or ``auto`` when Ray knows it)."""
+    target = parse_address(address)
+    if target is None:
+        found = _auto_address()
+        target = parse_address(found) if found else None
+        if target is None:
+            return  # ray.init("auto") fails at once when there is no cluster to find
+    try:
+        with socket.create_connection(target, timeout=timeout) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # a TLS GCS expects a TLS hello first; the connect is all that can be checked
+            sock.settimeout(timeout)
+            sock.sendall(HTTP2_PREFACE)
+            answer = sock.recv(9)
+    except OSError as exc:
+        raise ConfigError(f"--address {address!r}: no Ray cluster answers there ({exc}); start one with "
+                          f"'ray start --head' or use --address auto on a cluster node") from exc
+    if len(answer) < 4 or answer[3] != SETTINGS_FRAME:
+        raise ConfigError(f"--address {address!r}: something listens there but it is not a Ray cluster "
+                          f"(it answered {answer[:16]!r}); give the address of a Ray head node "
+                          f"('ray start --head' prints it)")
+
+
+def start_or_join(cfg: RayConfig) -> bool:
+    """Start the embedded Ray or join ``cfg.address``; False when Ray was already initialised here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if cfg.address is None:
+        # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
+        # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
+        kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+    else:
+        check_reachable(cfg.address)
+        kwargs.update(address=cfg.address.strip())
+    try:
+        with quiet_ray_startup():
+            ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(f"--address {cfg.address!r}: cannot connect to a Ray cluster: {exc}") from exc
+    LOGGER.info("Ray %s: %s", "joined" if cfg.address else "started locally",
+                {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+    return True
+
+
+def shutdown() -> None:
+    """Shut down the Ray this process started."""
+    import ray
+
+    # Tune leaves Ray handles in reference cycles. Collected after shutdown (in whatever thread the
+    # collector runs next, such as the plot thread), their finalisers make Ray's core worker end the
+    # whole process with status 1; collected now, they are released normally.
+    gc.collect()
+    ray.shutdown()
+
+
+def check_resources(cfg: RayConfig) -> None:
+    """ConfigError naming the flag unless some live node can hold one trial (its CPUs and GPUs together:
+    Ray places a trial's resources on one node)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    need = {"CPU": float(cfg.cpus_per_trial), "GPU": float(cfg.gpus_per_trial)}
+    if any(all(float(res.get(k, 0.0)) + 1e-9 >= v for k, v in need.items() if v > 0) for res in nodes):
+        return
+    for name, flag in (("CPU", "--cpus-per-trial"), ("GPU", "--gpus-per-trial")):
+        most = max((float(res.get(name, 0.0)) for res in nodes), default=0.0)
+        if need[name] > 0 and most + 1e-9 < need[name]:
+            where = "the local Ray has" if cfg.address is None else "the largest node of the cluster has"
+            raise ConfigError(f"{flag} {need[name]:g}: {where} only {most:g} {name}s")
+    raise ConfigError(f"--cpus-per-trial {need['CPU']:g} with --gpus-per-trial {need['GPU']:g}: no node of "
+                      f"the Ray cluster has both")
+
+
+@contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Ray started or joined and the resource flags checked against it; Ray shut down afterwards if this
+    started it (a Ray someone else started in this process is left running)."""
+    started = start_or_join(cfg)
+    try:
+        check_resources(cfg)
+        yield
+    finally:
+        if started:
+            shutdown()
