@@ -20,7 +20,7 @@ from evolve.config.trial import TrialConfig
 from evolve.contract import fitness
 from evolve.driver import run
 from evolve.errors import ConfigError
-from evolve.output.records import LEAD_COLUMNS, RunRecords
+from evolve.output.records import LEAD_COLUMNS, TAIL_COLUMNS, RunRecords
 from evolve.search.keyset import ULTRALYTICS
 from evolve.search.space import SearchSpace, load_meta
 
@@ -190,7 +190,7 @@ def test_a_2x2_evolution_writes_records_with_ultralytics_keys(ray_address, tiny_
     run_dir = run(config([*TINY, "--data", str(tiny_data), "--generations", "2", "--population", "2",
                           "--project", str(tmp_path), "--address", ray_address]))
     df = pd.read_csv(run_dir / "evolve.csv")
-    assert list(df.columns) == [*LEAD_COLUMNS, *ULTRALYTICS.keys]
+    assert list(df.columns) == [*LEAD_COLUMNS, *ULTRALYTICS.keys, *TAIL_COLUMNS]
     assert sorted(df["generation"].unique()) == [0, 1] and len(df) >= 3
     assert (df["status"] == "ok").all() and (df["optimizer"] == "SGD").all()
     for _, row in df.iterrows():
@@ -215,10 +215,13 @@ def test_a_2x2_evolution_writes_records_with_ultralytics_keys(ray_address, tiny_
 def test_trials_that_fail_are_recorded_with_fitness_0(ray_address, tiny_data, tmp_path):
     broken = tmp_path / "broken.pt"  # a local file, so it passes the checks, but no model: every trial raises
     broken.write_bytes(b"not a checkpoint")
+    # --max-failed-generations 0: record the failures instead of stopping the run on them
     run_dir = run(config([*TINY, "--model", str(broken), "--data", str(tiny_data), "--generations", "1",
-                          "--population", "2", "--project", str(tmp_path / "runs"), "--address", ray_address]))
+                          "--population", "2", "--project", str(tmp_path / "runs"), "--address", ray_address,
+                          "--max-failed-generations", "0"]))
     df = pd.read_csv(run_dir / "evolve.csv")
     assert len(df) == 2 and (df["status"] == "failed").all() and (df["fitness"] == 0).all()
+    assert df["reason"].str.contains("broken.pt").all()
     log = (run_dir / "trials" / df["trial_id"][0] / "trial.log").read_text()
     assert "trial failed" in log and "broken.pt" in log
     assert not (run_dir / "hyp_evolve.yaml").exists()  # no trial finished well: no best hyps
