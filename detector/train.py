@@ -96,6 +96,7 @@ def train(hyp: dict[str, Any], cfg: TrainConfig, report: Optional[Report] = None
     start = time.time()
     hyp = validate_hyp(hyp, source="hyp")
     ctx = dist.setup(cfg.device)
+    threads = torch.get_num_threads()  # the governor changes the process's count; the caller gets it back
     try:
         return _Trainer(hyp, cfg, report, ctx, start).run()
     except torch.cuda.OutOfMemoryError as exc:
@@ -104,6 +105,7 @@ def train(hyp: dict[str, Any], cfg: TrainConfig, report: Optional[Report] = None
             torch.cuda.empty_cache()
         return Metrics(seconds=time.time() - start, status="failed").with_fitness()
     finally:
+        torch.set_num_threads(threads)
         dist.cleanup(ctx)
 
 

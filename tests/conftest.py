@@ -1,8 +1,8 @@
 """Fixtures shared by the whole test suite.
 
 - ``evolve_cache`` (autouse): a session-private ``YOLO_EVOLVE_CACHE`` so tests never write to ~/.cache.
-- ``torch_threads`` (autouse): one intra-op thread; test tensors are tiny and extra threads only fight
-  over the CI machine's two cores (with other processes busy, 2 threads ran a tiny epoch 10x slower).
+- ``torch_threads`` (autouse): one intra-op thread (and ``OMP_NUM_THREADS=1``); test tensors are tiny
+  and extra threads only fight over the CI machine's two cores (with other processes busy, 2 threads ran a tiny epoch 10x slower).
 - ``tiny_data``: the synthetic data set at its smallest useful size (16 train / 8 val images, 64 px).
 - ``tiny_cfg``: a factory of fast ``TrainConfig``s on ``tiny_data``.
 - ``trained_run``: one 2-epoch training run on ``tiny_data``, trained once and shared by the train, val
@@ -35,9 +35,17 @@ def torch_threads() -> Iterator[None]:
     import torch
 
     old = torch.get_num_threads()
+    old_env = os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    # The detector takes its thread count from the CPUs a process may use (OMP_NUM_THREADS first), and so
+    # do Ray's trial workers, which inherit this environment: one thread everywhere in the tests.
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(old)
+    if old_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old_env
 
 
 @pytest.fixture(scope="session")
