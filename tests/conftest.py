@@ -2,7 +2,8 @@
 
 - ``evolve_cache`` (autouse): a session-private ``YOLO_EVOLVE_CACHE`` so tests never write to ~/.cache.
 - ``torch_threads`` (autouse): one intra-op thread (and ``OMP_NUM_THREADS=1``); test tensors are tiny
-  and extra threads only fight over the CI machine's two cores (with other processes busy, 2 threads ran a tiny epoch 10x slower).
+  and extra threads only fight over the CI machine's two cores (with other processes busy, 2 threads
+  ran a tiny epoch 10x slower).
 - ``tiny_data``: the synthetic data set at its smallest useful size (16 train / 8 val images, 64 px).
 - ``tiny_cfg``: a factory of fast ``TrainConfig``s on ``tiny_data``.
 - ``trained_run``: one 2-epoch training run on ``tiny_data``, trained once and shared by the train, val
