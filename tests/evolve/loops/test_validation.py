@@ -123,6 +123,21 @@ def test_validating_again_runs_nothing_and_leaves_the_evolution_records_alone(va
     assert "8 run(s) to train" not in log and "0 run(s) to train, 8 already" in log
 
 
+def test_the_real_gain_benchmark_reports_from_a_validated_run(validated):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import real_gain
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    run_dir, log = validated
+    lines = real_gain.report(run_dir, 90.0, (1.0, 2.0, 3.0))
+    summary = next(line for line in log if "validated: " in line)
+    assert "validated: " + summary.split("validated: ", 1)[1] in lines  # the same figures as the run
+    assert any(line.startswith("base validated fitness") for line in lines)
+    assert any(line.startswith("transfer: Spearman") for line in lines)
+    assert any(line.startswith("wall time 1.5 min; load average at the start 1.00 2.00 3.00") for line in lines)
+
+
 def _unvalidated_copy(run_dir: Path, to: Path) -> Path:
     shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns(*VALIDATION_FILES, "validation.log", "val-*"))
     return to
