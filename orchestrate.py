@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser, generated from the configuration fields; defaults are theirs, so --help shows what runs."""
     p = _Parser(prog=PROG, description="Evolve YOLO hyperparameters with a genetic algorithm over Ray Tune "
                 "trials. Outputs go to PROJECT/NAME: evolve.csv, hyp_evolve.yaml, evolve_population.yaml, "
-                "evolve.png, fitness.png, checkpoint.pkl, evolve.log; then validation.csv, hyp_validated.yaml, "
-                "validation.png.",
+                "evolve.png, fitness.png, checkpoint.pkl, evolve.log; then validation.csv, "
+                "hyp_validated.yaml, validation.png.",
                 epilog="Train with the result: "
                 "python -m detector train --hyp runs/evolve/exp/hyp_evolve.yaml")
     groups = {name: p.add_argument_group(name) for name in GROUPS}

@@ -90,9 +90,10 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     trials = pd.read_csv(run_dir / "evolve.csv")
     base, winner = summary.base, summary.winner
     return [
-        f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at {plan.cfg.train.imgsz} px, "
-        f"then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
-        f"best trial fitness {trials['fitness'].max():.4f}; base hyp's trial {base.candidate.trial_fitness:.4f}",
+        f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at "
+        f"{plan.cfg.train.imgsz} px, then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
+        f"best trial fitness {trials['fitness'].max():.4f}; "
+        f"base hyp's trial {base.candidate.trial_fitness:.4f}",
         f"base validated fitness   {base.mean:.4f} +- {base.sd:.4f}",
         f"winner ({winner.candidate.label}, {winner.candidate.source_trial_id or 'base'}) {winner.mean:.4f} "
         f"+- {winner.sd:.4f}",
@@ -100,8 +101,9 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
         f"{'beyond' if summary.beats_base else 'within'} it)",
         summary_line(summary),
         transfer_text(summary),
-        f"wall time {seconds / 60:.1f} min; load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"wall time {seconds / 60:.1f} min; load average at the start "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at the end "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
 
 
@@ -116,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     cli = orchestrate_argv(args, extra)
     load = os.getloadavg()
     start = time.monotonic()
-    run_dir = run(orchestrate.build_config(parser.parse_args(cli), orchestrate._given_flags(parser, cli,
-                                                                                        parser.parse_args(cli))))
+    args_ = parser.parse_args(cli)
+    run_dir = run(orchestrate.build_config(args_, orchestrate._given_flags(parser, cli, args_)))
     seconds = time.monotonic() - start
     print("\n".join(report(run_dir, seconds, load)), flush=True)
     return 0

@@ -157,7 +157,8 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
     """The configuration a resumed run continues with, and one note per explicit flag that was ignored.
 
     The saved run's settings win, except an explicit ``--generations`` (the run may be extended), explicit
-    validation flags, and the execution settings, which always come from ``new``. The mode and early stopping are the saved run's.
+    validation flags, and the execution settings, which always come from ``new``. The mode and early
+    stopping are the saved run's.
     """
     merged = copy.deepcopy(saved)
     merged.ray = copy.deepcopy(new.ray)

@@ -103,7 +103,8 @@ def _is_finished(run_dir: Path, plan: Plan) -> bool:
         population = yaml.safe_load((run_dir / POPULATION_NAME).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(population, dict) and next(iter(population), "") == f"gen{cfg.ga.generations - 1}number0"
+    last = f"gen{cfg.ga.generations - 1}number0"
+    return isinstance(population, dict) and next(iter(population), "") == last
 
 
 def plan_standalone(cfg: EvolveConfig) -> ValidationPlan:
@@ -117,7 +118,8 @@ def plan_standalone(cfg: EvolveConfig) -> ValidationPlan:
         if not (target / needed).is_file():
             raise ConfigError(f"{name}: not an evolution run folder (no {needed})")
     if cfg.validation.top < 1:
-        raise ConfigError(f"{name}: --validate-top must be >= 1 to validate anything, got {cfg.validation.top}")
+        raise ConfigError(f"{name}: --validate-top must be >= 1 to validate anything, got "
+                          f"{cfg.validation.top}")
     resumed = copy.deepcopy(cfg)
     resumed.validation.run_dir = None
     resumed.resume = str(target)
@@ -162,8 +164,8 @@ def _check_earlier(vplan: ValidationPlan) -> None:
     records = ValidationRecords(vplan.run_dir)
     other = sorted({r.epochs for r in records.rows()} - {vplan.epochs})
     if other:
-        raise ConfigError(f"{records.path}: holds validation runs of {other[0]} epochs, not {vplan.epochs}; move it "
-                          f"away, or validate with --validate-epochs {other[0]}")
+        raise ConfigError(f"{records.path}: holds validation runs of {other[0]} epochs, not {vplan.epochs}; "
+                          f"move it away, or validate with --validate-epochs {other[0]}")
 
 
 class ValidationSource:
@@ -178,8 +180,8 @@ class ValidationSource:
             for index, cand in enumerate(vplan.candidates):
                 if (cand.label, cand.source_trial_id, seed) in done:
                     continue
-                job = TrialJob(trial_id=f"{TRIAL_PREFIX}-{cand.label}-s{seed}", generation=-1, individual=index,
-                               hyp=dict(cand.hyp), seed=seed)
+                job = TrialJob(trial_id=f"{TRIAL_PREFIX}-{cand.label}-s{seed}", generation=-1,
+                               individual=index, hyp=dict(cand.hyp), seed=seed)
                 self._queue.append((job, cand))
         self._running: dict[str, Candidate] = {}
         self.skipped = len(vplan.candidates) * len(vplan.seeds) - len(self._queue)

@@ -43,8 +43,8 @@ from evolve.search.space import SearchSpace
 ROOT = Path(__file__).resolve().parents[3]
 ORCHESTRATE = str(ROOT / "orchestrate.py")
 # Noisy landscape: the training seed changes the fitness, as it does in real training.
-FLAGS = ["--trainer", "surrogate", "--surrogate-landscape", "noisy", "--generations", "2", "--population", "6",
-         "--epochs", "1", "--seed", "1", "--surrogate-seconds", "0.2"]
+FLAGS = ["--trainer", "surrogate", "--surrogate-landscape", "noisy", "--generations", "2", "--population",
+         "6", "--epochs", "1", "--seed", "1", "--surrogate-seconds", "0.2"]
 RECORDS = ("evolve.csv", "hyp_evolve.yaml", "evolve_population.yaml", "checkpoint.pkl", "evolve.png",
            "fitness.png", "evolve.log")
 VALIDATION_FILES = ("validation.csv", "hyp_validated.yaml", "validation.png")
@@ -135,7 +135,8 @@ def test_the_real_gain_benchmark_reports_from_a_validated_run(validated):
     assert "validated: " + summary.split("validated: ", 1)[1] in lines  # the same figures as the run
     assert any(line.startswith("base validated fitness") for line in lines)
     assert any(line.startswith("transfer: Spearman") for line in lines)
-    assert any(line.startswith("wall time 1.5 min; load average at the start 1.00 2.00 3.00") for line in lines)
+    assert any(line.startswith("wall time 1.5 min; load average at the start 1.00 2.00 3.00")
+               for line in lines)
 
 
 def _unvalidated_copy(run_dir: Path, to: Path) -> Path:
@@ -221,7 +222,8 @@ def test_bad_validate_input_is_one_line_exit_2_and_touches_nothing(case, tmp_pat
         "not finished": (["--validate", str(unfinished)], "has not finished"),
         "top above distinct": (["--validate", str(run_dir), "--validate-top", "3"],
                                "--validate-top 3: the run in"),
-        "seeds below 1": (["--validate", str(run_dir), "--validate-seeds", "0"], "--validate-seeds must be >= 1"),
+        "seeds below 1": (["--validate", str(run_dir), "--validate-seeds", "0"],
+                          "--validate-seeds must be >= 1"),
         "epochs below 1": (["--validate", str(run_dir), "--validate-epochs", "0"],
                            "--validate-epochs must be >= 1"),
         "top 0": (["--validate", str(run_dir), "--validate-top", "0"], "--validate-top must be >= 1"),
