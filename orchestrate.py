@@ -3,6 +3,7 @@
     python orchestrate.py --generations 300 --population 50 --data my.yaml --gpus-per-trial 1
     python orchestrate.py --mode async --early-stop asha --gpus-per-trial 0.25 --address auto
     python orchestrate.py --resume runs/evolve/exp        # continue a run exactly where it stopped
+    python orchestrate.py --validate runs/evolve/exp      # retrain a finished run's winners with new seeds
 
 The installed console script ``yolo-evolve`` is this module's ``main``. Every flag is generated from the
 configuration dataclasses (``evolve.config``): a flag is added by adding a field there.
@@ -26,6 +27,7 @@ from evolve.config import (
     RayConfig,
     SurrogateOptions,
     TrialConfig,
+    ValidationConfig,
     default_elite,
     get_setting,
     settings,
@@ -36,7 +38,7 @@ from evolve.stopping import received
 PROG = "orchestrate.py"
 _UNSET = object()
 # --help sections, in order, and the section of each part of the configuration.
-GROUPS = ("evolution", "trials", "Ray", "output", "surrogate trainer (--trainer surrogate)")
+GROUPS = ("evolution", "trials", "validation", "Ray", "output", "surrogate trainer (--trainer surrogate)")
 PART_GROUPS = {"ga": "evolution", "train": "trials", "ray": "Ray"}
 
 
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser, generated from the configuration fields; defaults are theirs, so --help shows what runs."""
     p = _Parser(prog=PROG, description="Evolve YOLO hyperparameters with a genetic algorithm over Ray Tune "
                 "trials. Outputs go to PROJECT/NAME: evolve.csv, hyp_evolve.yaml, evolve_population.yaml, "
-                "evolve.png, fitness.png, checkpoint.pkl, evolve.log.",
+                "evolve.png, fitness.png, checkpoint.pkl, evolve.log; then validation.csv, "
+                "hyp_validated.yaml, validation.png.",
                 epilog="Train with the result: "
                 "python -m detector train --hyp runs/evolve/exp/hyp_evolve.yaml")
     groups = {name: p.add_argument_group(name) for name in GROUPS}
@@ -114,9 +117,11 @@ def build_config(args: argparse.Namespace, given: set[str] | frozenset[str] = fr
         ga["elite"] = default_elite(ga["elite"], ga["population"])
     ray = part("ray.")
     ray["address"] = ray["address"] or None
+    validation = ValidationConfig(**part("validation."))
     surrogate = SurrogateOptions(**part("train.surrogate."))
     train = TrialConfig(**part("train."), seed=ga["seed"], surrogate=surrogate)
-    cfg = EvolveConfig(ga=GAConfig(**ga), ray=RayConfig(**ray), train=train, explicit=frozenset(given),
+    cfg = EvolveConfig(ga=GAConfig(**ga), ray=RayConfig(**ray), train=train, validation=validation,
+                       explicit=frozenset(given),
                        **{k: v for k, v in values.items() if "." not in k})
     cfg.validate()
     return cfg

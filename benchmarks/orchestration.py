@@ -155,7 +155,8 @@ def evolve_run(flags: list[str], project: Path, name: str) -> Path:
     import evolve
     import orchestrate
 
-    argv = [*flags, "--project", str(project), "--name", name]
+    # The figures are read from the evolution's own trials: no validation runs after it.
+    argv = [*flags, "--validate-top", "0", "--project", str(project), "--name", name]
     parser = orchestrate.build_parser()
     args = parser.parse_args(argv)
     given = orchestrate._given_flags(parser, argv, args)

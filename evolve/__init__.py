@@ -7,8 +7,8 @@ what changes together:
 - ``contract.py``: the trial contract (Metrics, statuses, fitness, how results rank);
 - ``search/``: key sets, search space, GA, baselines, surrogate landscapes (pure: no Ray, no run folder);
 - ``execution/``: trial jobs, the Ray Tune runner, the trainable, DDP and the trainer plug-ins;
-- ``loops/``: planning, the checkpoint, and the generational and steady-state loops;
-- ``output/``: records, run folder, plots, progress and console;
+- ``loops/``: planning, the checkpoint, the generational and steady-state loops, winner validation;
+- ``output/``: records (the evolution's and the validation's), run folder, plots, progress, console;
 - ``driver.py``: ``run()``.
 
 Importing this package loads nothing heavy: ``run`` and ``EvolveConfig`` are imported on first use.

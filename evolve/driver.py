@@ -1,7 +1,8 @@
 """The entry point of an evolution: ``run(cfg)`` plans it (every input checked), starts or joins Ray (the
-resources checked), only then takes the run folder, and runs the loop of its mode (``generational`` or
-``async``), with the run's records logged to ``evolve.log`` in its folder.
-Everything else lives in the subpackages (see ``evolve``)."""
+resources checked), only then takes the run folder, runs the loop of its mode (``generational`` or
+``async``) and then validates its winners, with the run's records logged to ``evolve.log`` in its folder;
+with ``--validate RUN_DIR`` it only validates a finished run (logged to ``validation.log``). Everything
+else lives in the subpackages (see ``evolve``)."""
 from __future__ import annotations
 
 import errno
@@ -15,6 +16,7 @@ from evolve.loops.base import Interrupted
 from evolve.loops.generational import GenerationalEvolution
 from evolve.loops.plan import Plan, prepare
 from evolve.loops.steady import SteadyEvolution
+from evolve.loops.validation import ValidationPlan, plan_after_run, plan_standalone, run_validation
 from evolve.output.console import run_log
 from evolve.output.rundir import RunLock, make_run_dir
 from evolve.stopping import terminate_as_interrupt
@@ -27,15 +29,22 @@ WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQU
 
 
 def run(cfg: EvolveConfig) -> Path:
-    """Run (or resume) an evolution; returns its run folder.
+    """Run (or resume) an evolution, or with ``cfg.validation.run_dir`` validate a finished one; returns
+    its run folder.
 
     Raises ``Interrupted`` on Ctrl-C or SIGTERM, ``RunStopped`` when the run stopped itself (trials all
     failing for one reason, a run folder that cannot be written), after logging the resume command.
     """
     with terminate_as_interrupt() as catch_sigterm:
+        if cfg.validation.run_dir:
+            vplan = plan_standalone(cfg)
+            with ray_session(vplan.plan.cfg.ray):
+                catch_sigterm()
+                return _validate(vplan)
         plan = prepare(cfg)
         # Ray is started (or joined) and the resource flags checked before anything is written: a refused
-        # command leaves no new folder and changes no byte of a resumed run.
+        # command leaves no new folder and changes no byte of a resumed run. It serves the evolution and
+        # its validation alike.
         with ray_session(plan.cfg.ray):
             catch_sigterm()  # ray.init put its own SIGTERM handler in place
             run_dir = plan.run_dir or make_run_dir(plan.cfg.project, plan.cfg.name, plan.cfg.exist_ok)
@@ -48,6 +57,9 @@ def _run_loop(plan: Plan, run_dir: Path) -> None:
     resume = f"python orchestrate.py --resume {run_dir}"
     try:
         LOOPS[plan.cfg.mode](plan, run_dir).run()
+        vplan = plan_after_run(plan, run_dir)
+        if vplan is not None:
+            run_validation(vplan)
     except KeyboardInterrupt as exc:
         LOGGER.warning("interrupted; resume with: %s", resume)
         raise Interrupted(run_dir) from exc
@@ -61,3 +73,14 @@ def _run_loop(plan: Plan, run_dir: Path) -> None:
         where = exc.filename or run_dir
         LOGGER.error("%s: cannot write (%s); free or fix it, then resume with: %s", where, exc.strerror, resume)
         raise RunStopped(f"{where}: cannot write ({exc.strerror})") from None
+
+
+def _validate(vplan: ValidationPlan) -> Path:
+    """Validate the winners of a finished run on its own; returns its folder."""
+    with RunLock(vplan.run_dir), run_log(vplan.run_dir, "validation.log"):
+        try:
+            run_validation(vplan)
+        except KeyboardInterrupt as exc:
+            LOGGER.warning("interrupted; continue with: python orchestrate.py --validate %s", vplan.run_dir)
+            raise Interrupted(vplan.run_dir) from exc
+    return vplan.run_dir

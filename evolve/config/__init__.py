@@ -4,6 +4,7 @@ nothing of the search, the loops, execution or output.
 - ``GAConfig`` (``ga.py``): population, operators, schedules;
 - ``RayConfig`` (``ray.py``): cluster, resources and DDP ranks per trial, early stopping;
 - ``TrialConfig`` and ``SurrogateOptions`` (``trial.py``): what every trial trains with;
+- ``ValidationConfig`` (``validation.py``): which winners are trained again, with which seeds;
 - ``EvolveConfig`` (``run.py``): the run itself and the rules for resuming it;
 - ``fields.py``: how a setting declares its flag, help and range once.
 """
@@ -12,7 +13,8 @@ from evolve.config.ga import GAConfig, default_elite
 from evolve.config.ray import EARLY_STOP, RayConfig, nproc_for
 from evolve.config.run import MODES, EvolveConfig, flag_paths, get_setting, resumed_config, settings
 from evolve.config.trial import LANDSCAPES, SurrogateOptions, TrialConfig
+from evolve.config.validation import ValidationConfig
 
 __all__ = ["EARLY_STOP", "EvolveConfig", "Flag", "GAConfig", "LANDSCAPES", "MODES", "RayConfig",
-           "SurrogateOptions", "TrialConfig", "default_elite", "flag_paths", "get_setting", "nproc_for",
-           "resumed_config", "settings", "setting"]
+           "SurrogateOptions", "TrialConfig", "ValidationConfig", "default_elite", "flag_paths", "get_setting",
+           "nproc_for", "resumed_config", "settings", "setting"]

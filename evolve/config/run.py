@@ -1,11 +1,12 @@
 """Configuration of one evolution (``EvolveConfig``) and the rules for resuming a run with a new command.
 
-An evolution is configured by four parts: the GA (``GAConfig``), Ray execution (``RayConfig``), every
-trial's training (``TrialConfig``) and the run itself (``EvolveConfig``'s own fields: mode, trainer,
-search-space files, seeds, run folder). A resumed run keeps the settings it was started with, because
-changing the GA, the mode, early stopping or the trials halfway would make its records meaningless; only
-the generation count may be extended, and the execution settings (which machines, how many trials at
-once, where Tune stores its records) follow the new command since they cannot change a result.
+An evolution is configured by five parts: the GA (``GAConfig``), Ray execution (``RayConfig``), every
+trial's training (``TrialConfig``), the validation of its winners (``ValidationConfig``) and the run
+itself (``EvolveConfig``'s own fields: mode, trainer, search-space files, seeds, run folder). A resumed
+run keeps the settings it was started with, because changing the GA, the mode, early stopping or the
+trials halfway would make its records meaningless; only the generation count may be extended, and the
+execution settings (which machines, how many trials at once, where Tune stores its records) follow the
+new command since they cannot change a result.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import GAConfig
 from evolve.config.ray import RayConfig
 from evolve.config.trial import MODEL_SIZES, TrialConfig
+from evolve.config.validation import ValidationConfig
 from evolve.errors import ConfigError
 
 MODES = ("generational", "async")
@@ -27,6 +29,9 @@ EXECUTION_SETTINGS = ("ray", "train.device", "train.workers", "max_failed_genera
 # Early stopping lives in RayConfig (the runner builds the scheduler) but decides which trials finish,
 # so it is a setting of the run like the GA's, kept on resume.
 EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
+# Winner validation runs after the evolution and changes none of its results: a resumed run validates
+# as it was started, unless its new command names validation flags.
+VALIDATION = "validation"
 _EVOLUTION = "evolution"
 _OUTPUT = "output"
 
@@ -44,6 +49,7 @@ class EvolveConfig:
     ga: GAConfig = field(default_factory=GAConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     train: TrialConfig = field(default_factory=TrialConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     mode: str = setting("generational", "--mode", "generational: a barrier per generation; async: a "
                         "steady-state GA that breeds a child the moment any trial ends, so no slot waits "
                         "for the slowest trial", choices=MODES, group=_EVOLUTION)
@@ -86,6 +92,7 @@ class EvolveConfig:
         self.ga.__post_init__()
         self.ray.__post_init__()
         self.train.__post_init__()
+        self.validation.__post_init__()
         check_fields(self)
         if not isinstance(self.trainer, str) or not self.trainer.strip():
             raise ConfigError(f"--trainer must not be empty, got {self.trainer!r}")
@@ -96,6 +103,9 @@ class EvolveConfig:
             # The GA caps a default schedule at population - 1; one the user typed must fit as given.
             raise ConfigError(f"--elite must stay below --population ({self.ga.population}): a generation "
                               f"needs a bred child, got {_show(self.ga.elite)}")
+        if self.validation.run_dir and self.resume:
+            raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
+                              "finished run, --resume RUN_DIR continues one (and validates it at its end)")
         if self.ray.early_stop != "none" and self.ray.grace_epochs >= self.train.epochs:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
@@ -116,6 +126,7 @@ class EvolveConfig:
             values["ga"] = GAConfig(**values["ga"])
             values["ray"] = RayConfig(**values["ray"])
             values["train"] = TrialConfig(**values["train"])
+            values[VALIDATION] = ValidationConfig(**values.get(VALIDATION, {}))
             values["explicit"] = frozenset(values.get("explicit", ()))
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - known)
@@ -129,8 +140,8 @@ class EvolveConfig:
         """The settings that decide a run's results (everything but execution, run folder and resume)."""
         out = self.to_dict()
         out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
-        for name in ("ray", "resume", "project", "name", "exist_ok", "explicit", "population_dir",
-                     "max_failed_generations"):
+        for name in ("ray", VALIDATION, "resume", "project", "name", "exist_ok", "explicit",
+                     "population_dir", "max_failed_generations"):
             out.pop(name)
         for name in ("device", "workers"):
             out["train"].pop(name)
@@ -155,8 +166,9 @@ def flag_paths() -> dict[str, str]:
 def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig, list[str]]:
     """The configuration a resumed run continues with, and one note per explicit flag that was ignored.
 
-    The saved run's settings win, except an explicit ``--generations`` (the run may be extended) and the
-    execution settings, which always come from ``new``. The mode and early stopping are the saved run's.
+    The saved run's settings win, except an explicit ``--generations`` (the run may be extended), explicit
+    validation flags, and the execution settings, which always come from ``new``. The mode and early
+    stopping are the saved run's.
     """
     merged = copy.deepcopy(saved)
     merged.ray = copy.deepcopy(new.ray)
@@ -165,6 +177,9 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
     merged.train.device = new.train.device
     merged.train.workers = new.train.workers
     merged.max_failed_generations = new.max_failed_generations
+    for path, flag in flag_paths().items():
+        if path.startswith(VALIDATION + ".") and flag in new.explicit:
+            setattr(merged.validation, path.split(".", 1)[1], get_setting(new, path))
     merged.resume = new.resume
     merged.explicit = new.explicit
     if "--generations" in new.explicit:
@@ -192,6 +207,8 @@ def get_setting(cfg: EvolveConfig, path: str) -> Any:
 
 
 def _is_execution(path: str) -> bool:
+    if path.startswith(VALIDATION + "."):
+        return True  # not execution, but never ignored: an explicit one is taken from the new command
     if path in {f"ray.{name}" for name in EARLY_STOP_SETTINGS}:
         return False
     return any(path == p or path.startswith(p + ".") for p in EXECUTION_SETTINGS)

@@ -4,19 +4,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 from evolve.contract import Metrics
 
 
 @dataclass
 class TrialJob:
-    """One hyp to train: identified in the records by generation and individual."""
+    """One hyp to train: identified in the records by generation and individual.
+
+    ``seed`` overrides the run's training seed for this trial (validation retrains with new seeds).
+    """
 
     trial_id: str
     generation: int
     individual: int
     hyp: dict[str, float]
+    seed: Optional[int] = None
 
 
 class _Wait:

@@ -208,6 +208,8 @@ def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
     trial_id = str(config["trial_id"])
     run_dir = Path(static["run_dir"])
     cfg = trial_config(static["train_cfg"], run_dir, trial_id)
+    if config.get("seed") is not None:
+        cfg = cfg.replace(seed=int(config["seed"]))
     trial_dir = Path(cfg.project) / cfg.name
     nproc = int(static.get("nproc", 1))
 

@@ -74,8 +74,11 @@ def tune_classes() -> tuple[Any, type, type, type]:
                 state.error = exc
                 return Searcher.FINISHED
             state.jobs[trial_id] = job
-            return {"trial_id": job.trial_id, "generation": int(job.generation),
-                    "individual": int(job.individual), "hyp": dict(job.hyp)}
+            config = {"trial_id": job.trial_id, "generation": int(job.generation),
+                      "individual": int(job.individual), "hyp": dict(job.hyp)}
+            if job.seed is not None:
+                config["seed"] = int(job.seed)
+            return config
 
         def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
             pass  # the callback records results: it also sees the error of a lost trial

@@ -57,9 +57,9 @@ def setup_console(verbose: bool = False, stream: TextIO | None = None) -> loggin
 
 
 @contextmanager
-def run_log(run_dir: Path) -> Iterator[Path]:
-    """Write every record of this process at INFO and above to ``run_dir/evolve.log`` while the run lasts."""
-    path = Path(run_dir) / LOG_NAME
+def run_log(run_dir: Path, name: str = LOG_NAME) -> Iterator[Path]:
+    """Write every record of this process at INFO and above to ``run_dir/name`` while the run lasts."""
+    path = Path(run_dir) / name
     handler = logging.FileHandler(path, encoding="utf-8", delay=True)  # no file for a run that fails at once
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     handler.setLevel(logging.INFO)

@@ -8,7 +8,7 @@ realistic ranges, so ``evolve.contract.fitness`` applies unchanged. Landscapes:
 - ``smooth``: an ill-scaled bowl with coupled keys (lr0 with momentum, mosaic with scale, ...).
 - ``rugged``: the bowl plus cosine ripples on every key, giving many local optima.
 - ``rotated``: the bowl in a random rotated, ill-conditioned basis, so every key interacts.
-- ``noisy``: the smooth bowl observed with Gaussian noise (deterministic per hyp and seed).
+- ``noisy``: the smooth bowl observed with Gaussian noise (deterministic per hyp, seed and training seed).
 
 The seed picks the landscape instance (target position, rotation, ripple phases) as well as the noise,
 the simulated durations and the injected failures, so a run is reproducible end to end.
@@ -209,7 +209,8 @@ def train(hyp: Mapping[str, float], cfg: TrialConfig,
     ``epoch`` counts completed epochs (1..epochs) and equals ``metrics.epochs``. The last report and the
     return value are the same metrics. Raises RuntimeError for the injected failures.
     """
-    scfg = TrialConfig.from_any(cfg).surrogate
+    trial_cfg = TrialConfig.from_any(cfg)
+    scfg = trial_cfg.surrogate
     hid = _hyp_id(hyp)
     inst = landscape(scfg.landscape, scfg.seed)
     u = _position(hyp)
@@ -219,8 +220,9 @@ def train(hyp: Mapping[str, float], cfg: TrialConfig,
     noise = 0.0
     if noise_std(scfg) > 0:
         # Box-Muller from two hashed uniforms: the same hyp and seed always see the same noise.
-        u1 = max(_unit_hash("noise1", hid, scfg.seed), 1e-12)
-        u2 = _unit_hash("noise2", hid, scfg.seed)
+        # The training seed is part of it, as in a real run: a validation with a new seed sees new noise.
+        u1 = max(_unit_hash("noise1", hid, scfg.seed, trial_cfg.seed), 1e-12)
+        u2 = _unit_hash("noise2", hid, scfg.seed, trial_cfg.seed)
         # Fitness is about 1.05 x mAP50-95 here, so this noise on mAP50-95 gives noise_std on fitness.
         noise = noise_std(scfg) / 1.05 * math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
     duration = scfg.seconds * (1.0 + scfg.seconds_spread * (2.0 * _unit_hash("time", hid, scfg.seed) - 1.0))

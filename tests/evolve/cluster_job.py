@@ -111,6 +111,7 @@ def cluster(out: Path) -> dict:
     from evolve.config import EvolveConfig
     from evolve.config import GAConfig
     from evolve.config import RayConfig
+    from evolve.config import ValidationConfig
 
     head = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
@@ -123,7 +124,8 @@ def cluster(out: Path) -> dict:
                            ray=RayConfig(address=head.address, cpus_per_trial=1),
                            train=surrogate_cfg(epochs=2, seconds=0.3, gather_dir=out / "gather",
                                                gather=("g000i000", "g000i001")),
-                           trainer=TRAINER, project=str(out), name="exp")
+                           trainer=TRAINER, project=str(out), name="exp",
+                           validation=ValidationConfig(top=0))  # the test counts the evolution's trials
         run_dir = evolve.run(cfg)
         return {"run_dir": str(run_dir), "worker_nodes": nodes, "ray_after": ray.is_initialized()}
     finally:
