@@ -22,9 +22,8 @@ import logging
 import os
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 LOGGER = logging.getLogger(__name__)
 
@@ -171,12 +170,3 @@ class ThreadGovernor:
         self._probe = None
         self._steps_since_probe = 0
         self._torch.set_num_threads(self.current)
-
-    @contextmanager
-    def timed(self) -> Iterator[None]:
-        """``with governor.timed(): <one training step>``."""
-        self.step_started()
-        try:
-            yield
-        finally:
-            self.step_finished()
