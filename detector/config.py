@@ -31,7 +31,7 @@ class TrainConfig:
     resume: Optional[str] = None  # path to a last.pt to continue from
     optimizer: str = "auto"  # SGD, Adam, AdamW, or auto: from the planned steps (optim.choose_optimizer)
     cos_lr: bool = False
-    nbs: Optional[int] = None  # nominal batch reached by accumulation; None: 64 for SGD, else the batch
+    nbs: Optional[int] = None  # images per optimizer step; None: optim.nominal_batch decides
     threads: Optional[int] = None  # torch threads; None: the process's CPUs, governed (detector.threads)
     val_every: int = 1
     save_weights: bool = True  # last.pt / best.pt in the run folder

@@ -7,7 +7,6 @@ CUDA running out of memory ends it as ``failed``; anything else raises for the c
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -42,10 +41,12 @@ from detector.optim import (
     nominal_accumulate,
     nominal_batch,
     scaled_weight_decay,
+    step_batch,
     unwrap,
     warmup_iterations,
 )
 from detector.results import Metrics
+from detector.run_files import RESULTS_COLUMNS, increment_path, write_results_row  # noqa: F401
 from detector.threads import ThreadGovernor, cpu_budget
 from detector.val import (
     default_imgsz,
@@ -58,11 +59,6 @@ from detector.val import (
 LOGGER = logging.getLogger(__name__)
 
 Report = Callable[[int, Metrics], None]
-RESULTS_COLUMNS = (
-    "epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
-    "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
-    "x/lr_bias", "x/lr_weight", "x/lr_norm", "fitness", "seconds",
-)
 GRAD_CLIP = 10.0  # max gradient norm: one bad batch early in training cannot wreck the weights
 
 
@@ -70,16 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def increment_path(path: Path, exist_ok: bool = False) -> Path:
-    """``path`` if it is free (or ``exist_ok``), else the first free ``path2``, ``path3``, ..."""
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while path.with_name(f"{path.name}{n}").exists():
-        n += 1
-    return path.with_name(f"{path.name}{n}")
 
 
 def should_validate(epoch: int, epochs: int, val_every: int) -> bool:
@@ -165,9 +151,10 @@ class _Trainer:
                 LOGGER.warning("sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on CPU")
 
         self.optimizer_name = choose_optimizer(cfg.optimizer, cfg.epochs, len(self.train_set), cfg.batch)
-        nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs)
-        self.accumulate = nominal_accumulate(cfg.batch, nbs)
-        decay = scaled_weight_decay(hyp["weight_decay"], cfg.batch, nbs)
+        nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs, self.device.type)
+        self.step_batch = step_batch(cfg.batch, nbs)
+        self.accumulate = nominal_accumulate(self.step_batch, nbs)
+        decay = scaled_weight_decay(hyp["weight_decay"], self.step_batch, nbs)
         self.optimizer = build_optimizer(model, self.optimizer_name, hyp["lr0"], hyp["momentum"], decay)
         self.start_epoch, self.best_fitness = 0, -1.0
         self.ema: Optional[ModelEMA] = ModelEMA(model) if ctx.is_main else None
@@ -179,13 +166,14 @@ class _Trainer:
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.loss_fn = DetectionLoss(model, hyp)
 
-        batch = max(cfg.batch // ctx.world_size, 1)
+        batch = max(self.step_batch // ctx.world_size, 1)
         self.train_loader, self.sampler = build_dataloader(
             self.train_set, batch, cfg.workers, shuffle=True, seed=cfg.seed, distributed=ctx.distributed,
             augment_in_loader=batch_aug and not self.augment_on_device)
         self.val_loader = None
         if val_set is not None:
-            self.val_loader, _ = build_dataloader(val_set, batch * 2, cfg.workers, shuffle=False)
+            val_batch = max(cfg.batch // ctx.world_size, 1) * 2
+            self.val_loader, _ = build_dataloader(val_set, val_batch, cfg.workers, shuffle=False)
         self.nb = len(self.train_loader)
         self.schedule = Schedule(
             lr0=hyp["lr0"], lrf=hyp["lrf"], momentum=hyp["momentum"], warmup_momentum=hyp["warmup_momentum"],
@@ -196,10 +184,10 @@ class _Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         LOGGER.info(
-            "training %s on %s: %d train / %d val images at %d px, %d epochs, batch %d (x%d accumulate), "
+            "training %s on %s: %d train / %d val images at %d px, %d epochs, batch %d (steps of %d x%d), "
             "%s%s, device %s (%d threads), world size %d, results in %s", self.size, self.data_cfg.yaml_path,
             len(self.train_set), len(val_set) if val_set is not None else len(val_files), self.imgsz,
-            cfg.epochs, cfg.batch, self.accumulate, self.optimizer_name,
+            cfg.epochs, cfg.batch, self.step_batch, self.accumulate, self.optimizer_name,
             " (auto)" if cfg.optimizer == "auto" else "", self.device, self.governor.threads, ctx.world_size,
             self.save_dir,
         )
@@ -359,23 +347,10 @@ class _Trainer:
         return metrics
 
     def _write_results(self, epoch: int, train_loss: torch.Tensor, metrics: Optional[Metrics]) -> None:
-        path = self.save_dir / "results.csv"
         lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}
-        values: list[Any] = [epoch, *(round(v, 5) for v in train_loss.tolist())]
-        if metrics is None:
-            values += [""] * 7
-        else:
-            values += [round(v, 5) for v in (metrics.precision, metrics.recall, metrics.map50,
-                                              metrics.map50_95, metrics.box_loss, metrics.obj_loss,
-                                              metrics.cls_loss)]
-        values += [f"{lrs.get(k, 0.0):.6g}" for k in ("bias", "weight", "norm")]
-        values += ["" if metrics is None else round(metrics.fitness, 5), round(time.time() - self.start, 2)]
-        new = not path.exists() or (epoch == 1 and self.start_epoch == 0)
-        with path.open("w" if new else "a", newline="") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(RESULTS_COLUMNS)
-            writer.writerow(values)
+        new = not (self.save_dir / "results.csv").exists() or (epoch == 1 and self.start_epoch == 0)
+        write_results_row(self.save_dir / "results.csv", epoch, train_loss.tolist(), metrics, lrs,
+                          time.time() - self.start, new)
 
     def _save(self, epoch: int, best: bool) -> None:
         assert self.ema is not None

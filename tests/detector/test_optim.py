@@ -16,6 +16,7 @@ from detector.optim import (
     nominal_accumulate,
     nominal_batch,
     scaled_weight_decay,
+    step_batch,
     split_parameters,
     unwrap,
     warmup_iterations,
@@ -108,10 +109,16 @@ def test_choose_optimizer_rejects_unknown():
         choose_optimizer("RMSprop", 1, 1, 1)
 
 
-@pytest.mark.parametrize("opt,batch,nbs,expected", [("SGD", 16, None, 64), ("AdamW", 16, None, 16),
-                                                    ("Adam", 8, None, 8), ("AdamW", 16, 64, 64)])
-def test_nominal_batch_depends_on_the_optimizer(opt, batch, nbs, expected):
-    assert nominal_batch(opt, batch, nbs) == expected
+@pytest.mark.parametrize("opt,batch,nbs,device,expected", [
+    ("SGD", 16, None, "cpu", 64), ("AdamW", 16, None, "cpu", 8), ("AdamW", 16, None, "cuda", 16),
+    ("Adam", 4, None, "cpu", 4), ("AdamW", 16, 64, "cpu", 64), ("SGD", 16, 8, "cuda", 8)])
+def test_nominal_batch_depends_on_the_optimizer_and_device(opt, batch, nbs, device, expected):
+    assert nominal_batch(opt, batch, nbs, device) == expected
+
+
+@pytest.mark.parametrize("batch,nbs,expected", [(16, 8, 8), (16, 64, 16), (4, 8, 4), (16, 16, 16)])
+def test_step_batch_is_the_smaller_of_batch_and_nominal_batch(batch, nbs, expected):
+    assert step_batch(batch, nbs) == expected
 
 
 def schedule(**kw) -> Schedule:
