@@ -71,7 +71,7 @@ class Evolution:
         self.space = plan.space
         self.run_dir = run_dir
         self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights)
-        self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space))
+        self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
 
     def save_checkpoint(self, **state: Any) -> None:

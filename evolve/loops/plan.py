@@ -81,9 +81,9 @@ def prepare(cfg: EvolveConfig) -> Plan:
         (LOGGER.warning if summary.unreadable else LOGGER.info)("%s", summary.line())
     seeds = [dict(space.base)]
     if cfg.population_dir and checkpoint is None:
-        seeds += read_hyp_dir(cfg.population_dir, trainer.keyset)
+        seeds += read_hyp_dir(cfg.population_dir, space.keyset)
     if resume_target is not None:
-        seeds += read_population(resume_target, trainer.keyset)
+        seeds += read_population(resume_target, space.keyset)
     if run_dir is None:
         existing = Path(cfg.project) / cfg.name
         if cfg.exist_ok and (existing / "evolve.csv").exists():
