@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES
 from evolve.execution.runner import TrialRunner
 from evolve.loops.checkpoint import checkpoint_state
@@ -70,7 +71,8 @@ class Evolution:
         self.cfg = plan.cfg
         self.space = plan.space
         self.run_dir = run_dir
-        self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights)
+        self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights,
+                                  data_names(self.cfg.train.data))
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
 
