@@ -43,6 +43,8 @@ def report_best(records: RunRecords, data: str | None, trainer: str = "detector"
         return
     LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
                 best.trial_id, best.generation, records.best_path)
+    if data and "," in data:  # a trainer trains on one data set: the first of the run's is the example
+        data = data.split(",")[0]
     if trainer == "ultralytics":  # the evolved file is an Ultralytics cfg as it is
         from evolve.execution.ultralytics_inputs import DEFAULT_FAMILY
 
