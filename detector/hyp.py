@@ -26,6 +26,10 @@ DEFAULT_HYP: dict[str, float] = {
 }
 HYP_KEYS: tuple[str, ...] = tuple(DEFAULT_HYP)
 INTEGER_KEYS = frozenset({"anchors"})
+# Not a YOLOv5 key: a hyp file may name the optimizer to train with (an evolution that evolved it writes
+# it to hyp_evolve.yaml); it overrides --optimizer. Files without it train as before.
+OPTIMIZER_KEY = "optimizer"
+HYP_OPTIMIZERS = ("SGD", "Adam", "AdamW")
 
 
 def validate_hyp(hyp: Mapping[str, Any], source: str = "hyp") -> dict[str, float]:
@@ -36,7 +40,7 @@ def validate_hyp(hyp: Mapping[str, Any], source: str = "hyp") -> dict[str, float
     """
     if not isinstance(hyp, Mapping):
         raise HypError(f"{source}: expected a mapping of hyperparameters, got {type(hyp).__name__}")
-    unknown = [k for k in hyp if k not in DEFAULT_HYP]
+    unknown = [k for k in hyp if k not in DEFAULT_HYP and k != OPTIMIZER_KEY]
     if unknown:
         raise HypError(f"{source}: unknown hyperparameter key '{unknown[0]}' (known: {', '.join(HYP_KEYS)})")
     out: dict[str, float] = {}
@@ -50,6 +54,11 @@ def validate_hyp(hyp: Mapping[str, Any], source: str = "hyp") -> dict[str, float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise HypError(f"{source}: key '{key}' must be a finite number, got {value!r}")
         out[key] = int(round(value)) if key in INTEGER_KEYS else float(value)
+    if hyp.get(OPTIMIZER_KEY) is not None:
+        if hyp[OPTIMIZER_KEY] not in HYP_OPTIMIZERS:
+            raise HypError(f"{source}: key '{OPTIMIZER_KEY}' must be one of {', '.join(HYP_OPTIMIZERS)}, "
+                           f"got {hyp[OPTIMIZER_KEY]!r}")
+        out[OPTIMIZER_KEY] = hyp[OPTIMIZER_KEY]
     if out["anchors"] < 1:
         raise HypError(f"{source}: key 'anchors' must be >= 1, got {out['anchors']}")
     return out

@@ -150,7 +150,9 @@ class _Trainer:
             else:
                 LOGGER.warning("sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on CPU")
 
-        self.optimizer_name = choose_optimizer(cfg.optimizer, cfg.epochs, len(self.train_set), cfg.batch)
+        # An optimizer named in the hyps (an evolved one) overrides cfg.optimizer.
+        self.optimizer_name = choose_optimizer(hyp.get("optimizer", cfg.optimizer), cfg.epochs,
+                                               len(self.train_set), cfg.batch)
         nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs, self.device.type)
         self.step_batch = step_batch(cfg.batch, nbs)
         self.accumulate = nominal_accumulate(self.step_batch, nbs)
@@ -188,7 +190,8 @@ class _Trainer:
             "%s%s, device %s (%d threads), world size %d, results in %s", self.size, self.data_cfg.yaml_path,
             len(self.train_set), len(val_set) if val_set is not None else len(val_files), self.imgsz,
             cfg.epochs, cfg.batch, self.step_batch, self.accumulate, self.optimizer_name,
-            " (auto)" if cfg.optimizer == "auto" else "", self.device, self.governor.threads, ctx.world_size,
+            " (hyp)" if "optimizer" in hyp else " (auto)" if cfg.optimizer == "auto" else "", self.device,
+            self.governor.threads, ctx.world_size,
             self.save_dir,
         )
 

@@ -15,12 +15,16 @@ Three policies are decided here and nowhere else:
   percentages or a NaN never ranks as ``ok`` or becomes the best hyps;
 - a finished trial beats a stopped one whatever their fitness, and a stopped one beats a failed one
   (``standing`` and ``selection_value``).
+
+A trial on several data sets (``--data a.yaml,b.yaml``) is the mean of its per-data-set results
+(``mean_metrics``): every metric and the fitness are the means, and it is only as good as its worst
+status (one failed data set fails the trial).
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from evolve.config.trial import TrialConfig
@@ -37,6 +41,8 @@ UNIT_FIELDS = ("precision", "recall", "map50", "map50_95")
 # Values a trainer may leave unreported (None); the mAPs and fitness decide selection and must be there.
 OPTIONAL_FIELDS = ("precision", "recall", "box_loss", "obj_loss", "cls_loss")
 CHECKED_FIELDS = (*UNIT_FIELDS, "box_loss", "obj_loss", "cls_loss", "fitness")
+# What is kept of each data set of a trial on several (``Metrics.per_data``), and averaged over them.
+PART_FIELDS = (*UNIT_FIELDS, "box_loss", "obj_loss", "cls_loss", "fitness")
 REASON_CHARS = 300  # a reason is one line of the records, not a traceback
 
 
@@ -58,7 +64,8 @@ class Metrics:
 
     ``status`` is ``ok`` (finished), ``diverged`` (non-finite loss), ``failed`` (raised, out of memory,
     timed out, or returned metrics that make no sense) or ``stopped`` (ended early by a scheduler; the
-    metrics are those it reached). ``reason`` says why a trial failed (empty otherwise).
+    metrics are those it reached). ``reason`` says why a trial failed (empty otherwise). ``per_data``
+    holds, for a trial on several data sets, each one's ``PART_FIELDS`` by data-set name.
     """
 
     precision: float = 0.0
@@ -73,6 +80,7 @@ class Metrics:
     seconds: float = 0.0
     status: str = "ok"
     reason: str = ""
+    per_data: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -113,6 +121,22 @@ class Metrics:
                 out.with_fitness()
             return out
         raise TypeError(f"trainer must return Metrics or a mapping, got {type(value).__name__}")
+
+
+def mean_metrics(parts: Mapping[str, Metrics]) -> Metrics:
+    """One trial's result from its results per data set (in training order): ``PART_FIELDS`` averaged,
+    epochs and seconds summed, the worst status (failed or diverged, then stopped, then ok) and its reason
+    named by data set; each part kept in ``per_data``."""
+    if not parts:
+        raise ValueError("no per-data-set results to average")
+    rank = {"failed": 0, "diverged": 0, "stopped": 1, "ok": 2}
+    name, worst = min(parts.items(), key=lambda kv: rank[kv[1].status])
+    out = Metrics(**{f: sum(float(getattr(m, f) or 0.0) for m in parts.values()) / len(parts) for f in PART_FIELDS},
+                  epochs=sum(int(m.epochs) for m in parts.values()),
+                  seconds=sum(float(m.seconds) for m in parts.values()), status=worst.status,
+                  reason=one_line(f"data {name}: {worst.reason}") if worst.reason else "",
+                  per_data={n: {f: float(getattr(m, f) or 0.0) for f in PART_FIELDS} for n, m in parts.items()})
+    return sanitised(out)
 
 
 def one_line(text: Any) -> str:
@@ -182,5 +206,5 @@ def selection_value(metrics: Metrics) -> float:
 
 
 __all__ = ["DEFAULT_FITNESS_WEIGHTS", "FAILED_STATUSES", "FITNESS_WEIGHTS", "Metrics", "STATUSES",
-           "TrialConfig", "describe_weights", "fitness", "invalid_reason", "one_line", "sanitised",
+           "TrialConfig", "describe_weights", "fitness", "invalid_reason", "mean_metrics", "one_line", "sanitised",
            "selection_value", "standing"]

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import GAConfig
 from evolve.config.ray import RayConfig
-from evolve.config.trial import MODEL_SIZES, TrialConfig
+from evolve.config.trial import MODEL_SIZES, TrialConfig, data_sets
 from evolve.config.validation import ValidationConfig
 from evolve.errors import ConfigError
 
@@ -188,6 +188,11 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         # Fitnesses of the two weightings cannot be compared, so one run cannot select on both.
         raise ConfigError(f"--fitness-weights {_show(new.train.fitness_weights)}: the resumed run selects with "
                           f"{_show(saved.train.fitness_weights)}; start a new run to change the weights")
+    if "--data" in new.explicit and data_sets(new.train.data) != data_sets(saved.train.data):
+        # The records' columns and every fitness so far belong to the saved data sets.
+        was = saved.train.data or "the embedded data set"
+        raise ConfigError(f"--data {new.train.data}: the resumed run trains on {was}; start a new run to "
+                          "change the data sets")
     notes = []
     for path, flag in flag_paths().items():
         if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):

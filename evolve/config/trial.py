@@ -9,6 +9,7 @@ built-in detector's adapter turns it into the detector's own ``TrainConfig``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePath
 from typing import Any, Mapping, Optional
 
 from evolve.config.fields import check_fields, setting, vector
@@ -19,6 +20,27 @@ MODEL_SIZES = ("n", "s", "m")
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
 OTHER_SETTINGS = "detector"  # extra key of a foreign config's settings that TrialConfig lacks
 _SURROGATE = "surrogate trainer (--trainer surrogate)"
+
+
+def data_sets(data: Optional[str]) -> list[str]:
+    """The data YAMLs of ``--data``: none (the embedded set), one, or several separated by commas."""
+    return [part.strip() for part in data.split(",")] if data else []
+
+
+def data_names(data: Optional[str]) -> list[str]:
+    """The names of several data sets (their YAML file stems), which label their columns in evolve.csv;
+    empty for one data set or none, whose records keep the single-data layout."""
+    paths = data_sets(data)
+    if len(paths) < 2:
+        return []
+    if not all(paths):
+        raise ConfigError(f"--data {data}: an empty data-set name in the list")
+    names = [PurePath(p).stem for p in paths]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"--data {data}: two data sets named '{twice}' (the file name labels its columns "
+                          "in evolve.csv); rename one")
+    return names
 
 
 @dataclass
@@ -63,8 +85,9 @@ class SurrogateOptions:
 class TrialConfig:
     """Everything about one trial's training that is not a hyperparameter (see the module docstring)."""
 
-    data: Optional[str] = setting(None, "--data", "data YAML (YOLOv5 format) (default: the embedded data "
-                                  "set)", optional=True)
+    data: Optional[str] = setting(None, "--data", "data YAML (YOLOv5 format); a.yaml,b.yaml: every trial "
+                                  "trains on each in turn and selection uses the mean fitness (default: the "
+                                  "embedded data set)", optional=True, metavar="DATA.yaml[,DATA.yaml...]")
     model: str = setting("n", "--model", "the detector's model size: n, s or m; with --trainer ultralytics a "
                          "model YAML (yolo11n.yaml, yolov8s.yaml: built from scratch), a local .pt file, or n/s/m "
                          "for yolo11n/s/m.yaml (default: n)", metavar="n|s|m|MODEL")
@@ -102,6 +125,7 @@ class TrialConfig:
         if len(self.fitness_weights) != 4 or not sum(self.fitness_weights) > 0:
             raise ConfigError(f"--fitness-weights needs four weights P,R,MAP50,MAP50_95 with a positive sum, "
                               f"got {','.join(map(str, self.fitness_weights))}")
+        data_names(self.data)  # a list of data sets must name each one once
         if self.imgsz is not None and self.imgsz % 32:
             raise ConfigError(f"--imgsz must be a multiple of 32, got {self.imgsz}")
 

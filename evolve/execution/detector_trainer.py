@@ -5,6 +5,8 @@ a trial trains.
 The detector keeps its own ``TrainConfig`` and ``Metrics`` (it knows nothing of evolution); here a
 ``TrialConfig`` becomes a ``TrainConfig`` (its fields, plus the detector's own options given as
 ``extra["detector"]``, such as ``cache_dir``), and the detector's results become ``evolve`` Metrics.
+A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whatever ``--optimizer`` says:
+the detector takes the optimizer named in its hyps over its config.
 
 ``check_data`` is the trainer's data check, run by the driver before a run starts: the data YAML, every
 label file of both splits (``detector.data``'s own parsers, so a trial could not fail on what it passed)

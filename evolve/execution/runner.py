@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evolve.config.ray import RayConfig
-from evolve.config.trial import TrialConfig
+from evolve.config.trial import TrialConfig, data_sets
 from evolve.execution.cluster import check_resources, shutdown, start_or_join
 from evolve.execution.jobs import JobSource
 from evolve.execution.trainable import run_trial
@@ -73,11 +73,11 @@ def _quiet_tune() -> Iterator[None]:
 
 
 def _absolute_paths(cfg: TrialConfig) -> dict[str, Any]:
-    """TrialConfig as a dict with a relative data path made absolute against the driver's directory."""
+    """TrialConfig as a dict with relative data paths made absolute against the driver's directory."""
     d = cfg.to_dict()
-    value = d.get("data")
-    if isinstance(value, str) and value and not os.path.isabs(value) and Path(value).exists():
-        d["data"] = str(Path(value).resolve())
+    if isinstance(d.get("data"), str) and d["data"]:
+        d["data"] = ",".join(str(Path(v).resolve()) if not os.path.isabs(v) and Path(v).exists() else v
+                             for v in data_sets(d["data"]))
     return d
 
 

@@ -10,6 +10,12 @@ emitted in the worker while the trial runs. Every report also says where the tri
 ``gpu_ids``, ``cuda_visible_devices``, ``pid``) and when (``start_time``, ``end_time``), so Ray Tune's own
 records show placement and timing. A trial asked to run ``nproc`` > 1 ranks trains through
 ``evolve.execution.ddp.run_ddp`` on the trial's CPUs and GPUs.
+
+A trial on several data sets (``--data a.yaml,b.yaml``) trains on each in turn, in the order given, into
+``trials/<trial_id>/<data name>/``, and stops at the first that fails. Its epochs are counted on across
+the data sets (data set k's epoch e is report (k-1) x epochs + e) and each per-epoch report is the mean of
+the finished data sets' results and the current one's epoch, so early stopping compares trials that are
+at the same point of the same sequence. Its result is ``mean_metrics`` of the data sets' results.
 """
 from __future__ import annotations
 
@@ -22,8 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from evolve.config.trial import TrialConfig
-from evolve.contract import FAILED_STATUSES, STATUSES, Metrics, one_line, sanitised
+from evolve.config.trial import TrialConfig, data_names, data_sets
+from evolve.contract import FAILED_STATUSES, PART_FIELDS, STATUSES, Metrics, mean_metrics, one_line, sanitised
 from evolve.execution.trainers import trainer_for
 
 LOGGER = logging.getLogger(__name__)
@@ -33,6 +39,7 @@ FINAL_KEY = "final"
 EPOCH_KEY = "epoch"
 ERROR_KEY = "error"
 END_TIME_KEY = "end_time"
+PER_DATA_KEY = "per_data"  # result keys per_data/<name>/<field>: one data set's part of a trial
 NOSET_CUDA_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # Ray's switch to leave the variable alone
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -58,6 +65,9 @@ def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
         row[END_TIME_KEY] = time.time()
     # Judged before NaN becomes 0 below: an epoch whose metrics make no sense is reported as failed.
     row.update(sanitised(metrics).to_dict())
+    # Tune's results are flat: each data set's part becomes per_data/<name>/<field>.
+    for name, part in row.pop(PER_DATA_KEY).items():
+        row.update({f"{PER_DATA_KEY}/{name}/{k}": float(v) for k, v in part.items()})
     for key, value in row.items():
         # Tune's loggers and schedulers choke on NaN/inf; a diverged run reports 0 like a failed one.
         if isinstance(value, float) and not math.isfinite(value):
@@ -77,6 +87,11 @@ def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = N
     # A stopped trial keeps the metrics it reached, unless its last report was already judged failed.
     st = reported if reported in FAILED_STATUSES else (status or reported)
     kwargs["reason"] = one_line(result.get("reason") or result.get(ERROR_KEY) or "")
+    kwargs[PER_DATA_KEY] = {}
+    for key, value in result.items():
+        parts = key.split("/") if key.startswith(PER_DATA_KEY + "/") else []
+        if len(parts) == 3 and parts[2] in PART_FIELDS:
+            kwargs[PER_DATA_KEY].setdefault(parts[1], {})[parts[2]] = float(value)
     m = sanitised(Metrics(**kwargs, status=st if st in STATUSES else "failed"))
     # A per-epoch report (all a stopped trial leaves) may lack these; Tune's own bookkeeping has them.
     if not m.epochs:
@@ -134,6 +149,29 @@ def _release_gpu_memory() -> None:
 def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
             report: Callable[[int, Any], None], nproc: int = 1,
             cpus: float | None = None) -> tuple[Metrics, str]:
+    """Run the trainer on the trial's data set, or on each of its data sets in turn (see the module
+    docstring), and turn whatever happens into (Metrics, error message)."""
+    names = data_names(cfg.data)
+    if not names:
+        return _execute_once(trainer_spec, hyp, cfg, report, nproc, cpus)
+    parts: dict[str, Metrics] = {}
+    error = ""
+    for k, (name, data) in enumerate(zip(names, data_sets(cfg.data))):
+        def running(epoch: int, metrics: Any, k: int = k, name: str = name) -> None:
+            report(k * cfg.epochs + int(epoch), mean_metrics({**parts, name: Metrics.from_any(metrics)}))
+
+        LOGGER.info("data set %d of %d: %s (%s)", k + 1, len(names), name, data)
+        parts[name], error = _execute_once(trainer_spec, hyp, cfg.replace(data=data, name=f"{cfg.name}/{name}"),
+                                           running, nproc, cpus)
+        if parts[name].status in FAILED_STATUSES:
+            break  # the trial is failed whatever the others give; they need not cost their time
+    metrics = mean_metrics(parts)
+    return metrics, (f"data {list(parts)[-1]}: {error}" if error else "")
+
+
+def _execute_once(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
+                  report: Callable[[int, Any], None], nproc: int = 1,
+                  cpus: float | None = None) -> tuple[Metrics, str]:
     """Run the trainer once and turn whatever happens into (Metrics, error message).
 
     ``report(epoch, metrics)`` is handed to the trainer. With ``nproc`` > 1 the trainer runs as an

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES
 from evolve.execution.runner import TrialRunner
 from evolve.loops.checkpoint import checkpoint_state
@@ -42,6 +43,8 @@ def report_best(records: RunRecords, data: str | None, trainer: str = "detector"
         return
     LOGGER.info("best fitness %.5f (trial %s, generation %d); hyps in %s", best.metrics.fitness,
                 best.trial_id, best.generation, records.best_path)
+    if data and "," in data:  # a trainer trains on one data set: the first of the run's is the example
+        data = data.split(",")[0]
     if trainer == "ultralytics":  # the evolved file is an Ultralytics cfg as it is
         from evolve.execution.ultralytics_inputs import DEFAULT_FAMILY
 
@@ -70,8 +73,9 @@ class Evolution:
         self.cfg = plan.cfg
         self.space = plan.space
         self.run_dir = run_dir
-        self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights)
-        self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space))
+        self.records = RunRecords(run_dir, plan.space.keyset, self.cfg.train.fitness_weights,
+                                  data_names(self.cfg.train.data))
+        self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
 
     def save_checkpoint(self, **state: Any) -> None:

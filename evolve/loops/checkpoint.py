@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ def fingerprint(cfg: EvolveConfig, space: SearchSpace) -> str:
     """A digest of everything that decides results, except the generation count (a run may be extended)."""
     settings = cfg.result_settings()
     settings["ga"].pop("generations")
-    blob = {"settings": settings, "base": space.base, "genes": [asdict(g) for g in space.genes]}
+    blob = {"settings": settings, "base": space.base, "genes": [g.record() for g in space.genes]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

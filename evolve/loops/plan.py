@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.config.run import EvolveConfig
+from evolve.config.trial import data_sets
 from evolve.errors import ConfigError
 from evolve.execution.trainers import Trainer, check, preflight
 from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
@@ -44,7 +45,7 @@ def _absolute(cfg: EvolveConfig) -> EvolveConfig:
         if getattr(cfg, name):
             setattr(cfg, name, str(Path(getattr(cfg, name)).expanduser().absolute()))
     if cfg.train.data:
-        cfg.train.data = str(Path(cfg.train.data).expanduser().absolute())
+        cfg.train.data = ",".join(str(Path(d).expanduser().absolute()) for d in data_sets(cfg.train.data))
     return cfg
 
 
@@ -73,17 +74,22 @@ def prepare(cfg: EvolveConfig) -> Plan:
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:
         check_checkpoint(checkpoint, run_dir, space, digest, cfg.mode)
-    if cfg.train.data and not Path(cfg.train.data).is_file():
-        raise ConfigError(f"--data {cfg.train.data}: data YAML not found")
-    preflight(trainer, cfg)
-    summary = trainer.check_data(cfg.train)
-    if summary is not None:
-        (LOGGER.warning if summary.unreadable else LOGGER.info)("%s", summary.line())
+    # Every data set of a list is checked as the only one would be (each trial trains on all of them).
+    for data in data_sets(cfg.train.data) or [None]:
+        if data is not None and not Path(data).is_file():
+            raise ConfigError(f"--data {data}: data YAML not found")
+        one = copy.deepcopy(cfg)
+        one.train.data = data
+        preflight(trainer, one)
+        summary = trainer.check_data(one.train)
+        if summary is not None:
+            (LOGGER.warning if summary.unreadable else LOGGER.info)("%s%s", f"{data}: " if data else "",
+                                                                    summary.line())
     seeds = [dict(space.base)]
     if cfg.population_dir and checkpoint is None:
-        seeds += read_hyp_dir(cfg.population_dir, trainer.keyset)
+        seeds += read_hyp_dir(cfg.population_dir, space.keyset)
     if resume_target is not None:
-        seeds += read_population(resume_target, trainer.keyset)
+        seeds += read_population(resume_target, space.keyset)
     if run_dir is None:
         existing = Path(cfg.project) / cfg.name
         if cfg.exist_ok and (existing / "evolve.csv").exists():

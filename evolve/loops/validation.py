@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from evolve.config.run import EvolveConfig
+from evolve.config.trial import data_names
 from evolve.contract import Metrics, sanitised, standing
 from evolve.errors import ConfigError
 from evolve.execution.jobs import TrialJob
@@ -142,7 +143,7 @@ def plan_after_run(plan: Plan, run_dir: Path) -> ValidationPlan | None:
 
 def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
     vcfg = plan.cfg.validation
-    rows = RunRecords(run_dir, plan.space.keyset).rows()
+    rows = RunRecords(run_dir, plan.space.keyset, data=data_names(plan.cfg.train.data)).rows()
     candidates, distinct = choose_candidates(rows, plan.space, vcfg.top)
     if distinct < vcfg.top:
         message = (f"--validate-top {vcfg.top}: the run in {run_dir} has only {distinct} distinct evaluated "

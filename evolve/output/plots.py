@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evolve.errors import ConfigError
-from evolve.output.records import LEAD_COLUMNS
+from evolve.output.records import LEAD_COLUMNS, TAIL_COLUMNS
 from evolve.output.rundir import atomic_write_bytes
 
 DPI = 150
@@ -94,8 +94,11 @@ def _save(fig: Figure, out_path: str | Path) -> Path:
 
 
 def _select_keys(df: pd.DataFrame, csv_path: str | Path, keys: Sequence[str] | None) -> list[str]:
-    # The trainer's key set, in its order; a named choice (Ultralytics' optimizer) has no axis to plot on.
-    hyp_cols = [k for k in df.columns if k not in LEAD_COLUMNS and pd.api.types.is_numeric_dtype(df[k])]
+    # The trainer's key set, in its order: the columns between the lead ones and the tail (reason, the
+    # per-data-set metrics); a named choice (the optimizer) is plotted by category.
+    columns = list(df.columns)
+    end = columns.index(TAIL_COLUMNS[0]) if TAIL_COLUMNS[0] in columns else len(columns)
+    hyp_cols = [k for k in columns[:end] if k not in LEAD_COLUMNS]
     if keys is not None:
         keys = list(keys)
         if not keys:
@@ -139,8 +142,8 @@ def plot_evolve(csv_path: str | Path, out_path: str | Path, keys: Sequence[str] 
             ax.set_visible(False)
             continue
         key = keys[i]
-        x = pd.to_numeric(df[key], errors="coerce").to_numpy(dtype=float)
-        log_x = _use_log(x)
+        x, names = _positions(df[key])
+        log_x = not names and _use_log(x)
         good = valid.to_numpy() & np.isfinite(x)
         faint = ~valid.to_numpy() & np.isfinite(x) & np.isfinite(fitness)
         if faint.any():
@@ -151,20 +154,33 @@ def plot_evolve(csv_path: str | Path, out_path: str | Path, keys: Sequence[str] 
             order = np.argsort(dens, kind="stable")  # dense points last, so they stay visible
             ax.scatter(gx[order], gy[order], c=dens[order], cmap="viridis", s=7, linewidths=0,
                        vmin=1, vmax=max(int(dens.max()), 2))
-        if best is not None and math.isfinite(float(df.at[best, key])):
-            bx = float(df.at[best, key])
+        bx = float(x[df.index.get_loc(best)]) if best is not None else math.nan
+        if math.isfinite(bx):
             ax.plot([bx], [float(df.at[best, "fitness"])], "k+", markersize=14, markeredgewidth=2)
-            ax.set_title(f"{key} = {bx:.3g}", fontsize=8)
+            ax.set_title(f"{key} = {names[int(bx)] if names else format(bx, '.3g')}", fontsize=8)
         else:
             ax.set_title(key, fontsize=8)
         if log_x:
             ax.set_xscale("log")
+        if names:
+            ax.set_xticks(range(len(names)), names)
+            ax.set_xlim(-0.5, len(names) - 0.5)
         ax.tick_params(labelsize=6)
         ax.grid(True, alpha=0.3, linewidth=0.5)
         if i % ncols == 0:
             ax.set_ylabel("fitness", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, out_path)
+
+
+def _positions(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """A hyp column as x positions: numbers as they are; a categorical gene's names (the optimizer) as
+    category positions 0, 1, ... in sorted order, with the names for the tick labels."""
+    if pd.api.types.is_numeric_dtype(column):
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float), []
+    names = sorted(column.dropna().astype(str).unique())
+    where = {name: float(i) for i, name in enumerate(names)}
+    return np.array([where.get(str(v), math.nan) if pd.notna(v) else math.nan for v in column]), names
 
 
 def _summary(df: pd.DataFrame, valid: pd.Series, best: int | None) -> str:

@@ -3,6 +3,11 @@ so far) and ``evolve_population.yaml`` (a population, also the format of seed an
 
 The CSV is the source of truth a resumed run reads back, so it is appended and fsync'd one row at a time
 and a line torn by a killed driver is dropped on the next open rather than poisoning the file.
+
+A run on several data sets (``--data a.yaml,b.yaml``) writes the means in the usual columns and each data
+set's fitness and seven metrics after them, as ``<name>/fitness``, ``<name>/metrics/precision`` ...
+(``data_columns``); a data set a failed trial never reached is left empty. A run on one data set has no
+such columns, so its file is as it always was.
 """
 from __future__ import annotations
 
@@ -48,10 +53,19 @@ LEAD_COLUMNS: list[str] = ["generation", "individual", "trial_id", "status", "fi
 TAIL_COLUMNS: list[str] = ["reason"]
 
 
-def csv_columns(keyset: KeySet = YOLOV5, tail: bool = True) -> list[str]:
-    """The columns of evolve.csv: where the trial sat, how it did, every hyp key of the key set, and why a
-    trial failed (``tail=False``: the columns of files written before ``reason`` existed)."""
-    return [*LEAD_COLUMNS, *keyset.keys, *(TAIL_COLUMNS if tail else ())]
+PART_COLUMNS: list[str] = ["fitness", *METRIC_COLUMNS]  # written per data set of a run on several
+
+
+def data_columns(names: Sequence[str]) -> list[str]:
+    """The per-data-set columns of a run on the data sets ``names`` (none for one data set)."""
+    return [f"{name}/{column}" for name in names for column in PART_COLUMNS]
+
+
+def csv_columns(keyset: KeySet = YOLOV5, tail: bool = True, data: Sequence[str] = ()) -> list[str]:
+    """The columns of evolve.csv: where the trial sat, how it did, every hyp key of the key set, why a
+    trial failed and, with several data sets, how it did on each (``tail=False``: the columns of files
+    written before ``reason`` existed)."""
+    return [*LEAD_COLUMNS, *keyset.keys, *((*TAIL_COLUMNS, *data_columns(data)) if tail else ())]
 
 
 CSV_COLUMNS: list[str] = csv_columns(YOLOV5)
@@ -84,7 +98,11 @@ def _number(value: Any) -> str:
         return "nan"
 
 
-def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet) -> str:
+def _field(column: str) -> str:
+    return "fitness" if column == "fitness" else METRIC_FIELDS[column]
+
+
+def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet, data: Sequence[str]) -> str:
     m = rec.metrics
     values: list[Any] = [
         int(rec.generation), int(rec.individual), str(rec.trial_id), m.status, _number(m.fitness),
@@ -92,13 +110,15 @@ def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet) -> s
         _number(m.seconds),
         *(keyset.format_value(k, hyp[k]) for k in keyset.keys),
         one_line(m.reason),
+        *(_number(m.per_data[n][_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS),
     ]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue()
 
 
-def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns: list[str]) -> TrialRecord:
+def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns: list[str],
+               data: Sequence[str] = ()) -> TrialRecord:
     if len(row) != len(columns):
         raise ConfigError(f"{path}: line {line_no}: {len(row)} fields, expected {len(columns)}")
     cells = dict(zip(columns, row))
@@ -110,8 +130,13 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         individual = int(cells[column])
         numbers: dict[str, float] = {}
         for column in ("fitness", *METRIC_COLUMNS, "seconds", *keyset.keys):
-            if keyset.choices_of(column) is None:  # a named choice (Ultralytics' optimizer) stays text
+            if keyset.choices_of(column) is None:  # a named choice (the optimizer) stays text
                 numbers[column] = float(cells[column])
+        per_data: dict[str, dict[str, float]] = {}
+        for name in data:  # a data set the trial never reached is empty
+            if cells[f"{name}/fitness"] != "":
+                per_data[name] = {_field(c): float(cells[column]) for c in PART_COLUMNS
+                                  for column in [f"{name}/{c}"]}
     except ValueError:
         raise ConfigError(
             f"{path}: line {line_no}: column '{column}' is not a number: {cells[column]!r}"
@@ -120,7 +145,7 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         metrics = Metrics(
             **{METRIC_FIELDS[c]: numbers[c] for c in METRIC_COLUMNS},
             fitness=numbers["fitness"], seconds=numbers["seconds"], status=cells["status"],
-            reason=cells.get("reason", ""),
+            reason=cells.get("reason", ""), per_data=per_data,
         )
     except ValueError as exc:
         raise ConfigError(f"{path}: line {line_no}: column 'status': {exc}") from None
@@ -129,7 +154,7 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
     return TrialRecord(generation, individual, cells["trial_id"], hyp, metrics)
 
 
-def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None]:
+def _read_csv(path: Path, keyset: KeySet, data: Sequence[str] = ()) -> tuple[list[TrialRecord], str | None]:
     """Parse evolve.csv; returns its records and, when its last line is torn or the file predates the
     ``reason`` column, the text to keep (in the current layout).
 
@@ -147,14 +172,14 @@ def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None
         # A crash after the file grew but before its data landed leaves NULs in the last line.
         tail = lines.pop()
         torn = True
-    columns = csv_columns(keyset)
+    columns = csv_columns(keyset, data=data)
     if not lines and torn and not ",".join(columns).startswith(tail):
         raise ConfigError(f"{path}: header is not that of an evolve.csv of this version; use another folder")
     clean = "".join(line + "\n" for line in lines) if torn else None
     if not lines:
         return [], clean
     header = next(csv.reader([lines[0]]))
-    if header == csv_columns(keyset, tail=False):
+    if header == csv_columns(keyset, tail=False) and not data:
         records = [_parse_row(path, i, row, keyset, header)
                    for i, row in enumerate(csv.reader(lines[1:]), start=2) if row]
         # Each old row gains an empty reason: its CSV text is kept as it is, plus one trailing comma.
@@ -170,7 +195,7 @@ def _read_csv(path: Path, keyset: KeySet) -> tuple[list[TrialRecord], str | None
             f"'{want}'); move the file away or use another run folder"
         )
     records = [
-        _parse_row(path, i, row, keyset, columns)
+        _parse_row(path, i, row, keyset, columns, data)
         for i, row in enumerate(csv.reader(lines[1:]), start=2)
         if row
     ]
@@ -192,9 +217,10 @@ class RunRecords:
     """
 
     def __init__(self, run_dir: str | Path, keyset: KeySet = YOLOV5,
-                 weights: tuple[float, ...] = DEFAULT_FITNESS_WEIGHTS) -> None:
+                 weights: tuple[float, ...] = DEFAULT_FITNESS_WEIGHTS, data: Sequence[str] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.keyset = keyset
+        self.data = list(data)  # names of the data sets of a run on several (evolve.config.trial.data_names)
         self.weights = tuple(weights)  # --fitness-weights: named in hyp_evolve.yaml's header
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / CSV_NAME
@@ -204,7 +230,7 @@ class RunRecords:
         self._best: TrialRecord | None = None
         self._has_header = False
         if self.csv_path.is_file():
-            records, clean = _read_csv(self.csv_path, keyset)
+            records, clean = _read_csv(self.csv_path, keyset, self.data)
             if clean is not None:
                 LOGGER.warning("%s: %s", self.csv_path, _repair_note(self.csv_path, keyset))
                 atomic_write_text(self.csv_path, clean)
@@ -231,9 +257,9 @@ class RunRecords:
         """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed."""
         hyp = self.keyset.validate(rec.hyp, source=f"trial {rec.trial_id} hyp")
         rec = TrialRecord(int(rec.generation), int(rec.individual), str(rec.trial_id), hyp, rec.metrics)
-        line = _format_row(rec, hyp, self.keyset)
+        line = _format_row(rec, hyp, self.keyset, self.data)
         if not self._has_header:
-            line = ",".join(csv_columns(self.keyset)) + "\n" + line
+            line = ",".join(csv_columns(self.keyset, data=self.data)) + "\n" + line
         with self.csv_path.open("a", encoding="utf-8", newline="") as fh:
             fh.write(line)
             fh.flush()
@@ -248,7 +274,7 @@ class RunRecords:
         """Every trial in evolve.csv, in file order, read back from disk (hyps as written: 6 digits)."""
         if not self.csv_path.is_file():
             return []
-        return _read_csv(self.csv_path, self.keyset)[0]
+        return _read_csv(self.csv_path, self.keyset, self.data)[0]
 
     def best(self) -> TrialRecord | None:
         """The trial with the highest fitness among status ``ok``; ``stopped`` ones only if none is ok."""
@@ -265,6 +291,9 @@ class RunRecords:
             f"# Trials so far: {self._count} (when this file was written)",
             *(f"# {c}: {float(_number(getattr(m, METRIC_FIELDS[c]))):.6g}" for c in METRIC_COLUMNS),
             f"# fitness: {float(_number(m.fitness)):.6g}  ({describe_weights(self.weights)})",
+            *([f"# means over the data sets {', '.join(self.data)}; fitness per data set: "
+               + ", ".join(f"{n} {m.per_data[n]['fitness']:.6g}" for n in self.data if n in m.per_data)]
+              if self.data else []),
             f"# Use: python -m detector train --data DATA.yaml --hyp {self.best_path}"
             "  (YOLOv5: python train.py --hyp this file)",
         ]

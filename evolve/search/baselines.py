@@ -13,6 +13,9 @@ against the budget: like the real driver, ``ga_search`` does not retrain a genom
   both sides (BLX-0.2), then each gene is mutated with probability 0.5 by a log-normal factor whose
   sigma decays from 0.2 to 0.1 over the run; clipped to the bounds.
 - ``random_search``: uniform over the normalised space (log-uniform on log keys).
+
+The two sequential schemes have no operator for a categorical gene (the optimizer): they keep the
+first parent's choice.
 """
 from __future__ import annotations
 
@@ -39,6 +42,10 @@ def _clip_hyp(space: SearchSpace, hyp: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def _numeric(space: SearchSpace) -> list:
+    return [gene for gene in space.genes if not gene.choices]
+
+
 def _weighted_top(trials: Sequence[Trial], n: int, rng: random.Random, k: int) -> list[dict[str, float]]:
     """Draw ``k`` parents from the best ``n`` trials, weight = fitness - worst of them (+ a little)."""
     top = sorted(trials, key=lambda t: t[1], reverse=True)[:n]
@@ -60,7 +67,7 @@ def yolov5_classic(space: SearchSpace, objective: Objective, budget: int, seed: 
         for _attempt in range(1000):
             u = rng.random()
             factors = {}
-            for gene in space.genes:
+            for gene in _numeric(space):
                 gain = YOLOV5_GAINS.get(gene.key, 1.0)
                 step = gain * sigma * rng.gauss(0.0, 1.0) * u if rng.random() < mutation_prob else 0.0
                 factors[gene.key] = min(3.0, max(0.3, 1.0 + step))
@@ -85,7 +92,7 @@ def ultralytics_tuner(space: SearchSpace, objective: Objective, budget: int, see
         child = a
         for _attempt in range(1000):
             mixed = {}
-            for gene in space.genes:
+            for gene in _numeric(space):
                 lo, hi = sorted((a[gene.key], b[gene.key]))
                 width = hi - lo
                 mixed[gene.key] = rng.uniform(lo - blend * width, hi + blend * width)
@@ -119,7 +126,7 @@ def ga_search(space: SearchSpace, objective: Objective, budget: int, seed: int =
     if cfg is None:
         defaults = GAConfig()
         cfg = GAConfig(generations=max(1, budget // defaults.population), seed=seed)
-    ga = GeneticAlgorithm(cfg, len(space))
+    ga = GeneticAlgorithm(cfg, len(space), space.levels)
     cache: dict[tuple, float] = {}
     trials: list[Trial] = []
     pop = ga.initial_population([space.encode(space.base)] + [space.encode(h) for h in seeds])

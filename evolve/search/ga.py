@@ -15,6 +15,13 @@ genomes (the shape of the good region, as CMA-ES adapts it). With ``screen`` > 1
 bred ``screen`` times and only the candidate that a cheap model of fitness (``evolve.search.screen``),
 fitted on every genome evaluated so far, rates highest is trained. The GA therefore keeps an archive
 of the (genome, fitness) pairs it has been shown; it is part of ``get_state`` so resume is exact.
+
+Categorical genes (``levels``: a gene with k > 0 choices sits at the centre of one of k bins) have no
+order, so no operator moves them by a step: mutation redraws another choice with the mutation rate,
+crossover hands each child one parent's choice (a swap with probability 0.5, whatever the operator),
+drift and the covariance step leave them alone, generation 0's mutants redraw them with probability
+``INIT_REDRAW``, and the screening model sees them one-hot. Without categorical genes every random draw
+is the same as before they existed.
 """
 from __future__ import annotations
 
@@ -43,6 +50,8 @@ POLYNOMIAL_ETA = 15.0  # crowding degree of polynomial mutation: larger keeps ch
 TOURNAMENT_POWER = 3.0
 SPREAD_RATIO = 4.0  # init "spread": the widest cloud of generation 0 over the narrowest
 DRIFT_TOP = 0.25  # fraction of a generation, by fitness, whose mean sets the drift direction
+INIT_REDRAW = 0.5  # probability that a generation-0 mutant redraws a categorical gene (uniformly)
+ONE_HOT = 1.0 / math.sqrt(2.0)  # one-hot scale: two different choices lie 1 apart, a numeric gene's width
 
 
 @dataclass
@@ -76,11 +85,16 @@ def _reflect(x: float) -> float:
 class GeneticAlgorithm:
     """Breeds genomes from evaluated genomes; deterministic for ``cfg.seed`` given the same fitnesses."""
 
-    def __init__(self, cfg: GAConfig, n_genes: int) -> None:
+    def __init__(self, cfg: GAConfig, n_genes: int, levels: Sequence[int] = ()) -> None:
         if n_genes < 1:
             raise ConfigError("the search space has no evolved key")
         self.cfg = cfg
         self.n_genes = n_genes
+        self.levels = list(levels) or [0] * n_genes  # choices per gene, 0 for a numeric gene
+        if len(self.levels) != n_genes:
+            raise ValueError(f"{len(self.levels)} gene levels for {n_genes} genes")
+        self._cat = [i for i, k in enumerate(self.levels) if k > 0]
+        self._movable = [i for i, k in enumerate(self.levels) if k != 1]
         self._state = random.Random(cfg.seed).getstate()
         self._archive: dict[tuple[float, ...], float] = {}  # every genome shown, first fitness kept
 
@@ -130,6 +144,34 @@ class GeneticAlgorithm:
             mutation_rate=_ramp(self.cfg.mutation_rate, p),
         )
 
+    # --- categorical genes ----------------------------------------------------------------------------
+    def _centre(self, i: int, level: int) -> float:
+        return (level + 0.5) / self.levels[i]
+
+    def _snap(self, genome: list[float]) -> list[float]:
+        """Categorical genes moved to the centre of the bin they are in."""
+        for i in self._cat:
+            genome[i] = self._centre(i, min(self.levels[i] - 1, int(genome[i] * self.levels[i])))
+        return genome
+
+    def _redraw(self, genome: list[float], i: int) -> None:
+        """Gene ``i`` (categorical, 2+ choices) takes another of its choices, uniformly."""
+        current = min(self.levels[i] - 1, int(genome[i] * self.levels[i]))
+        other = random.randrange(self.levels[i] - 1)
+        genome[i] = self._centre(i, other + (other >= current))
+
+    def _features(self, genomes: Sequence[Sequence[float]]) -> list[list[float]]:
+        """What the screening model sees: numeric genes as they are, categorical ones one-hot."""
+        if not self._cat:
+            return [list(g) for g in genomes]
+        out = []
+        for genome in genomes:
+            row: list[float] = []
+            for x, k in zip(genome, self.levels):
+                row += [ONE_HOT * (j == min(k - 1, int(x * k))) for j in range(k)] if k else [x]
+            out.append(row)
+        return out
+
     # --- operators (call inside self._rng()) --------------------------------------------------------
     def _bound(self, x: float) -> float:
         # Clipping puts real probability on the bound itself, where many best values sit (mixup 0,
@@ -143,7 +185,8 @@ class GeneticAlgorithm:
             return None  # too few genomes to tell a direction from noise
         ranked = sorted(scored, key=lambda ind: ind.fitness, reverse=True)
         top = ranked[: max(2, round(len(ranked) * DRIFT_TOP))]
-        return [self.cfg.drift * (sum(ind[j] for ind in top) / len(top)
+        return [0.0 if self.levels[j] else
+                self.cfg.drift * (sum(ind[j] for ind in top) / len(top)
                                   - sum(ind[j] for ind in scored) / len(scored))
                 for j in range(self.n_genes)]
 
@@ -154,7 +197,9 @@ class GeneticAlgorithm:
             return None
         ranked = sorted(scored, key=lambda ind: ind.fitness, reverse=True)
         top = np.array(ranked[: max(4, round(len(ranked) * DRIFT_TOP))], dtype=float)
-        return (top - top.mean(axis=0)) / math.sqrt(len(top) - 1)
+        spread = (top - top.mean(axis=0)) / math.sqrt(len(top) - 1)
+        spread[:, self._cat] = 0.0  # a categorical gene takes no step
+        return spread
 
     def _mutate(self, genome: list[float], rate: float, sigma: float) -> list[float]:
         """Mutate each gene with probability ``rate``; at least one gene moves when ``rate`` > 0."""
@@ -166,10 +211,16 @@ class GeneticAlgorithm:
         else:
             tools.mutGaussian(genome, mu=0.0, sigma=sigma, indpb=rate)
             genome[:] = [self._bound(x) for x in genome]
+        for i in self._cat:
+            genome[i] = before[i]
+            if self.levels[i] > 1 and random.random() < rate:
+                self._redraw(genome, i)
         # A child that equals its parent costs a trial (or a cache slot) and teaches nothing.
-        while genome == before:
-            i = random.randrange(len(genome))
-            if self.cfg.mutation == "polynomial":
+        while genome == before and self._movable:
+            i = random.choice(self._movable) if self._cat else random.randrange(len(genome))
+            if self.levels[i]:
+                self._redraw(genome, i)
+            elif self.cfg.mutation == "polynomial":
                 moved = list(genome)
                 tools.mutPolynomialBounded(moved, eta=POLYNOMIAL_ETA, low=0.0, up=1.0, indpb=1.0)
                 genome[i] = moved[i]
@@ -185,9 +236,13 @@ class GeneticAlgorithm:
         elif self.cfg.crossover == "uniform":
             tools.cxUniform(a, b, indpb=UNIFORM_SWAP_PROB)
         else:
+            before = list(a), list(b)
             tools.cxBlend(a, b, alpha=BLEND_ALPHA)
             a[:] = [min(1.0, max(0.0, x)) for x in a]
             b[:] = [min(1.0, max(0.0, x)) for x in b]
+            for i in self._cat:  # a blend of two choices means nothing: each child gets one parent's
+                swap = random.random() < UNIFORM_SWAP_PROB
+                a[i], b[i] = before[swap][i], before[not swap][i]
 
     def _child(self, pool: list[_Scored], sched: Schedule, drift: list[float] | None,
                spread: np.ndarray | None = None) -> list[float]:
@@ -225,7 +280,7 @@ class GeneticAlgorithm:
         for seed in seeds:
             if len(seed) != self.n_genes:
                 raise ValueError(f"seed genome has {len(seed)} genes, expected {self.n_genes}")
-            genome = [min(1.0, max(0.0, float(x))) for x in seed]
+            genome = self._snap([min(1.0, max(0.0, float(x))) for x in seed])
             if genome not in pop:
                 pop.append(genome)
         if len(pop) > self.cfg.population:
@@ -237,7 +292,7 @@ class GeneticAlgorithm:
             i = 0
             while len(pop) < self.cfg.population:
                 if self.cfg.init == "random" or not parents:
-                    genome = [random.random() for _ in range(self.n_genes)]
+                    genome = self._snap([random.random() for _ in range(self.n_genes)])
                 else:
                     genome = list(parents[i % len(parents)])
                     sigma = self.cfg.init_sigma
@@ -245,7 +300,12 @@ class GeneticAlgorithm:
                         # Radii from init_sigma to SPREAD_RATIO times it: near seeds refine good defaults,
                         # far ones find an optimum the defaults are far from; screening sorts them later.
                         sigma *= SPREAD_RATIO ** (i / max(1, self.cfg.population - len(parents) - 1))
+                    parent = genome
                     genome = [_reflect(x + random.gauss(0.0, sigma)) for x in genome]
+                    for j in self._cat:
+                        genome[j] = parent[j]
+                        if random.random() < INIT_REDRAW:
+                            genome[j] = self._centre(j, random.randrange(self.levels[j]))
                     i += 1
                 if genome not in pop:
                     pop.append(genome)
@@ -275,7 +335,7 @@ class GeneticAlgorithm:
         if self.cfg.screen <= 1:
             return None
         genomes = list(self._archive)
-        model = FitnessModel(genomes, [self._archive[g] for g in genomes])
+        model = FitnessModel(self._features(genomes), [self._archive[g] for g in genomes])
         return model if model.ok else None
 
     def _breed(self, pool: list[_Scored], sched: Schedule, count: int, taken: list[list[float]],
@@ -297,7 +357,7 @@ class GeneticAlgorithm:
             if not group:
                 continue
             if model is not None and len(group) > 1:
-                group = [group[int(np.argmax(model.predict(group)))]]
+                group = [group[int(np.argmax(model.predict(self._features(group))))]]
             out.append(group[0])
         return out
 

@@ -26,7 +26,10 @@ class KeySet:
     numbers of at least ``integer_low``; ``optional`` keys may be missing from a file without a note
     (YOLOv5's own files leave ``anchors`` commented out); ``choices`` keys hold one of a few names
     rather than a number (Ultralytics' ``optimizer``): they are never evolved, their value comes from
-    the base hyp file and is written to every record as it is."""
+    the base hyp file and is written to every record as it is, unless a search space evolves them.
+    ``extensions`` are categorical keys a search space may add to the key set (the YOLOv5 key set has no
+    optimizer key, our detector trains with one of three): absent from the records and from hyp files
+    unless the search space names them (``with_extension``)."""
 
     name: str
     defaults: tuple[tuple[str, Any], ...]
@@ -34,6 +37,18 @@ class KeySet:
     optional: frozenset[str] = frozenset()
     choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
     integer_low: int = 1
+    extensions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def extension_of(self, key: str) -> tuple[str, ...] | None:
+        """The names an extension key may hold, None if ``key`` is no extension of this key set."""
+        return dict(self.extensions).get(key)
+
+    def with_extension(self, key: str, default: str) -> KeySet:
+        """This key set plus the extension ``key`` (default ``default``), as one more categorical key:
+        its column comes after the key set's own, and a hyp file may leave it out."""
+        return KeySet(self.name, (*self.defaults, (key, default)), self.integer, self.optional | {key},
+                      (*self.choices, (key, dict(self.extensions)[key])), self.integer_low,
+                      tuple(e for e in self.extensions if e[0] != key))
 
     def choices_of(self, key: str) -> tuple[str, ...] | None:
         """The names a categorical key may hold, None for a numeric key."""
@@ -117,12 +132,14 @@ YOLOV5 = KeySet(
     ),
     integer=frozenset({"anchors"}),
     optional=frozenset({"anchors"}),
+    # The detector's optimizers (its --optimizer less auto): a search space may evolve the optimizer.
+    extensions=(("optimizer", ("SGD", "Adam", "AdamW")),),
 )
 
 # Ultralytics' detection hyperparameters (its default.yaml values), for ``--trainer ultralytics``. The
 # optimizer is named, never "auto": Ultralytics' auto choice replaces lr0 and momentum by its own, which
-# would make both genes dead. Adam-family optimizers want lr0 near 1e-3, so the optimizer is a setting of
-# the base hyp file rather than a gene (a mutation across optimizers would strand lr0 at the wrong scale).
+# would make both genes dead. Adam-family optimizers want a smaller lr0 than SGD, so when the optimizer
+# evolves lr0 takes a range per optimizer (``by: optimizer`` in the search space, see evolve.search.space).
 ULTRALYTICS_OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp")
 ULTRALYTICS = KeySet(
     name="ultralytics",

@@ -10,6 +10,11 @@ realistic ranges, so ``evolve.contract.fitness`` applies unchanged. Landscapes:
 - ``rotated``: the bowl in a random rotated, ill-conditioned basis, so every key interacts.
 - ``noisy``: the smooth bowl observed with Gaussian noise (deterministic per hyp, seed and training seed).
 
+Two inputs outside the default space scale the quality, so that runs exercising them have something to
+select: an ``optimizer`` in the hyps (``OPTIMIZER_QUALITY``, an evolved optimizer gene) and the data set
+(``cfg.data``: a factor in [1 - DATA_SPREAD, 1] drawn from its file name, so that each of several data
+sets scores differently). Neither is there by default, and then nothing changes.
+
 The seed picks the landscape instance (target position, rotation, ripple phases) as well as the noise,
 the simulated durations and the injected failures, so a run is reproducible end to end.
 """
@@ -21,6 +26,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -63,6 +69,16 @@ def noise_std(options: SurrogateOptions) -> float:
     if options.landscape != "noisy":
         return 0.0
     return options.noise if options.noise > 0 else DEFAULT_NOISE
+
+
+OPTIMIZER_QUALITY = {"AdamW": 1.0, "Adam": 0.95, "SGD": 0.85}  # short runs favour the Adam family
+DATA_SPREAD = 0.3
+
+
+def _outside_factor(hyp: Mapping[str, Any], data: str | None) -> float:
+    """The quality factor of the optimizer and the data set (1 when neither is given)."""
+    factor = OPTIMIZER_QUALITY.get(str(hyp.get("optimizer")), 1.0)
+    return factor * (1.0 - DATA_SPREAD * _unit_hash("data", PurePath(data).name)) if data else factor
 
 
 @lru_cache(maxsize=1)
@@ -214,7 +230,7 @@ def train(hyp: Mapping[str, float], cfg: TrialConfig,
     hid = _hyp_id(hyp)
     inst = landscape(scfg.landscape, scfg.seed)
     u = _position(hyp)
-    q = math.exp(-inst.deficit(u))
+    q = math.exp(-inst.deficit(u)) * _outside_factor(hyp, trial_cfg.data)
     epochs = cfg.epochs
     tau = _curve_tau(u, inst.keys, epochs)
     noise = 0.0

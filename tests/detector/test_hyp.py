@@ -67,12 +67,20 @@ def test_an_evolved_file_round_trips(tmp_path: Path):
     assert load_hyp(path) == hyp
 
 
+def test_an_evolved_file_may_name_its_optimizer(tmp_path: Path):
+    hyp = dict(DEFAULT_HYP, lr0=0.002, optimizer="AdamW")
+    path = tmp_path / "hyp_evolve.yaml"
+    path.write_text(yaml.safe_dump(hyp, sort_keys=False))
+    assert load_hyp(path) == hyp and "optimizer" not in load_hyp(DEFAULT_HYP_PATH)
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("lr0: 0.01\nfoo: 1\n", "unknown hyperparameter key 'foo'"),
     ("lr0: fast\n", "key 'lr0' must be a finite number"),
     ("lr0: .nan\n", "key 'lr0' must be a finite number"),
     ("mosaic: true\n", "key 'mosaic' must be a finite number"),
     ("anchors: 0\n", "key 'anchors' must be >= 1"),
+    ("optimizer: Lion\n", "key 'optimizer' must be one of SGD, Adam, AdamW"),
     ("- 1\n- 2\n", "expected a mapping"),
     ("lr0: [0.01\n", "not valid YAML"),
 ])

@@ -162,6 +162,13 @@ def test_validation_only_at_the_end_and_max_images(tiny_cfg, tmp_path, caplog):
     assert "8 train / 8 val images" in caplog.text
 
 
+def test_an_optimizer_in_the_hyps_overrides_the_config(tiny_cfg, caplog):
+    with caplog.at_level(logging.INFO, logger="detector.train"):
+        m = train({**DEFAULT_HYP, "optimizer": "Adam"}, tiny_cfg(epochs=1, val_every=0, max_images=8,
+                                                                  save_weights=False, optimizer="SGD"))
+    assert m.status == "ok" and "Adam (hyp)" in caplog.text and "SGD" not in caplog.text
+
+
 def test_unknown_hyp_key_is_rejected_before_training(tiny_cfg):
     with pytest.raises(HypError, match="unknown hyperparameter key 'lr_zero'"):
         train({**DEFAULT_HYP, "lr_zero": 0.1}, tiny_cfg())

@@ -53,3 +53,16 @@ def ray_cluster(evolve_cache: Path) -> Iterator[str]:
 def ray_address(ray_cluster: str) -> str:
     """Alias of ``ray_cluster``."""
     return ray_cluster
+
+
+def optimizer_meta(folder: Path, source: Path | None = None) -> Path:
+    """``source`` (default: the shipped meta.yaml) with the optimizer gene turned on, the one edit a user
+    makes, written to ``folder/meta.optimizer.yaml``."""
+    import hyps
+
+    text = (source or hyps.path(hyps.META)).read_text()
+    edited = text.replace("optimizer:       {evolve: false,", "optimizer:       {evolve: true,")
+    assert edited != text, "the optimizer entry of the meta file changed its form"
+    path = folder / "meta.optimizer.yaml"
+    path.write_text(edited)
+    return path

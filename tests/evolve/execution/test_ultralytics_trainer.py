@@ -67,12 +67,12 @@ def test_search_space_evolves_every_key_but_copy_paste_and_the_optimizer():
     assert hyp["optimizer"] == "SGD" and isinstance(hyp["close_mosaic"], int) and hyp["lr0"] == 0.1
 
 
-def test_a_named_choice_cannot_be_evolved_or_hold_an_unknown_name(tmp_path):
+def test_a_named_choice_cannot_be_evolved_as_a_number_or_hold_an_unknown_name(tmp_path):
     meta = yaml.safe_load(hyps.path(hyps.META_ULTRALYTICS).read_text())
     meta["optimizer"] = {"evolve": True, "low": 0, "high": 1}
     bad = tmp_path / "meta.yaml"
     bad.write_text(yaml.safe_dump(meta))
-    with pytest.raises(ConfigError, match="key 'optimizer' names a choice"):
+    with pytest.raises(ConfigError, match="key 'optimizer': names a choice"):
         load_meta(bad, ULTRALYTICS)
     with pytest.raises(ConfigError, match="key 'optimizer' must be one of SGD"):
         ULTRALYTICS.validate({"optimizer": "auto"}, source="h.yaml")

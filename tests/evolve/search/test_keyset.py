@@ -21,7 +21,8 @@ def test_the_yolov5_key_set_is_the_detectors_and_the_shipped_files():
     shipped = yaml.safe_load(files("hyps").joinpath(hyps.HYP_SCRATCH_LOW).read_text())
     assert list(shipped) == list(YOLOV5.keys) and shipped == YOLOV5.default_hyp()
     meta = yaml.safe_load(files("hyps").joinpath(hyps.META).read_text())
-    assert list(meta) == list(YOLOV5.keys)
+    # The optimizer is an extension key: listed (not evolved) in the space, absent from the hyp file.
+    assert list(meta) == [*YOLOV5.keys, "optimizer"] and meta["optimizer"]["evolve"] is False
 
 
 def test_the_default_space_loads_from_package_data():
