@@ -38,6 +38,7 @@ from detector.optim import (
     Schedule,
     build_optimizer,
     choose_optimizer,
+    ema_settings,
     nominal_accumulate,
     nominal_batch,
     scaled_weight_decay,
@@ -159,7 +160,8 @@ class _Trainer:
         decay = scaled_weight_decay(hyp["weight_decay"], self.step_batch, nbs)
         self.optimizer = build_optimizer(model, self.optimizer_name, hyp["lr0"], hyp["momentum"], decay)
         self.start_epoch, self.best_fitness = 0, -1.0
-        self.ema: Optional[ModelEMA] = ModelEMA(model) if ctx.is_main else None
+        planned = cfg.epochs * math.ceil(math.ceil(len(self.train_set) / self.step_batch) / self.accumulate)
+        self.ema: Optional[ModelEMA] = ModelEMA(model, *ema_settings(planned)) if ctx.is_main else None
         if self.ckpt is not None:
             self._restore_training_state()
         self.model: nn.Module = model

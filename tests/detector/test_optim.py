@@ -13,6 +13,7 @@ from detector.optim import (
     Schedule,
     build_optimizer,
     choose_optimizer,
+    ema_settings,
     nominal_accumulate,
     nominal_batch,
     scaled_weight_decay,
@@ -187,6 +188,24 @@ def test_ema_decay_ramp_and_update_values():
     assert ema.updates == 1
     assert torch.allclose(ema.ema[0].weight, d * old + (1 - d) * net[0].weight)
     assert int(ema.ema[1].num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("steps,decay,tau", [
+    (1110, 1 - 1 / 55.5, 55.5),  # 30 epochs of 37 steps: the average spans 5% of the run
+    (10_000, 0.998, 500.0),
+    (554_000, 0.9999, 2000.0),  # a long run keeps YOLOv5's decay and ramp
+    (10, 0.0, 1.0),  # a handful of steps: the EMA is the model itself
+])
+def test_ema_settings_follow_the_run_length(steps, decay, tau):
+    got_decay, got_tau = ema_settings(steps)
+    assert got_decay == pytest.approx(decay) and got_tau == pytest.approx(tau)
+
+
+def test_short_run_ema_forgets_its_start():
+    # A third into a 1110-step run the EMA averages over tens of steps; a fixed 0.9999 with a 2000-step
+    # ramp would still be at 0.17 there, i.e. close to the raw, noisy weights of the last step.
+    assert 0.95 < ModelEMA(nn.Linear(1, 1), *ema_settings(1110)).decay_at(370) < 0.99
+    assert ModelEMA(nn.Linear(1, 1)).decay_at(370) == pytest.approx(0.9999 * (1 - math.exp(-370 / 2000)))
 
 
 def test_ema_of_wrapped_model_and_unwrap():
