@@ -18,7 +18,9 @@ choose defaults, on seeds 100 and up only; ``ga_families.HELD_OUT`` never is. Ta
     python benchmarks/ga_efficiency.py --async-slots 1 4 8         # the steady-state loop vs TPE
 
 Results of every (scheme, family, seed) but ours are cached in ``--cache`` (a JSON file), so a change to
-the GA reruns only the GA.
+the GA reruns only the GA. ``--cache-ours`` caches ours and the async loop's too, so that one long
+measurement can be run a family at a time (``--landscapes FAMILY``) and printed whole at the end; clear
+the cache (or use another ``--cache``) after changing the GA.
 """
 from __future__ import annotations
 
@@ -167,6 +169,32 @@ def table(results: dict, landscapes: list[str], names: list[str], ours: str = OU
     return "\n".join(lines)
 
 
+def async_table(results: dict, landscapes: list[str], slots: list[str], others: list[str],
+                rivals: tuple[str, ...] = ("TPE seq.", "CMA-ES seq.", OURS)) -> str:
+    """Markdown: median best fitness of the async loop per slot count beside the other schemes, then on
+    how many seeds each slot count scored higher than each of ``rivals`` (those that were run)."""
+    text = table(results, landscapes, [*slots, *others], ours=slots[0]).split("\n\n")[0]
+    rivals = tuple(r for r in rivals if r in others)
+    pairs = [(a, r) for r in rivals for a in slots]
+    head = [f"{a.replace('ours async, ', '')} vs {r.replace(' (GA defaults)', ' generational')}"
+            for a, r in pairs]
+    lines = ["", "Seeds on which the async loop scored higher:", "",
+             "| family | " + " | ".join(head) + " |", "|---|" + "---:|" * len(pairs)]
+    for landscape in landscapes:
+        cells = []
+        for a, r in pairs:
+            x, y = results[(landscape, a)]["best"], results[(landscape, r)]["best"]
+            cells.append(f"{sum(p > q for p, q in zip(x, y))}/{len(x)}")
+        lines.append(f"| {landscape} | " + " | ".join(cells) + " |")
+    if "TPE seq." in others:
+        tpe = {ls: statistics.median(results[(ls, "TPE seq.")]["best"]) for ls in landscapes}
+        counts = [f"{a.replace('ours async, ', '')}: "
+                  f"{sum(statistics.median(results[(ls, a)]['best']) >= tpe[ls] for ls in landscapes)}"
+                  f"/{len(landscapes)}" for a in slots]
+        lines += ["", "Families where the async loop's median >= sequential TPE's: " + ", ".join(counts)]
+    return text + "\n" + "\n".join(lines)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     known = {f.name for f in fields(GAConfig)}
     out: dict[str, Any] = {}
@@ -196,23 +224,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run our steady-state loop with N trials in flight (random durations)")
     parser.add_argument("--cache", type=Path, default=Path("runs/ga_efficiency_cache.json"),
                         help="JSON cache of the baselines' results ('' for none)")
+    parser.add_argument("--cache-ours", action="store_true",
+                        help="also cache our GA's and the async loop's results (only while the GA code and "
+                             "settings stay the same: to split one long measurement into several runs)")
     parser.add_argument("--write", type=Path, help="also write the tables (Markdown) to this file")
     args = parser.parse_args(argv)
     schemes = {n: SCHEMES[n] for n in args.schemes}
     if args.ga:
         schemes[OURS] = ga_with(parse_overrides(args.ga), args.budget)
-    cache = Cache(args.cache if str(args.cache) else None)
+    cache = Cache(args.cache if str(args.cache) not in ("", ".") else None)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     start = time.perf_counter()
-    results = run(schemes, args.landscapes, seeds, args.budget, cache, set(schemes) - {OURS})
+    cached = set(schemes) if args.cache_ours and not args.ga else set(schemes) - {OURS}
+    results = run(schemes, args.landscapes, seeds, args.budget, cache, cached)
     names = list(schemes)
     if args.async_slots:
         from ga_async import async_scheme
 
-        extra = {f"ours async, {n} slots": async_scheme(n) for n in args.async_slots}
-        results.update(run(extra, args.landscapes, seeds, args.budget))
-        names += list(extra)
+        extra = {f"ours async, {n} slot{'s' if n != 1 else ''}": async_scheme(n) for n in args.async_slots}
+        results.update(run(extra, args.landscapes, seeds, args.budget, cache,
+                           set(extra) if args.cache_ours else set()))
     text = table(results, args.landscapes, names)
+    if args.async_slots:
+        text += "\n\nThe async (steady-state) loop, random trial durations (median best fitness):\n\n"
+        text += async_table(results, args.landscapes, list(extra), names)
     if args.ablation:
         extra = {name: ga_with(ov, args.budget) for name, ov in ABLATIONS.items()}
         results.update(run(extra, args.landscapes, seeds, args.budget))
