@@ -210,18 +210,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 EMA_DECAY = 0.9999  # YOLOv5's decay: an average over about 10 000 steps, for runs of hundreds of thousands
 EMA_TAU = 2000.0  # YOLOv5's ramp of the decay
 EMA_RUN_FRACTION = 0.05  # a shorter run averages over this fraction of its planned steps
+EMA_MIN_SPAN = 10.0  # ... and over at least this many steps, so that even a tiny run's EMA averages
 
 
 def ema_settings(planned_steps: int) -> tuple[float, float]:
     """(decay, tau) of the weights' EMA for a run of ``planned_steps`` optimizer steps.
 
-    The average spans ``EMA_RUN_FRACTION`` of the run, at most YOLOv5's 10 000 steps (decay 0.9999), and
-    the ramp is no longer than that span. Why: a fixed 0.9999 with a 2000-step ramp averages over about
+    The average spans ``EMA_RUN_FRACTION`` of the run, at least EMA_MIN_SPAN and at most YOLOv5's 10 000
+    steps (decay 0.9999), and the ramp is no longer than that span. Why: a fixed 0.9999 with a 2000-step ramp averages over about
     one step for the first few hundred steps (decay 0.17 after 370), so a short run validates its raw,
     noisy weights; on BCCD at 256 px, mAP50-95 fell from 0.37 to 0.008 and back between epochs.
     """
-    span = min(max(EMA_RUN_FRACTION * planned_steps, 1.0), 1.0 / (1.0 - EMA_DECAY))
-    return 1.0 - 1.0 / span if span > 1 else 0.0, min(EMA_TAU, span)
+    span = min(max(EMA_RUN_FRACTION * planned_steps, EMA_MIN_SPAN), 1.0 / (1.0 - EMA_DECAY))
+    return 1.0 - 1.0 / span, min(EMA_TAU, span)
 
 
 class ModelEMA:

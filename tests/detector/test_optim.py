@@ -194,7 +194,8 @@ def test_ema_decay_ramp_and_update_values():
     (1110, 1 - 1 / 55.5, 55.5),  # 30 epochs of 37 steps: the average spans 5% of the run
     (10_000, 0.998, 500.0),
     (554_000, 0.9999, 2000.0),  # a long run keeps YOLOv5's decay and ramp
-    (10, 0.0, 1.0),  # a handful of steps: the EMA is the model itself
+    (100, 0.9, 10.0),  # a short run still averages over 10 steps
+    (3, 0.9, 10.0),
 ])
 def test_ema_settings_follow_the_run_length(steps, decay, tau):
     got_decay, got_tau = ema_settings(steps)
