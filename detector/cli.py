@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "under 10000 planned steps of 64 images, else SGD with Nesterov momentum)")
     t.add_argument("--cos-lr", action="store_true", default=None, help="cosine learning-rate decay")
     t.add_argument("--nbs", type=int, help="nominal batch: images per optimizer step, reached by gradient "
-                   "accumulation or by splitting a larger batch (default 64 under SGD; under Adam and AdamW "
-                   "at most 8 on a CPU, the batch size on CUDA)")
+                   "accumulation, or under Adam and AdamW by splitting a larger batch (default 64 under SGD; "
+                   "under Adam and AdamW at most 8 on a CPU, the batch size on CUDA)")
     t.add_argument("--val-every", type=int, help="validate every N epochs; 0 = only after the last "
                    "(default 1)")
     t.add_argument("--no-save", dest="save_weights", action="store_false", default=None,

@@ -88,10 +88,11 @@ def nominal_batch(optimizer: str, batch: int, nbs: int | None, device_type: str 
     return min(batch, ADAM_CPU_NBS) if device_type == "cpu" else batch
 
 
-def step_batch(batch: int, nbs: int) -> int:
-    """Images loaded per iteration: the batch, or the nominal batch when that is smaller (the batch is
-    then trained as several steps of ``nbs`` images; the batch stays the memory ceiling)."""
-    return min(batch, nbs)
+def step_batch(optimizer: str, batch: int, nbs: int) -> int:
+    """Images loaded per iteration. Under Adam and AdamW the nominal batch when it is smaller than the
+    batch (the batch is then trained as several steps of ``nbs`` images and stays the memory ceiling);
+    under SGD always the batch: a batch above ``nbs`` steps whole, as in YOLOv5."""
+    return batch if optimizer == "SGD" else min(batch, nbs)
 
 
 def nominal_accumulate(batch: int, nbs: int) -> int:
@@ -217,9 +218,10 @@ def ema_settings(planned_steps: int) -> tuple[float, float]:
     """(decay, tau) of the weights' EMA for a run of ``planned_steps`` optimizer steps.
 
     The average spans ``EMA_RUN_FRACTION`` of the run, at least EMA_MIN_SPAN and at most YOLOv5's 10 000
-    steps (decay 0.9999), and the ramp is no longer than that span. Why: a fixed 0.9999 with a 2000-step ramp averages over about
-    one step for the first few hundred steps (decay 0.17 after 370), so a short run validates its raw,
-    noisy weights; on BCCD at 256 px, mAP50-95 fell from 0.37 to 0.008 and back between epochs.
+    steps (decay 0.9999), and the ramp is no longer than that span. Why: a fixed 0.9999 with a 2000-step
+    ramp averages over about one step for the first few hundred steps (decay 0.17 after 370), so a short
+    run validates its raw, noisy weights; on BCCD at 256 px, mAP50-95 fell from 0.37 to 0.008 and back
+    between epochs.
     """
     span = min(max(EMA_RUN_FRACTION * planned_steps, EMA_MIN_SPAN), 1.0 / (1.0 - EMA_DECAY))
     return 1.0 - 1.0 / span, min(EMA_TAU, span)

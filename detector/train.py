@@ -47,7 +47,7 @@ from detector.optim import (
     warmup_iterations,
 )
 from detector.results import Metrics
-from detector.run_files import RESULTS_COLUMNS, increment_path, write_results_row  # noqa: F401
+from detector.run_files import increment_path, write_results_row
 from detector.threads import ThreadGovernor, cpu_budget
 from detector.val import (
     default_imgsz,
@@ -155,12 +155,12 @@ class _Trainer:
         self.optimizer_name = choose_optimizer(hyp.get("optimizer", cfg.optimizer), cfg.epochs,
                                                len(self.train_set), cfg.batch)
         nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs, self.device.type)
-        self.step_batch = step_batch(cfg.batch, nbs)
+        self.step_batch = step_batch(self.optimizer_name, cfg.batch, nbs)
         self.accumulate = nominal_accumulate(self.step_batch, nbs)
         decay = scaled_weight_decay(hyp["weight_decay"], self.step_batch, nbs)
         self.optimizer = build_optimizer(model, self.optimizer_name, hyp["lr0"], hyp["momentum"], decay)
         self.start_epoch, self.best_fitness = 0, -1.0
-        planned = cfg.epochs * math.ceil(math.ceil(len(self.train_set) / self.step_batch) / self.accumulate)
+        planned = cfg.epochs * math.ceil(len(self.train_set) / (self.step_batch * self.accumulate))
         self.ema: Optional[ModelEMA] = ModelEMA(model, *ema_settings(planned)) if ctx.is_main else None
         if self.ckpt is not None:
             self._restore_training_state()
@@ -353,9 +353,9 @@ class _Trainer:
 
     def _write_results(self, epoch: int, train_loss: torch.Tensor, metrics: Optional[Metrics]) -> None:
         lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}
-        new = not (self.save_dir / "results.csv").exists() or (epoch == 1 and self.start_epoch == 0)
-        write_results_row(self.save_dir / "results.csv", epoch, train_loss.tolist(), metrics, lrs,
-                          time.time() - self.start, new)
+        path = self.save_dir / "results.csv"
+        new = not path.exists() or (epoch == 1 and self.start_epoch == 0)
+        write_results_row(path, epoch, train_loss.tolist(), metrics, lrs, time.time() - self.start, new)
 
     def _save(self, epoch: int, best: bool) -> None:
         assert self.ema is not None

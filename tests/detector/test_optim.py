@@ -117,9 +117,11 @@ def test_nominal_batch_depends_on_the_optimizer_and_device(opt, batch, nbs, devi
     assert nominal_batch(opt, batch, nbs, device) == expected
 
 
-@pytest.mark.parametrize("batch,nbs,expected", [(16, 8, 8), (16, 64, 16), (4, 8, 4), (16, 16, 16)])
-def test_step_batch_is_the_smaller_of_batch_and_nominal_batch(batch, nbs, expected):
-    assert step_batch(batch, nbs) == expected
+@pytest.mark.parametrize("opt,batch,nbs,expected", [
+    ("AdamW", 16, 8, 8), ("AdamW", 16, 64, 16), ("Adam", 4, 8, 4), ("AdamW", 16, 16, 16),
+    ("SGD", 128, 64, 128), ("SGD", 16, 8, 16), ("SGD", 16, 64, 16)])
+def test_step_batch_splits_adam_batches_only(opt, batch, nbs, expected):
+    assert step_batch(opt, batch, nbs) == expected
 
 
 def schedule(**kw) -> Schedule:

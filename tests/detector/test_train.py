@@ -14,7 +14,8 @@ from detector.checkpoint import load_checkpoint, model_from_checkpoint
 from detector.errors import DataError, HypError
 from detector.hyp import DEFAULT_HYP
 from detector.results import fitness
-from detector.train import RESULTS_COLUMNS, increment_path, should_validate, train
+from detector.run_files import RESULTS_COLUMNS, increment_path
+from detector.train import should_validate, train
 
 
 def read_results(folder):
