@@ -162,7 +162,7 @@ def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
 
 def _check_earlier(vplan: ValidationPlan) -> None:
     """ConfigError unless rows already in validation.csv are of this validation (same epochs)."""
-    records = ValidationRecords(vplan.run_dir)
+    records = ValidationRecords(vplan.run_dir, data_names(vplan.plan.cfg.train.data))
     other = sorted({r.epochs for r in records.rows()} - {vplan.epochs})
     if other:
         raise ConfigError(f"{records.path}: holds validation runs of {other[0]} epochs, not {vplan.epochs}; "
@@ -217,7 +217,7 @@ def run_validation(vplan: ValidationPlan, runner: TrialRunner | None = None) -> 
     """Train the plan's missing (candidate, seed) runs, then write hyp_validated.yaml and validation.png
     and log the summary and transfer lines."""
     cfg = vplan.plan.cfg
-    records = ValidationRecords(vplan.run_dir)
+    records = ValidationRecords(vplan.run_dir, data_names(cfg.train.data))
     source = ValidationSource(vplan, records)
     LOGGER.info("validating the base hyp and %d candidate(s) with %d new seed(s) of %d epochs: %d run(s) to "
                 "train, %d already in %s", len(vplan.candidates) - 1, len(vplan.seeds), vplan.epochs,

@@ -98,7 +98,8 @@ def _number(value: Any) -> str:
         return "nan"
 
 
-def _field(column: str) -> str:
+def part_field(column: str) -> str:
+    """The Metrics field of a per-data-set column name (``fitness`` or one of METRIC_COLUMNS)."""
     return "fitness" if column == "fitness" else METRIC_FIELDS[column]
 
 
@@ -110,7 +111,7 @@ def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet, data
         _number(m.seconds),
         *(keyset.format_value(k, hyp[k]) for k in keyset.keys),
         one_line(m.reason),
-        *(_number(m.per_data[n][_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS),
+        *(_number(m.per_data[n][part_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS),
     ]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
@@ -135,7 +136,7 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         per_data: dict[str, dict[str, float]] = {}
         for name in data:  # a data set the trial never reached is empty
             if cells[f"{name}/fitness"] != "":
-                per_data[name] = {_field(c): float(cells[column]) for c in PART_COLUMNS
+                per_data[name] = {part_field(c): float(cells[column]) for c in PART_COLUMNS
                                   for column in [f"{name}/{c}"]}
     except ValueError:
         raise ConfigError(

@@ -22,7 +22,7 @@ import yaml
 
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
-from evolve.output.records import METRIC_COLUMNS, METRIC_FIELDS
+from evolve.output.records import METRIC_COLUMNS, METRIC_FIELDS, PART_COLUMNS, data_columns, part_field
 from evolve.output.rundir import atomic_write_text
 from evolve.search.keyset import KeySet
 
@@ -31,6 +31,12 @@ HYP_NAME = "hyp_validated.yaml"
 PLOT_NAME = "validation.png"
 BASE = "base"  # the candidate label of the base hyp; the others are top1, top2, ...
 COLUMNS = ["candidate", "source_trial_id", "seed", "epochs", "status", *METRIC_COLUMNS, "fitness", "seconds"]
+
+
+def validation_columns(data: Sequence[str] = ()) -> list[str]:
+    """The columns of validation.csv; a run on several data sets adds evolve.csv's per-data-set columns
+    (``<name>/fitness``, ``<name>/metrics/...``), so a winner's validated gain can be read per data set."""
+    return [*COLUMNS, *data_columns(data)]
 
 
 @dataclass
@@ -65,21 +71,25 @@ def _number(value: object) -> str:
         return "nan"
 
 
-def _line(row: ValidationRow) -> str:
+def _line(row: ValidationRow, data: Sequence[str]) -> str:
     m = row.metrics
     values = [row.candidate, row.source_trial_id, int(row.seed), int(row.epochs), m.status,
               *(_number(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS), _number(m.fitness),
-              _number(m.seconds)]
+              _number(m.seconds),
+              *(_number(m.per_data[n][part_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS)]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue()
 
 
 class ValidationRecords:
-    """``run_dir/validation.csv``: read back on open (a torn last line is dropped), appended per seed."""
+    """``run_dir/validation.csv``: read back on open (a torn last line is dropped), appended per seed.
+    ``data``: the names of the run's data sets when it trains on several (``evolve.config.trial.data_names``)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, data: Sequence[str] = ()) -> None:
         self.path = Path(run_dir) / CSV_NAME
+        self.data = list(data)
+        self.columns = validation_columns(self.data)
         self._rows: list[ValidationRow] = []
         if self.path.is_file():
             self._rows = self._read()
@@ -90,20 +100,23 @@ class ValidationRecords:
         torn = lines.pop()  # rows end with a newline: text after the last one is a killed writer's
         if not lines:
             return []
-        if next(csv.reader([lines[0]])) != COLUMNS:
-            raise ConfigError(f"{self.path}: header is not that of a validation.csv of this version; move "
-                              "it away to validate again")
+        if next(csv.reader([lines[0]])) != self.columns:
+            raise ConfigError(f"{self.path}: header is not that of a validation.csv of this version and data "
+                              "set(s); move it away to validate again")
         rows = []
         for number, cells in enumerate(csv.reader(lines[1:]), start=2):
             if not cells:
                 continue
-            if len(cells) != len(COLUMNS):
-                raise ConfigError(f"{self.path}: line {number}: {len(cells)} fields, expected {len(COLUMNS)}")
-            values = dict(zip(COLUMNS, cells))
+            if len(cells) != len(self.columns):
+                raise ConfigError(f"{self.path}: line {number}: {len(cells)} fields, expected "
+                                  f"{len(self.columns)}")
+            values = dict(zip(self.columns, cells))
             try:
+                per_data = {n: {part_field(c): float(values[f"{n}/{c}"]) for c in PART_COLUMNS}
+                            for n in self.data if values[f"{n}/fitness"] != ""}
                 metrics = Metrics(**{METRIC_FIELDS[c]: float(values[c]) for c in METRIC_COLUMNS},
                                   fitness=float(values["fitness"]), seconds=float(values["seconds"]),
-                                  status=values["status"])
+                                  status=values["status"], per_data=per_data)
                 rows.append(ValidationRow(values["candidate"], values["source_trial_id"], int(values["seed"]),
                                           int(values["epochs"]), metrics))
             except ValueError as exc:
@@ -116,9 +129,9 @@ class ValidationRecords:
         return list(self._rows)
 
     def append(self, row: ValidationRow) -> None:
-        text = _line(row)
+        text = _line(row, self.data)
         if not self.path.is_file() or self.path.stat().st_size == 0:
-            text = ",".join(COLUMNS) + "\n" + text
+            text = ",".join(self.columns) + "\n" + text
         with self.path.open("a", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()

@@ -16,6 +16,7 @@ from evolve.config.trial import TrialConfig
 from evolve.errors import ConfigError
 from evolve.execution.trainable import execute, metrics_from_result, result_row
 from evolve.output.records import CSV_COLUMNS, LEAD_COLUMNS, METRIC_COLUMNS, PART_COLUMNS
+from evolve.output.validation import COLUMNS as VALIDATION_COLUMNS, ValidationRecords
 from evolve.search.keyset import YOLOV5
 from evolve.search.space import SearchSpace
 from tests.evolve.loops.test_driver import config
@@ -134,12 +135,23 @@ def test_hyp_evolve_population_plots_and_validation_carry_the_optimizer(genes_ru
     for name in ("evolve.png", "fitness.png", "validation.csv", "hyp_validated.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
     assert yaml.safe_load((run_dir / "hyp_validated.yaml").read_text())["optimizer"] in ("AdamW", "Adam", "SGD")
-    # Validation trains on both data sets too: the surrogate's smooth landscape has no seed noise, so each
-    # validated fitness is its trial's mean over the two, not either data set's own.
-    validated = pd.read_csv(run_dir / "validation.csv").merge(df, left_on="source_trial_id", right_on="trial_id")
+    # Validation trains on both data sets too, and records each: the surrogate's smooth landscape has no
+    # seed noise, so each validated figure is its trial's, and the fitness their mean.
+    tail = [f"{n}/{c}" for n in NAMES for c in PART_COLUMNS]
+    assert (run_dir / "validation.csv").read_text().split("\n", 1)[0].split(",") == [*VALIDATION_COLUMNS, *tail]
+    validated = pd.read_csv(run_dir / "validation.csv").merge(df, left_on="source_trial_id", right_on="trial_id",
+                                                              suffixes=("", "_trial"))
     assert len(validated) == 2
-    assert validated["fitness_x"].to_numpy() == pytest.approx(validated["fitness_y"].to_numpy())
-    assert (abs(validated["fitness_x"] - validated["shapes/fitness"]) > 1e-3).all()
+    for column in ("fitness", *tail):
+        assert validated[column].to_numpy() == pytest.approx(validated[f"{column}_trial"].to_numpy())
+    assert validated["fitness"].to_numpy() == pytest.approx(
+        (validated["shapes/fitness"] + validated["cells/fitness"]).to_numpy() / 2)
+    assert (abs(validated["fitness"] - validated["shapes/fitness"]) > 1e-3).all()
+    # Read back with the per-data-set figures; read as a single-data-set file, its header is refused.
+    rows = ValidationRecords(run_dir, NAMES).rows()
+    assert [sorted(r.metrics.per_data) for r in rows] == [sorted(NAMES)] * 2
+    with pytest.raises(ConfigError, match="validation.csv: header is not that of a validation.csv"):
+        ValidationRecords(run_dir)
 
 
 def test_resume_continues_exactly(genes_run) -> None:
