@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a detector", description="Train a detector. Under "
                        "'torchrun --nproc_per_node N' the same command trains with DDP.")
     _add_common(t)
-    t.add_argument("--hyp", help="hyperparameter YAML (YOLOv5 key set); default hyps/hyp.scratch-low.yaml, "
+    t.add_argument("--hyp", help="hyperparameter YAML (YOLOv5 key set); default hyps/hyp.scratch-adamw.yaml "
+                   "(hyps/hyp.scratch-low.yaml with --optimizer SGD), "
                    "or the checkpoint's hyps with --resume")
     t.add_argument("--model", choices=MODEL_SIZES, help="model size (default n)")
     t.add_argument("--epochs", type=int, help="epochs to train (default 100)")
@@ -143,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
         hyp = ckpt.get("hyp")
     cfg = _config_from_args(args, base)
     if args.hyp is not None or hyp is None:
-        hyp = hyps.load_hyp(args.hyp)
+        hyp = hyps.load_hyp(args.hyp or hyps.default_hyp_path(cfg.optimizer))
     else:
         hyp = hyps.validate_hyp(hyp, source=f"{args.resume} (hyp)")
     metrics = train(hyp, cfg)

@@ -58,8 +58,8 @@ class EvolveConfig:
                            "trainer(hyp, cfg, report=None)",
                            metavar="detector|surrogate|ultralytics|package.module:function", group="trials")
     hyp: str | None = setting(None, "--hyp", "base hyp YAML, the first seed and the source of frozen keys "
-                              "(default: the trainer's: hyps/hyp.scratch-low.yaml, hyps/hyp.ultralytics.yaml for "
-                              "--trainer ultralytics)", group=_EVOLUTION)
+                              "(default: the trainer's: hyps/hyp.scratch-adamw.yaml, or hyps/hyp.scratch-low.yaml "
+                              "with --optimizer SGD; hyps/hyp.ultralytics.yaml for --trainer ultralytics)", group=_EVOLUTION)
     meta: str | None = setting(None, "--meta", "search-space YAML: evolve/low/high/scale per key (default: "
                                "the trainer's: hyps/meta.yaml, hyps/meta.ultralytics.yaml for --trainer "
                                "ultralytics)", group=_EVOLUTION)

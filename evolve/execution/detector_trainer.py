@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 from detector.config import TrainConfig
 from detector.data import img2label_path, load_data_config, read_labels
 from detector.errors import DataError
-from detector.hyp import HYP_KEYS
+from detector.hyp import HYP_KEYS, default_hyp_path
 from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
 from evolve.config.trial import OTHER_SETTINGS, TrialConfig
@@ -31,6 +31,11 @@ from evolve.search.keyset import YOLOV5
 
 if HYP_KEYS != YOLOV5.keys:  # the detector's key set is the YOLOv5 one; the records rely on it
     raise ImportError("detector.hyp.HYP_KEYS differs from evolve's YOLOv5 key set")
+
+
+def base_hyp(optimizer: str) -> Path:
+    """The base hyp file of an evolution without --hyp: the detector's default for the trials' optimizer."""
+    return default_hyp_path(optimizer)
 
 
 def embedded_data() -> str:

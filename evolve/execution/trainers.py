@@ -76,6 +76,7 @@ class Trainer:
     preflight: str = ""  # "module:function" checking an EvolveConfig before any run folder exists
     val_every: Optional[int] = None  # validation interval when early stopping does not need every epoch
     check_entry: Optional[str] = None  # "package.module:function" checking the data before the run
+    hyp_entry: Optional[str] = None  # "module:function(optimizer) -> Path": a base hyp file by --optimizer
 
     def check_data(self, cfg: TrialConfig) -> Optional[DataSummary]:
         """Run the trainer's data check, if it has one; ConfigError with its one line on bad data."""
@@ -85,6 +86,11 @@ class Trainer:
             return _load(self.name, self.check_entry)(cfg)
         except ValueError as exc:  # DataError, ConfigError: the check's own one-line message
             raise ConfigError(str(exc)) from None
+
+    def default_hyp(self, optimizer: str = "auto") -> Path:
+        """The base hyp file of an evolution without ``--hyp``: the trainer's own, or for the detector the
+        file of the trials' optimizer (``detector.hyp.default_hyp_path``)."""
+        return Path(_load(self.name, self.hyp_entry)(optimizer)) if self.hyp_entry else self.hyp_file
 
     def function(self) -> TrainFn:
         """The training function itself (imports its module)."""
@@ -97,6 +103,7 @@ class Trainer:
 
 BUILTIN_TRAINERS: dict[str, Trainer] = {
     "detector": Trainer("detector", "evolve.execution.detector_trainer:train",
+                        hyp_entry="evolve.execution.detector_trainer:base_hyp",
                         check_entry="evolve.execution.detector_trainer:check_data"),
     "surrogate": Trainer("surrogate", "evolve.search.surrogate:train", distributed=False),
     # Validated after the last epoch only unless early stopping needs every epoch: each Ultralytics

@@ -70,7 +70,8 @@ def prepare(cfg: EvolveConfig) -> Plan:
         else:
             resume_target = target
     trainer = check(cfg.trainer)
-    space = SearchSpace.load(cfg.meta or trainer.space_file, cfg.hyp or trainer.hyp_file, trainer.keyset)
+    space = SearchSpace.load(cfg.meta or trainer.space_file, cfg.hyp or trainer.default_hyp(cfg.train.optimizer),
+                             trainer.keyset)
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:
         check_checkpoint(checkpoint, run_dir, space, digest, cfg.mode)

@@ -124,6 +124,14 @@ def test_train_then_resume_from_the_command_line(tiny_data, tmp_path, capsys):
     assert second["status"] == "ok" and second["epochs"] == 2
     assert len((tmp_path / "runs" / "cli" / "results.csv").read_text().splitlines()) == 3
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cli"]
+    # Without --hyp, auto (AdamW here) trains with the AdamW file's lr0; the resume kept the run's hyps.
+    assert yaml.safe_load((tmp_path / "runs" / "cli" / "hyp.yaml").read_text())["lr0"] == 0.005
+
+
+def test_without_hyp_sgd_trains_with_the_yolov5_file(tiny_data, tmp_path, capsys):
+    code, _, _ = run_main(tiny_args(tiny_data, tmp_path, "--name", "sgd", "--optimizer", "SGD", "--no-save"), capsys)
+    assert code == 0
+    assert yaml.safe_load((tmp_path / "runs" / "sgd" / "hyp.yaml").read_text())["lr0"] == 0.01
 
 
 def test_diverged_run_exits_1(tiny_data, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from detector.errors import HypError
-from detector.hyp import DEFAULT_HYP, DEFAULT_HYP_PATH, HYP_KEYS, load_hyp, validate_hyp
+from detector.hyp import ADAMW_HYP_PATH, DEFAULT_HYP, DEFAULT_HYP_PATH, HYP_KEYS, default_hyp_path, load_hyp, validate_hyp
 
 # The layout of YOLOv5's hyp.scratch-high.yaml: its values, trailing comments, and `anchors` commented out.
 YOLOV5_HIGH = """# a YOLOv5-layout hyp file for heavy augmentation
@@ -49,6 +49,14 @@ def test_our_default_file_has_the_yolov5_defaults():
     assert hyp == DEFAULT_HYP
     assert hyp["lr0"] == 0.01 and hyp["momentum"] == 0.937 and hyp["anchors"] == 3
     assert isinstance(hyp["anchors"], int)
+
+
+def test_the_adamw_default_differs_from_yolov5_in_lr0_only_and_serves_every_adam_family_choice():
+    adamw = load_hyp(ADAMW_HYP_PATH)
+    assert list(adamw) == list(HYP_KEYS)
+    assert {k: v for k, v in adamw.items() if v != DEFAULT_HYP[k]} == {"lr0": 0.005}
+    assert default_hyp_path("SGD") == DEFAULT_HYP_PATH
+    assert [default_hyp_path(o) for o in ("auto", "Adam", "AdamW")] == [ADAMW_HYP_PATH] * 3
 
 
 def test_a_yolov5_file_loads_unchanged_with_anchors_defaulted(tmp_path: Path):

@@ -18,6 +18,17 @@ def test_builtin_names_resolve_to_the_project_trainers():
     assert resolve_trainer(" surrogate ") is evolve.search.surrogate.train
 
 
+def test_the_detector_base_hyp_follows_the_optimizer_and_the_others_keep_their_file():
+    from detector.hyp import ADAMW_HYP_PATH, DEFAULT_HYP_PATH
+    from evolve.execution.trainers import BUILTIN_TRAINERS
+
+    detector = BUILTIN_TRAINERS["detector"]
+    assert detector.default_hyp("auto") == detector.default_hyp("AdamW") == ADAMW_HYP_PATH
+    assert detector.default_hyp("SGD") == DEFAULT_HYP_PATH
+    ultralytics = BUILTIN_TRAINERS["ultralytics"]
+    assert ultralytics.default_hyp("SGD") == ultralytics.default_hyp("auto") == ultralytics.hyp_file
+
+
 def test_a_user_callable_resolves_by_module_and_attribute(tmp_path, monkeypatch):
     (tmp_path / "my_trainers_pkg").mkdir()
     (tmp_path / "my_trainers_pkg" / "__init__.py").write_text("")
