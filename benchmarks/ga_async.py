@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
+from typing import Any
 
 from evolve.config.ga import GAConfig
 from evolve.contract import Metrics
@@ -26,7 +27,7 @@ def async_search(space: SearchSpace, objective: Objective, budget: int, seed: in
     population = GAConfig().population
     cfg = cfg or GAConfig(generations=max(1, budget // population), seed=seed)
     ga = GeneticAlgorithm(cfg, len(space))
-    state = SteadyState(ga, space, cfg.population, budget)
+    state = SteadyState(ga, space, cfg.population, budget, cfg.age_births())
     state.seed(ga.initial_population([space.encode(space.base)]))
     clock, rng = 0.0, random.Random(seed)
     running: list[tuple[float, int, str, dict[str, float], float]] = []
@@ -46,8 +47,12 @@ def async_search(space: SearchSpace, objective: Objective, budget: int, seed: in
         trials.append((hyp, fit))
 
 
-def async_scheme(slots: int) -> Callable[..., list[Trial]]:
+def async_scheme(slots: int, overrides: dict[str, Any] | None = None) -> Callable[..., list[Trial]]:
+    """The loop with ``slots`` in flight and GAConfig defaults, but for the fields in ``overrides``."""
+
     def scheme(space: SearchSpace, objective: Objective, budget: int, seed: int = 0) -> list[Trial]:
-        return async_search(space, objective, budget, seed, slots)
+        cfg = GAConfig(**{"generations": max(1, budget // GAConfig().population), "seed": seed,
+                          **(overrides or {})})
+        return async_search(space, objective, budget, seed, slots, cfg)
 
     return scheme

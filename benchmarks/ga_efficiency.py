@@ -215,13 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="first landscape seed; defaults are tuned on seeds 100 and up, reported on 0-9")
     parser.add_argument("--landscapes", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
                         metavar="FAMILY")
-    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), metavar="SCHEME",
-                        help="which of the schemes to run (default all)")
+    parser.add_argument("--schemes", nargs="*", default=list(SCHEMES), metavar="SCHEME",
+                        help="which of the schemes to run (default all; none: the async loop alone)")
     parser.add_argument("--ga", nargs="*", default=[], metavar="KEY=VALUE",
                         help="change our GA's settings (GAConfig fields), e.g. mutation_sigma=0.1")
     parser.add_argument("--ablation", action="store_true", help="also run our GA with each idea removed")
     parser.add_argument("--async-slots", nargs="*", type=int, default=[], metavar="N",
                         help="also run our steady-state loop with N trials in flight (random durations)")
+    parser.add_argument("--async-ga", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="change the steady-state loop's settings (GAConfig fields), e.g. age=100")
     parser.add_argument("--cache", type=Path, default=Path("runs/ga_efficiency_cache.json"),
                         help="JSON cache of the baselines' results ('' for none)")
     parser.add_argument("--cache-ours", action="store_true",
@@ -241,10 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.async_slots:
         from ga_async import async_scheme
 
-        extra = {f"ours async, {n} slot{'s' if n != 1 else ''}": async_scheme(n) for n in args.async_slots}
+        tag = "".join(f", {item}" for item in args.async_ga)  # a changed loop caches under its own name
+        overrides = parse_overrides(args.async_ga)
+        extra = {f"ours async, {n} slot{'s' if n != 1 else ''}{tag}": async_scheme(n, overrides)
+                 for n in args.async_slots}
         results.update(run(extra, args.landscapes, seeds, args.budget, cache,
                            set(extra) if args.cache_ours else set()))
-    text = table(results, args.landscapes, names)
+    text = table(results, args.landscapes, names) if names else ""
     if args.async_slots:
         text += "\n\nThe async (steady-state) loop, random trial durations (median best fitness):\n\n"
         text += async_table(results, args.landscapes, list(extra), names)
@@ -254,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n\nAblation (our GA, one idea removed or changed):\n\n"
         text += table(results, args.landscapes, [OURS, *extra])
     elapsed = time.perf_counter() - start
-    lead = [ls for ls in args.landscapes
-            if max(names, key=lambda n: statistics.median(results[(ls, n)]["best"])) == OURS]
+    lead = [ls for ls in args.landscapes if names
+            and max(names, key=lambda n: statistics.median(results[(ls, n)]["best"])) == OURS]
     footer = (f"\n\nseeds {seeds[0]}-{seeds[-1]} x {args.budget} trials; ours has the best median on "
               f"{len(lead)}/{len(args.landscapes)} families; {elapsed:.0f} s (cached results not timed) on "
               f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    text = text.lstrip("\n")
     print(text + footer)
     if args.write:
         args.write.write_text(text + footer + "\n")

@@ -204,14 +204,15 @@ def test_help_lists_every_flag_with_defaults(capsys):
              "--num-gpus", "--surrogate-landscape", "--surrogate-seconds", "--surrogate-spread",
              "--surrogate-failure-rate", "--surrogate-noise", "--verbose", "--mode", "--early-stop",
              "--grace-epochs", "--reduction-factor", "--workers-per-trial", "--storage",
-             "--init-sigma", "--drift", "--bounds"]
+             "--init-sigma", "--drift", "--bounds", "--age"]
     for flag in flags:
         assert flag in out, flag
     flat = " ".join(out.split())
     for default in ("the size of the current population (default: 50)", "(default: 300)",
                     "(default: runs/evolve)", "(default: 2,5)", "(default: 10,2)", "(default: 1.0,0.5)",
                     "(default: 0.5,0.01)",
-                    "(default: generational)", "(default: none)", "(default: 3.0)"):
+                    "(default: generational)", "(default: none)", "(default: 3.0)",
+                    "unless it is one of the --elite best (0: the best ever keep their seats) (default: 1.0)"):
         assert default in flat, default
 
 

@@ -55,6 +55,11 @@ class GAConfig:
                                 "covariance of the best quarter (0: off)", parse=float, low=0)
     bounds: str = setting("clip", "--bounds", "a mutation step past a bound stops on it or comes back in",
                           choices=BOUNDS)
+    # 1: a noisy trial's lucky draw breeds for about a generation, as in generational mode
+    # (docs/benchmarks-ga.md, ablation on the tuning families)
+    age: float = setting(1.0, "--age", "async mode: a member of the current population loses its seat "
+                         "once age x population children have been bred after it, unless it is one of the "
+                         "--elite best (0: the best ever keep their seats)", parse=float, low=0)
     seed: int = setting(0, "--seed", "seed of the GA and of training", parse=int)
 
     def __post_init__(self) -> None:
@@ -67,6 +72,10 @@ class GAConfig:
                 raise ConfigError(f"{flag}: expected a start and an end value, got {value!r}")
             setattr(self, name, tuple(value))
         check_fields(self)
+
+    def age_births(self) -> int:
+        """``age`` in children bred (at least 1 when ageing is on); 0 when it is off."""
+        return max(1, round(self.age * self.population)) if self.age > 0 else 0
 
 
 def default_elite(elite: tuple[int, int], population: int) -> tuple[int, int]:

@@ -123,7 +123,8 @@ class EvolveConfig:
         """Rebuild a config saved by ``to_dict``; ConfigError naming ``source`` if it does not fit."""
         try:
             values = dict(data)
-            values["ga"] = GAConfig(**values["ga"])
+            # A run saved before ageing existed had none; it resumes without it, exactly as it began.
+            values["ga"] = GAConfig(**{"age": 0.0, **values["ga"]})
             values["ray"] = RayConfig(**values["ray"])
             values["train"] = TrialConfig(**values["train"])
             values[VALIDATION] = ValidationConfig(**values.get(VALIDATION, {}))

@@ -35,6 +35,8 @@ def fingerprint(cfg: EvolveConfig, space: SearchSpace) -> str:
     """A digest of everything that decides results, except the generation count (a run may be extended)."""
     settings = cfg.result_settings()
     settings["ga"].pop("generations")
+    if not settings["ga"]["age"]:
+        settings["ga"].pop("age")  # a run without ageing keeps the fingerprint it had before --age existed
     blob = {"settings": settings, "base": space.base, "genes": [g.record() for g in space.genes]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -73,12 +75,15 @@ def check_checkpoint(state: dict[str, Any], run_dir: Path, space: SearchSpace, d
     if not isinstance(generation, int) or generation < 0 or "ga_state" not in state:
         raise ConfigError(f"{source}: checkpoint lacks a valid generation index or GA state")
     if mode == "async":
-        # Members are (index, genome, selection value, fitness), pending children (index, trial id, genome).
+        # Members and reserve are (index, genome, selection value, fitness), pending children
+        # (index, trial id, genome).
         bred, pending = state.get("bred"), state.get("pending")
         ok = isinstance(bred, int) and bred >= 0
         ok = ok and isinstance(population, list) and isinstance(pending, list)
+        reserve = state.get("reserve", [])  # absent from checkpoints written before ageing
+        ok = ok and isinstance(reserve, list)
         ok = ok and all(isinstance(m, (list, tuple)) and len(m) == 4 and _fits(m[1], space)
-                        for m in population)
+                        for m in [*population, *reserve])
         ok = ok and all(isinstance(c, (list, tuple)) and len(c) == 3 and _fits(c[2], space)
                         for c in pending)
         if not ok:

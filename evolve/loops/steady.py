@@ -5,7 +5,10 @@ the runner has a free slot it asks for a job: a queued child if there is one, el
 once by ``GeneticAlgorithm.breed_one`` from the current population, at progress ``bred / budget`` (budget
 = generations x population), so the GA's schedules run over trials instead of generations. Every result
 joins the current population, which is the ``population`` best individuals evaluated so far (ranked by
-``selection_value``, earlier child first on ties). See docs/evolve-async.md for why.
+``selection_value``, earlier child first on ties), except that with ageing (``GAConfig.age`` > 0, by
+default 1) a result loses its seat once age x population children have been bred after it, unless it is
+one of the elite schedule's best: a trial that drew lucky noise stops being a parent after about a
+generation, as in generational mode. See docs/evolve-async.md for why.
 
 Child ``b`` (counted from 0 over the run) is recorded as generation ``b // population``, individual
 ``b % population``, trial ``g{generation:03d}i{individual:03d}``. A bred child whose rounded genome was
@@ -13,9 +16,10 @@ already evaluated, or is running or queued, is bred again (a bounded number of t
 random genome), so every child of the budget trains exactly once.
 
 The checkpoint is saved after every breed and every result: GA random state, the bred count, the current
-population (exact genomes and selection values) and the children bred but not finished. A resumed run
-launches those children again first, except those whose row reached ``evolve.csv`` before the driver
-died: they count as finished with the recorded metrics. No child is trained or recorded twice.
+population (exact genomes and selection values), the results that may still take a seat (``reserve``,
+with ageing only) and the children bred but not finished. A resumed run launches those children again
+first, except those whose row reached ``evolve.csv`` before the driver died: they count as finished with
+the recorded metrics. No child is trained or recorded twice.
 
 ``--max-failed-generations N`` stops the run once N x population results in a row failed with one reason
 (``evolve.loops.failures``); those children stay recorded (failed, at the bottom of the population) and a
@@ -65,6 +69,15 @@ class Member:
     value: float  # selection_value of its metrics: what the GA ranks it by
     fitness: float  # its recorded fitness
 
+    def saved(self) -> tuple[int, list[float], float, float]:
+        """The checkpoint's form: (index, genome, selection value, fitness)."""
+        return self.index, list(self.genome), self.value, self.fitness
+
+    @staticmethod
+    def load(saved: list) -> list[Member]:
+        """Members from their checkpoint form, exact (not re-read from evolve.csv)."""
+        return [Member(int(i), [float(x) for x in g], float(v), float(f)) for i, g, v, f in saved]
+
 
 def child_name(index: int, population: int) -> tuple[int, int, str]:
     """(nominal generation, individual, trial id) of the child bred ``index``-th."""
@@ -79,13 +92,16 @@ class SteadyState:
     never trained.
     """
 
-    def __init__(self, ga: GeneticAlgorithm, space: SearchSpace, population: int, budget: int) -> None:
+    def __init__(self, ga: GeneticAlgorithm, space: SearchSpace, population: int, budget: int,
+                 age: int = 0) -> None:
         self.ga = ga
         self.space = space
         self.size = population
         self.budget = budget
+        self.age = age  # births after which a member loses its seat unless elite; 0: never
         self.bred = 0
         self.members: list[Member] = []
+        self.reserve: list[Member] = []  # results young enough to take a seat freed by ageing, best first
         self.queue: deque[Child] = deque()
         self.running: dict[str, Child] = {}
         self.known: set[tuple] = set()
@@ -113,6 +129,7 @@ class SteadyState:
 
     def breed(self) -> Child:
         """One new child of the current population, at progress bred / budget of the run."""
+        self.reseat()  # members may have aged out since the last result
         evaluated = [(m.genome, m.value) for m in self.members]
         progress = min(1.0, self.bred / self.budget)
         for _ in range(REBREED_LIMIT):
@@ -150,8 +167,22 @@ class SteadyState:
         member = Member(child.index, child.genome, selection_value(metrics), float(metrics.fitness))
         self.ga.observe(child.genome, member.value)  # the screening model learns from poor results too
         self.members.append(member)
-        self.members.sort(key=lambda m: (-m.value, m.index))
-        del self.members[self.size:]
+        self.reseat()
+
+    def reseat(self) -> None:
+        """Give the ``population`` seats to the best results that may hold one.
+
+        Without ageing that is the best results ever. With it, only results among the last ``age``
+        children bred, plus the elite schedule's best few whatever their age (at least one, so the best
+        found stays a parent): under noisy fitness the best-ever list fills with lucky draws that would
+        otherwise breed for the rest of the run. A result that lost its seat never gets it back.
+        """
+        ranked = sorted([*self.members, *self.reserve], key=lambda m: (-m.value, m.index))
+        if self.age > 0:
+            elite = max(1, self.ga.schedule(min(1.0, self.bred / self.budget)).elite)
+            oldest = self.bred - self.age
+            ranked = ranked[:elite] + [m for m in ranked[elite:] if m.index >= oldest]
+        self.members, self.reserve = ranked[:self.size], (ranked[self.size:] if self.age > 0 else [])
 
     def pending(self) -> list[Child]:
         """Children bred but not finished, in breeding order."""
@@ -160,7 +191,8 @@ class SteadyState:
     def state(self) -> dict[str, Any]:
         """The picklable part of the checkpoint."""
         return {"bred": self.bred, "generation": max(0, self.bred - 1) // self.size,
-                "population": [(m.index, list(m.genome), m.value, m.fitness) for m in self.members],
+                "population": [m.saved() for m in self.members],
+                "reserve": [m.saved() for m in self.reserve],
                 "pending": [(c.index, c.trial_id, list(c.genome)) for c in self.pending()],
                 "ga_state": self.ga.get_state()}
 
@@ -188,7 +220,8 @@ class SteadyEvolution(Evolution):
     def __init__(self, plan: Plan, run_dir: Path) -> None:
         super().__init__(plan, run_dir)
         self.size = self.cfg.ga.population
-        self.state = SteadyState(self.ga, self.space, self.size, self.cfg.ga.generations * self.size)
+        self.state = SteadyState(self.ga, self.space, self.size, self.cfg.ga.generations * self.size,
+                                 self.cfg.ga.age_births())
         self.progress: _SteadyProgress | None = None
         self._started: dict[str, float] = {}
         self._population_at = -1  # number of records when evolve_population.yaml was last written
@@ -225,8 +258,8 @@ class SteadyEvolution(Evolution):
         else:
             self.ga.set_state(ckpt["ga_state"])
             state.bred = ckpt["bred"]
-            state.members = [Member(int(i), [float(x) for x in g], float(v), float(f))
-                             for i, g, v, f in ckpt["population"]]
+            state.members = Member.load(ckpt["population"])
+            state.reserve = Member.load(ckpt.get("reserve", []))  # absent before ageing existed
             recorded = {r.trial_id: r for r in rows}
             relaunched = 0
             for index, trial_id, genome in ckpt["pending"]:

@@ -59,11 +59,11 @@ def row_list(run_dir: Path) -> list[tuple]:
     return list(rows(run_dir)[ROW_KEY].itertuples(index=False, name=None))
 
 
-def make_state(population: int = POP, generations: int = GENS, seed: int = 0) -> SteadyState:
+def make_state(population: int = POP, generations: int = GENS, seed: int = 0, age: int = 0) -> SteadyState:
     space = SearchSpace.load()
     ga = GeneticAlgorithm(GAConfig(population=population, generations=generations, elite=(1, 1), seed=seed),
                           len(space))
-    return SteadyState(ga, space, population, population * generations)
+    return SteadyState(ga, space, population, population * generations, age)
 
 
 # --- bookkeeping, without Ray ----------------------------------------------------------------------------
@@ -116,6 +116,39 @@ def test_the_population_ranks_finished_above_stopped_above_failed():
     assert [m.value for m in state.members] == [selection_value(outcomes[i]) for i in (1, 4, 3)]
     state.admit(Child(5, "g001i002", [0.1] * len(genome)), Metrics(fitness=0.3))
     assert [m.index for m in state.members] == [5, 1, 4]
+
+
+def lucky_start(age: int) -> SteadyState:
+    """Population 3 after children 0-4 of fitness 0.9 0.8 0.7 0.2 0.1, with 5 bred: 0-2 are the best."""
+    state = make_state(population=3, age=age)
+    state.bred = 5
+    for i, fit in enumerate((0.9, 0.8, 0.7, 0.2, 0.1)):
+        state.admit(Child(i, child_name(i, 3)[2], [0.1 + 0.1 * i] * len(state.space)), Metrics(fitness=fit))
+    return state
+
+
+def test_with_ageing_a_lucky_old_member_loses_its_seat_to_a_young_one(monkeypatch):
+    state = lucky_start(age=4)
+    # Child 0 is older than 4 births but is the elite (--elite 1): it keeps its seat.
+    assert [m.index for m in state.members] == [0, 1, 2]
+    assert [m.index for m in state.reserve] == [3, 4]
+    seen = []
+    monkeypatch.setattr(state.ga, "breed_one", lambda evaluated, progress: seen.append(evaluated)
+                        or [0.77] * len(state.space))
+    state.bred = 7  # two more births: children 1 and 2 are now 4 or more births old
+    state.breed()
+    assert [m.index for m in state.members] == [0, 3, 4] and state.reserve == []
+    assert [v for _, v in seen[0]] == [selection_value(Metrics(fitness=f)) for f in (0.9, 0.2, 0.1)]
+    # That breed was the eighth birth: child 3 is now too old as well, and child 7 takes its seat.
+    state.admit(Child(7, "g002i001", [0.05] * len(state.space)), Metrics(fitness=0.15))
+    assert state.bred == 8 and [m.index for m in state.members] == [0, 7, 4] and state.reserve == []
+
+
+def test_without_ageing_the_best_ever_keep_their_seats():
+    state = lucky_start(age=0)
+    state.bred = 7
+    state.reseat()
+    assert [m.index for m in state.members] == [0, 1, 2] and state.reserve == []
 
 
 def test_a_duplicate_child_is_bred_again_and_never_trained(monkeypatch, caplog):
@@ -184,6 +217,39 @@ def test_resume_relaunches_pending_children_and_admits_those_already_recorded(tm
     assert len(RunRecords(run_dir).rows()) == 2
 
 
+def test_resume_with_ageing_keeps_the_reserve_and_breeds_the_same_children(tmp_path):
+    plan = prepare(config([*FLAGS, "--age", "1.5", "--project", str(tmp_path)]))  # 6 births
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    first = SteadyEvolution(plan, run_dir)
+    first._start()
+    for i in range(6):  # the four seeds, then two bred children
+        job = first.next_job()
+        first.on_result(job, Metrics(map50=0.1 + 0.05 * i, map50_95=0.05 + 0.02 * i).with_fitness())
+    assert (first.state.bred, len(first.state.members), len(first.state.reserve)) == (6, POP, 2)
+    again = SteadyEvolution(prepare(config(["--resume", str(run_dir)])), run_dir)
+    again._start()
+    assert again.state.age == 6
+    assert [m.saved() for m in again.state.reserve] == [m.saved() for m in first.state.reserve]
+    for _ in range(3):  # from the eighth birth child 0 is too old; both runs breed the same children
+        assert again.next_job().hyp == first.next_job().hyp
+    assert [m.index for m in again.state.members] == [m.index for m in first.state.members]
+
+
+def test_a_checkpoint_from_before_ageing_resumes_without_it(tmp_path):
+    plan = prepare(config([*FLAGS, "--age", "0", "--project", str(tmp_path)]))
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    SteadyEvolution(plan, run_dir)._start()
+    state = load_checkpoint(run_dir)
+    del state["config"]["ga"]["age"], state["reserve"]  # as written before --age existed
+    save_checkpoint(run_dir, state)
+    again = SteadyEvolution(prepare(config(["--resume", str(run_dir)])), run_dir)
+    again._start()
+    assert (again.cfg.ga.age, again.state.age, again.state.reserve) == (0.0, 0, [])
+    assert [GAConfig(population=50).age_births(), GAConfig(population=4, age=0.1).age_births()] == [50, 1]
+
+
 # --- whole runs on Ray ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -204,8 +270,13 @@ def test_async_run_trains_the_budget_once_each_and_writes_every_output(reference
     assert len(set(keys)) == POP * GENS
     state = load_checkpoint(reference)
     assert state["mode"] == "async" and state["bred"] == POP * GENS and state["pending"] == []
-    # The population is the POP best rows, best first, and evolve_population.yaml holds it.
-    best = df.sort_values("fitness", ascending=False, kind="stable").head(POP)
+    # With the default --age 1 (POP births) and elite 1, the population is the best row ever, then the best
+    # rows of the last nominal generation (the last POP children bred), best first; evolve_population.yaml
+    # holds it.
+    ranked = df.sort_values("fitness", ascending=False, kind="stable")
+    young = ranked.iloc[1:][ranked.iloc[1:]["generation"] == GENS - 1]
+    best = pd.concat([ranked.head(1), young]).head(POP)
+    assert len(best) == POP and list(best.index) != list(ranked.head(POP).index)  # an old member aged out
     assert [m[3] for m in state["population"]] == pytest.approx(list(best["fitness"]))
     population = yaml.safe_load((reference / "evolve_population.yaml").read_text())
     assert list(population) == [f"gen{GENS - 1}number{i}" for i in range(POP)]
