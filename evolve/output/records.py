@@ -89,7 +89,7 @@ def _rank(rec: TrialRecord) -> tuple[int, float] | None:
     return rank if rank[0] > 0 else None
 
 
-def _number(value: Any) -> str:
+def number_cell(value: Any) -> str:
     # repr keeps metrics exact, so a resumed run compares fitnesses exactly as the original did; a value a
     # user's trainer left as None or text is recorded as nan rather than losing the row.
     try:
@@ -103,15 +103,38 @@ def part_field(column: str) -> str:
     return "fitness" if column == "fitness" else METRIC_FIELDS[column]
 
 
+def per_data_cells(metrics: Metrics, data: Sequence[str]) -> list[str]:
+    """The per-data-set cells of a row (``data_columns(data)``); empty for a data set never reached."""
+    return [number_cell(metrics.per_data[n][part_field(c)]) if n in metrics.per_data else ""
+            for n in data for c in PART_COLUMNS]
+
+
+def read_per_data(cells: Mapping[str, str], data: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The per-data-set figures of a row read back; a data set with an empty fitness was never reached.
+    ValueError naming the column on a cell that is not a number."""
+    out: dict[str, dict[str, float]] = {}
+    for name in data:
+        if cells[f"{name}/fitness"] == "":
+            continue
+        out[name] = {}
+        for part in PART_COLUMNS:
+            column = f"{name}/{part}"
+            try:
+                out[name][part_field(part)] = float(cells[column])
+            except ValueError:
+                raise ValueError(f"column '{column}' is not a number: {cells[column]!r}") from None
+    return out
+
+
 def _format_row(rec: TrialRecord, hyp: Mapping[str, float], keyset: KeySet, data: Sequence[str]) -> str:
     m = rec.metrics
     values: list[Any] = [
-        int(rec.generation), int(rec.individual), str(rec.trial_id), m.status, _number(m.fitness),
-        *(_number(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS),
-        _number(m.seconds),
+        int(rec.generation), int(rec.individual), str(rec.trial_id), m.status, number_cell(m.fitness),
+        *(number_cell(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS),
+        number_cell(m.seconds),
         *(keyset.format_value(k, hyp[k]) for k in keyset.keys),
         one_line(m.reason),
-        *(_number(m.per_data[n][part_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS),
+        *per_data_cells(m, data),
     ]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
@@ -133,15 +156,14 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         for column in ("fitness", *METRIC_COLUMNS, "seconds", *keyset.keys):
             if keyset.choices_of(column) is None:  # a named choice (the optimizer) stays text
                 numbers[column] = float(cells[column])
-        per_data: dict[str, dict[str, float]] = {}
-        for name in data:  # a data set the trial never reached is empty
-            if cells[f"{name}/fitness"] != "":
-                per_data[name] = {part_field(c): float(cells[column]) for c in PART_COLUMNS
-                                  for column in [f"{name}/{c}"]}
     except ValueError:
         raise ConfigError(
             f"{path}: line {line_no}: column '{column}' is not a number: {cells[column]!r}"
         ) from None
+    try:
+        per_data = read_per_data(cells, data)
+    except ValueError as exc:  # its message names the column, as above
+        raise ConfigError(f"{path}: line {line_no}: {exc}") from None
     try:
         metrics = Metrics(
             **{METRIC_FIELDS[c]: numbers[c] for c in METRIC_COLUMNS},
@@ -290,8 +312,8 @@ class RunRecords:
             f"# Best trial: generation {best.generation}, individual {best.individual}, "
             f"trial_id {best.trial_id}, status {m.status}",
             f"# Trials so far: {self._count} (when this file was written)",
-            *(f"# {c}: {float(_number(getattr(m, METRIC_FIELDS[c]))):.6g}" for c in METRIC_COLUMNS),
-            f"# fitness: {float(_number(m.fitness)):.6g}  ({describe_weights(self.weights)})",
+            *(f"# {c}: {float(number_cell(getattr(m, METRIC_FIELDS[c]))):.6g}" for c in METRIC_COLUMNS),
+            f"# fitness: {float(number_cell(m.fitness)):.6g}  ({describe_weights(self.weights)})",
             *([f"# means over the data sets {', '.join(self.data)}; fitness per data set: "
                + ", ".join(f"{n} {m.per_data[n]['fitness']:.6g}" for n in self.data if n in m.per_data)]
               if self.data else []),

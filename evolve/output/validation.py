@@ -22,7 +22,8 @@ import yaml
 
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
-from evolve.output.records import METRIC_COLUMNS, METRIC_FIELDS, PART_COLUMNS, data_columns, part_field
+from evolve.output.records import (METRIC_COLUMNS, METRIC_FIELDS, data_columns, number_cell, per_data_cells,
+                                   read_per_data)
 from evolve.output.rundir import atomic_write_text
 from evolve.search.keyset import KeySet
 
@@ -64,19 +65,11 @@ class ValidationRow:
         return self.candidate, self.source_trial_id, self.seed
 
 
-def _number(value: object) -> str:
-    try:
-        return repr(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "nan"
-
-
 def _line(row: ValidationRow, data: Sequence[str]) -> str:
     m = row.metrics
     values = [row.candidate, row.source_trial_id, int(row.seed), int(row.epochs), m.status,
-              *(_number(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS), _number(m.fitness),
-              _number(m.seconds),
-              *(_number(m.per_data[n][part_field(c)]) if n in m.per_data else "" for n in data for c in PART_COLUMNS)]
+              *(number_cell(getattr(m, METRIC_FIELDS[c])) for c in METRIC_COLUMNS), number_cell(m.fitness),
+              number_cell(m.seconds), *per_data_cells(m, data)]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue()
@@ -112,8 +105,7 @@ class ValidationRecords:
                                   f"{len(self.columns)}")
             values = dict(zip(self.columns, cells))
             try:
-                per_data = {n: {part_field(c): float(values[f"{n}/{c}"]) for c in PART_COLUMNS}
-                            for n in self.data if values[f"{n}/fitness"] != ""}
+                per_data = read_per_data(values, self.data)
                 metrics = Metrics(**{METRIC_FIELDS[c]: float(values[c]) for c in METRIC_COLUMNS},
                                   fitness=float(values["fitness"]), seconds=float(values["seconds"]),
                                   status=values["status"], per_data=per_data)
