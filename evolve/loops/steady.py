@@ -127,11 +127,15 @@ class SteadyState:
                 genome = self._fallback()
             self.queue.append(self._child(genome))
 
+    def fraction_bred(self) -> float:
+        """How far the run is through its budget of children, 0 to 1: what the GA's schedules read."""
+        return min(1.0, self.bred / self.budget)
+
     def breed(self) -> Child:
         """One new child of the current population, at progress bred / budget of the run."""
         self.reseat()  # members may have aged out since the last result
         evaluated = [(m.genome, m.value) for m in self.members]
-        progress = min(1.0, self.bred / self.budget)
+        progress = self.fraction_bred()
         for _ in range(REBREED_LIMIT):
             genome = self.ga.breed_one(evaluated, progress)
             if self.space.genome_key(genome) not in self.known:
@@ -179,7 +183,7 @@ class SteadyState:
         """
         ranked = sorted([*self.members, *self.reserve], key=lambda m: (-m.value, m.index))
         if self.age > 0:
-            elite = max(1, self.ga.schedule(min(1.0, self.bred / self.budget)).elite)
+            elite = max(1, self.ga.schedule(self.fraction_bred()).elite)
             oldest = self.bred - self.age
             ranked = ranked[:elite] + [m for m in ranked[elite:] if m.index >= oldest]
         self.members, self.reserve = ranked[:self.size], (ranked[self.size:] if self.age > 0 else [])
