@@ -22,10 +22,11 @@ from evolve.search.space import SearchSpace
 
 
 def async_search(space: SearchSpace, objective: Objective, budget: int, seed: int = 0,
-                 slots: int = 4, cfg: GAConfig | None = None) -> list[Trial]:
-    """Run ``budget`` trials of the steady-state GA with ``slots`` in flight; trials in finishing order."""
+                 slots: int = 4, overrides: dict[str, Any] | None = None) -> list[Trial]:
+    """Run ``budget`` trials of the steady-state GA with ``slots`` in flight, GAConfig defaults but for the
+    fields in ``overrides``; trials in finishing order."""
     population = GAConfig().population
-    cfg = cfg or GAConfig(generations=max(1, budget // population), seed=seed)
+    cfg = GAConfig(**{"generations": max(1, budget // population), "seed": seed, **(overrides or {})})
     ga = GeneticAlgorithm(cfg, len(space))
     state = SteadyState(ga, space, cfg.population, budget, cfg.age_births())
     state.seed(ga.initial_population([space.encode(space.base)]))
@@ -51,8 +52,6 @@ def async_scheme(slots: int, overrides: dict[str, Any] | None = None) -> Callabl
     """The loop with ``slots`` in flight and GAConfig defaults, but for the fields in ``overrides``."""
 
     def scheme(space: SearchSpace, objective: Objective, budget: int, seed: int = 0) -> list[Trial]:
-        cfg = GAConfig(**{"generations": max(1, budget // GAConfig().population), "seed": seed,
-                          **(overrides or {})})
-        return async_search(space, objective, budget, seed, slots, cfg)
+        return async_search(space, objective, budget, seed, slots, overrides)
 
     return scheme
