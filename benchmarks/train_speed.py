@@ -3,7 +3,9 @@
 Three figures:
 
 1. the data pipeline alone: images/s out of the DataLoader with training augmentation;
-2. the training step alone: images/s of forward + loss + backward + optimizer step on one fixed batch;
+2. the training step alone: images/s of forward + loss + backward + optimizer step on one fixed batch,
+   in the precision training uses (``detector.precision``: fp16 on CUDA, bf16 on a CPU with AMX or
+   AVX512-BF16) and, when that is not fp32, in fp32 too, with the ratio of the two;
 3. a real training run of model n at 256 px, batch 16, on the embedded set (512 train / 128 val
    images) within a wall-clock budget: per-epoch mAP50, mAP50-95, training images/s and wall time.
 
@@ -11,8 +13,8 @@ Comparing 1 and 2 says whether the data or the model bounds the speed. Without `
 of epochs is planned from 2 so that the run fits ``--minutes`` (the learning-rate schedule then ends
 with the budget); a run that still overruns is stopped at the first epoch past the budget.
 
-The run trains at the defaults of ``python -m detector train`` (hyps/hyp.scratch-low.yaml, optimizer
-``auto``: AdamW with no accumulation for a run this short); ``--yolov5-recipe`` trains with YOLOv5's
+The run trains at the defaults of ``python -m detector train`` (hyps/hyp.scratch-adamw.yaml, optimizer
+``auto``: AdamW stepping every 8 images on CPU for a run this short; ``--no-amp`` for fp32); ``--yolov5-recipe`` trains with YOLOv5's
 SGD and nominal batch 64 instead. On CUDA the run also prints the peak GPU memory.
 
     python benchmarks/train_speed.py                  # 10-minute budget
@@ -40,10 +42,11 @@ import detector.train as train_module  # noqa: E402
 from detector.config import OPTIMIZER_CHOICES, TrainConfig  # noqa: E402
 from detector.dist import parse_device  # noqa: E402
 from detector.data import YoloDataset, build_dataloader, load_data_config  # noqa: E402
-from detector.hyp import load_hyp, validate_hyp  # noqa: E402
+from detector.hyp import default_hyp_path, load_hyp, validate_hyp  # noqa: E402
 from detector.loss import DetectionLoss  # noqa: E402
 from detector.model import Model  # noqa: E402
 from detector.optim import build_optimizer  # noqa: E402
+from detector.precision import autocast_dtype, describe, needs_grad_scaler  # noqa: E402
 from detector.synthetic import make_synthetic  # noqa: E402
 from detector.threads import cpu_budget  # noqa: E402
 
@@ -66,13 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch threads, fixed (default: the detector's own choice, "
                    "detector/threads.py)")
     p.add_argument("--device", default="", help="'' = CUDA when available, else CPU")
-    p.add_argument("--hyp", help="base hyp YAML (default hyps/hyp.scratch-low.yaml)")
+    p.add_argument("--hyp", help="base hyp YAML (default: python -m detector train's, detector.hyp."
+                   "default_hyp_path)")
     p.add_argument("--yolov5-recipe", action="store_true", help="SGD and nbs 64 (YOLOv5's recipe) instead "
                    "of the detector's defaults")
     p.add_argument("--nbs", type=int, help="nominal batch size (default: the detector's)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override hyps, e.g. lr0=0.02")
     p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, help="default: the detector's (auto)")
     p.add_argument("--cos-lr", action="store_true")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 everywhere (default: fp16 on "
+                   "CUDA, bf16 on CPUs with native bf16, detector/precision.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default=str(ROOT / "runs" / "benchmarks"))
     p.add_argument("--profile-batches", type=int, default=12, help="batches timed in each profile")
@@ -101,8 +107,9 @@ def profile_data(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
 
 
 def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], batch: int, size: str,
-                 steps: int, device: torch.device) -> float:
-    """Images/s of forward + loss + backward + SGD step on one fixed augmented batch (AMP on CUDA)."""
+                 steps: int, device: torch.device, amp: bool = True) -> float:
+    """Images/s of forward + loss + backward + SGD step on one fixed augmented batch, in the precision
+    training uses on ``device`` (``detector.precision``; fp32 with ``amp=False``)."""
     dataset = YoloDataset(files, nc, imgsz, hyp=hyp, augment=True, seed=0)
     imgs, targets, _ = YoloDataset.collate_fn([dataset[i] for i in range(batch)])[:3]
     x = (imgs.to(device).float() / 255.0).contiguous(memory_format=torch.channels_last)
@@ -110,11 +117,11 @@ def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
     model = Model(nc=nc, size=size).train().to(device, memory_format=torch.channels_last)  # as train() does
     loss_fn = DetectionLoss(model, hyp)
     opt = build_optimizer(model, "SGD", 0.001, hyp["momentum"], 0.0)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    dtype = autocast_dtype(device, amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(dtype))
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss, _ = loss_fn(model(x), targets)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -122,7 +129,7 @@ def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
         opt.zero_grad(set_to_none=True)
 
     def sync() -> None:
-        if amp:
+        if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     step()  # first call allocates
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.yolov5_recipe:
         args.optimizer, args.nbs = args.optimizer or YOLOV5_OPTIMIZER, args.nbs or YOLOV5_NBS
     args.optimizer = args.optimizer or "auto"
+    args.hyp = args.hyp or str(default_hyp_path(args.optimizer))  # as python -m detector train chooses
     hyp = load_hyp(args.hyp)
     try:
         for item in args.set:
@@ -171,12 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_profile:
         data_ips = profile_data(data.train, data.nc, args.imgsz, hyp, args.batch, args.workers,
                                 args.profile_batches)
-        step_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model,
-                                max(args.profile_batches // 3, 2), parse_device(args.device))
+        device = parse_device(args.device)
+        steps = max(args.profile_batches // 3, 2)
+        dtype = autocast_dtype(device, args.amp)
+        step_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model, steps, device,
+                                args.amp)
         bound = "the data pipeline" if data_ips < step_ips else "the training step (model compute)"
         print(f"data pipeline alone: {data_ips:7.1f} images/s ({args.workers} workers, augmentation on)")
         print(f"training step alone: {step_ips:7.1f} images/s (model {args.model}, {args.imgsz} px, "
-              f"batch {args.batch})")
+              f"batch {args.batch}, {describe(dtype)})")
+        if dtype is not None:  # the same step in fp32, measured in the same run: the precision's speed-up
+            fp32_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model, steps, device,
+                                    amp=False)
+            print(f"training step in fp32: {fp32_ips:7.1f} images/s; {describe(dtype)} is "
+                  f"{step_ips / fp32_ips:.2f}x as fast")
         note = " (workers share the cores with the training step, so expect less)" if args.workers else ""
         print(f"speed is bounded by {bound}; the run can reach at most {min(data_ips, step_ips):.1f} "
               f"images/s{note}")
@@ -196,7 +212,7 @@ def run_training(args: argparse.Namespace, hyp: dict[str, float], epochs: int, n
     cfg = TrainConfig(data=None, model=args.model, epochs=epochs, imgsz=args.imgsz, batch=args.batch,
                       workers=args.workers, seed=args.seed, project=args.project, name="train_speed",
                       nbs=args.nbs, optimizer=args.optimizer, cos_lr=args.cos_lr, progress=False,
-                      threads=args.threads, device=args.device)
+                      threads=args.threads, device=args.device, amp=args.amp)
     val_seconds: list[float] = []
     real_validate = train_module.validate
 

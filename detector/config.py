@@ -35,7 +35,7 @@ class TrainConfig:
     threads: Optional[int] = None  # torch threads; None: the process's CPUs, governed (detector.threads)
     val_every: int = 1
     save_weights: bool = True  # last.pt / best.pt in the run folder
-    amp: bool = True  # only takes effect on CUDA
+    amp: bool = True  # fp16 on CUDA, bf16 on CPUs with native bf16 (detector.precision), else fp32
     sync_bn: bool = False  # only under DDP
     autoanchor: bool = True
     # decoded-image cache; default ~/.cache/yolo-evolve/images ($YOLO_EVOLVE_CACHE/images)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from detector.precision import autocast_dtype
 from detector.results import Metrics
 
 LOGGER = logging.getLogger(__name__)
@@ -110,13 +111,13 @@ def validate(
     truths: list[np.ndarray] = []
     loss_sum = torch.zeros(3)
     batches = 0
-    use_amp = amp and device.type == "cuda"
+    dtype = autocast_dtype(device, amp, training=False)
     for imgs, targets, _paths in dataloader:
         imgs = imgs.to(device, non_blocking=True).float() / 255.0
         if channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         batch, _, height, width = imgs.shape
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             pred, raw = model(imgs)
             if loss_fn is not None:
                 loss_sum += loss_fn([r.float() for r in raw], targets.to(device))[1].detach().float().cpu()

@@ -1,0 +1,54 @@
+"""Mixed precision: the autocast dtype a device trains and validates in, decided in one place.
+
+- CUDA: fp16 with a ``GradScaler`` (tensor cores; fp16's narrow range needs the loss scaled).
+- CPU with native bf16 matrix units (AMX tiles or AVX512-BF16): bf16, no scaler (bf16 has fp32's range).
+  oneDNN then runs model n's training step about 1.7x faster than fp32 on one core
+  (docs/benchmarks.md, ``benchmarks/train_speed.py``).
+- Any other CPU: fp32, because emulated bf16 is slower than fp32 there.
+- Validation on CPU: fp32 always. It is a small share of a trial's time (one pass over the val images,
+  no backward), and an fp32 mAP is the same whether it comes from a training run's last epoch or from
+  ``python -m detector val`` on its weights.
+
+The loss is always computed in fp32 (``detector.loss``), and so are the box decode and NMS, so only the
+convolutions run at the lower precision. ``amp=False`` (``--no-amp``) trains in fp32 everywhere.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Optional
+
+import torch
+
+LOGGER = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX512-BF16)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
+    except RuntimeError:  # a build without the CPU feature queries
+        return False
+
+
+def autocast_dtype(device: torch.device, amp: bool = True, training: bool = True) -> Optional[torch.dtype]:
+    """The dtype to autocast to on ``device``, or None for fp32. ``training=False``: for validation."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and training and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def needs_grad_scaler(dtype: Optional[torch.dtype]) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 and fp32 ones do not."""
+    return dtype == torch.float16
+
+
+def describe(dtype: Optional[torch.dtype]) -> str:
+    """How a log line names the precision."""
+    return {torch.float16: "AMP fp16", torch.bfloat16: "AMP bf16"}.get(dtype, "fp32")  # type: ignore[arg-type]
