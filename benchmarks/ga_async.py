@@ -27,7 +27,7 @@ def async_search(space: SearchSpace, objective: Objective, budget: int, seed: in
     fields in ``overrides``; trials in finishing order."""
     population = GAConfig().population
     cfg = GAConfig(**{"generations": max(1, budget // population), "seed": seed, **(overrides or {})})
-    ga = GeneticAlgorithm(cfg, len(space))
+    ga = GeneticAlgorithm(cfg, len(space), space.levels)
     state = SteadyState(ga, space, cfg.population, budget, cfg.age_births())
     state.seed(ga.initial_population([space.encode(space.base)]))
     clock, rng = 0.0, random.Random(seed)

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from ga_families import HELD_OUT, TUNING
+from ga_families import HELD_OUT, TUNING, space_for
 from detector.config import TrainConfig
 from evolve.config import GAConfig
 from evolve.search import surrogate
@@ -125,9 +125,9 @@ def run(schemes: dict[str, Callable[..., list[Trial]]], landscapes: list[str], s
 
     Schemes named in ``cached`` read and write ``cache``.
     """
-    space = SearchSpace.load()
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for landscape in landscapes:
+        space = space_for(FAMILIES.get(landscape))
         problems = [problem(space, landscape, seed) for seed in seeds]
         for name, scheme in schemes.items():
             start = time.perf_counter()

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+import tempfile
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import hyps
 from evolve.search.space import SearchSpace
 
 
@@ -287,10 +292,71 @@ class Curved(HeldOut):
         return float(np.sum(self.weights * (0.2 * a * a + 4.0 * (b - a * a + 0.0) ** 2)))
 
 
+class OptimizerChoice(Quadratic):
+    """A categorical gene: the search space evolves ``optimizer`` (AdamW, Adam, SGD, with ``lr0`` in each
+    one's range, as ``hyps/meta.yaml`` has it once switched on). Each choice has its own coupled bowl
+    around its own optimum, N(0, 0.15) per key from the base, and its own floor: the best choice is one
+    of the two the base does not use; the base's own choice adds 0.3-0.6 times the base's distance to its
+    bowl's optimum, the third choice 1-2 times. The base (AdamW) scores 30-50% of the optimum, so a
+    search that never leaves AdamW cannot get near it."""
+
+    name = "optimizer choice (held out)"
+    evolve_optimizer = True
+    distance = 0.15
+    base_quality = (0.3, 0.5)
+
+    def setup(self) -> None:
+        super().setup()
+        self.cat = self.space.keys.index("optimizer")
+        levels = self.space.levels[self.cat]
+        base = np.array(self.space.encode(self.space.base))
+        own = int(base[self.cat] * levels)
+        self.opts = []
+        for choice in range(levels):
+            centre = _displaced(self.space, self.rng, self.distance)
+            centre[self.cat] = (choice + 0.5) / levels
+            self.opts.append(_snap(self.space, centre))
+        bowl = self._bowl(base, own)
+        others = [c for c in range(levels) if c != own]
+        best = others[int(self.rng.integers(len(others)))]
+        self.penalty = {c: float(self.rng.uniform(1.0, 2.0)) * bowl for c in others}
+        self.penalty[best] = 0.0
+        self.penalty[own] = float(self.rng.uniform(0.3, 0.6)) * bowl
+        self.opt = self.opts[best]
+
+    def _bowl(self, u: np.ndarray, choice: int) -> float:
+        d = u - self.opts[choice]
+        d[self.cat] = 0.0
+        return float(d @ self.matrix @ d)
+
+    def raw(self, u: np.ndarray) -> float:
+        choice = min(len(self.opts) - 1, int(u[self.cat] * len(self.opts)))
+        return self._bowl(u, choice) + self.penalty[choice]
+
+
+@lru_cache(maxsize=1)
+def optimizer_space() -> SearchSpace:
+    """The shipped search space with the categorical ``optimizer`` gene switched on (the one edit the
+    docs tell a user to make), from a copy of ``hyps/meta.yaml`` in a temporary file."""
+    text = hyps.path(hyps.META).read_text()
+    edited, n = re.subn(r"^(optimizer:\s*\{evolve:\s*)false", r"\1true", text, flags=re.M)
+    if n != 1:
+        raise RuntimeError(f"{hyps.path(hyps.META)}: no 'optimizer: {{evolve: false ...}}' line to switch on")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "meta.yaml"
+        path.write_text(edited)
+        return SearchSpace.load(path)
+
+
+def space_for(family: Any) -> SearchSpace:
+    """The search space a family is defined over: the shipped one, or with the optimizer gene on."""
+    return optimizer_space() if getattr(family, "evolve_optimizer", False) else SearchSpace.load()
+
+
 TUNING: dict[str, Callable[[SearchSpace, int], Any]] = {cls.name: cls for cls in (Far, Coupled)}
 
 HELD_OUT: dict[str, Callable[[SearchSpace, int], Any]] = {
     "peaks (held out)": Peaks,
     **{cls.name: cls for cls in (Rastrigin, Bounds, Plateaus, Noisy, Sparse, Near, Separable, NoisyFar,
-                                 Curved)},
+                                 Curved, OptimizerChoice)},
 }
