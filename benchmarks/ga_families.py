@@ -348,9 +348,15 @@ def optimizer_space() -> SearchSpace:
         return SearchSpace.load(path)
 
 
+@lru_cache(maxsize=1)
+def shipped_space() -> SearchSpace:
+    """The shipped search space, loaded once for every family defined over it."""
+    return SearchSpace.load()
+
+
 def space_for(family: Any) -> SearchSpace:
     """The search space a family is defined over: the shipped one, or with the optimizer gene on."""
-    return optimizer_space() if getattr(family, "evolve_optimizer", False) else SearchSpace.load()
+    return optimizer_space() if getattr(family, "evolve_optimizer", False) else shipped_space()
 
 
 TUNING: dict[str, Callable[[SearchSpace, int], Any]] = {cls.name: cls for cls in (Far, Coupled)}

@@ -14,8 +14,9 @@ of epochs is planned from 2 so that the run fits ``--minutes`` (the learning-rat
 with the budget); a run that still overruns is stopped at the first epoch past the budget.
 
 The run trains at the defaults of ``python -m detector train`` (hyps/hyp.scratch-adamw.yaml, optimizer
-``auto``: AdamW stepping every 8 images on CPU for a run this short; ``--no-amp`` for fp32); ``--yolov5-recipe`` trains with YOLOv5's
-SGD and nominal batch 64 instead. On CUDA the run also prints the peak GPU memory.
+``auto``: AdamW stepping every 8 images on CPU for a run this short; ``--no-amp`` for fp32);
+``--yolov5-recipe`` trains with YOLOv5's SGD and nominal batch 64 instead. On CUDA the run also prints
+the peak GPU memory.
 
     python benchmarks/train_speed.py                  # 10-minute budget
     python benchmarks/train_speed.py --minutes 2 --skip-profile --epochs 3
@@ -46,7 +47,7 @@ from detector.hyp import default_hyp_path, load_hyp, validate_hyp  # noqa: E402
 from detector.loss import DetectionLoss  # noqa: E402
 from detector.model import Model  # noqa: E402
 from detector.optim import build_optimizer  # noqa: E402
-from detector.precision import autocast_dtype, describe, needs_grad_scaler  # noqa: E402
+from detector.precision import autocast, autocast_dtype, describe, grad_scaler  # noqa: E402
 from detector.synthetic import make_synthetic  # noqa: E402
 from detector.threads import cpu_budget  # noqa: E402
 
@@ -118,10 +119,10 @@ def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
     loss_fn = DetectionLoss(model, hyp)
     opt = build_optimizer(model, "SGD", 0.001, hyp["momentum"], 0.0)
     dtype = autocast_dtype(device, amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(dtype))
+    scaler = grad_scaler(device, dtype)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             loss, _ = loss_fn(model(x), targets)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training step alone: {step_ips:7.1f} images/s (model {args.model}, {args.imgsz} px, "
               f"batch {args.batch}, {describe(dtype)})")
         if dtype is not None:  # the same step in fp32, measured in the same run: the precision's speed-up
-            fp32_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model, steps, device,
-                                    amp=False)
+            fp32_ips = profile_step(data.train, data.nc, args.imgsz, hyp, args.batch, args.model, steps,
+                                    device, amp=False)
             print(f"training step in fp32: {fp32_ips:7.1f} images/s; {describe(dtype)} is "
                   f"{step_ips / fp32_ips:.2f}x as fast")
         note = " (workers share the cores with the training step, so expect less)" if args.workers else ""

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-autoanchor", dest="autoanchor", action="store_false", default=None,
                    help="keep the default anchors even when they fit the labels poorly")
     t.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                   help="train and validate in fp32 (default: fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16)")
+                   help="train and validate in fp32 (default: fp16 on CUDA, bf16 training on CPUs with AMX "
+                   "or AVX512-BF16)")
 
     v = sub.add_parser("val", help="validate a checkpoint", description="Validate the EMA weights of a "
                        "checkpoint on the val split of a data set.")

@@ -14,13 +14,10 @@ convolutions run at the lower precision. ``amp=False`` (``--no-amp``) trains in 
 """
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from typing import Optional
 
 import torch
-
-LOGGER = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -29,7 +26,7 @@ def cpu_has_native_bf16() -> bool:
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     try:
         return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
-    except RuntimeError:  # a build without the CPU feature queries
+    except RuntimeError:  # a query that cannot run on this build: take the safe answer
         return False
 
 
@@ -49,6 +46,17 @@ def needs_grad_scaler(dtype: Optional[torch.dtype]) -> bool:
     return dtype == torch.float16
 
 
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """The autocast context for ``dtype`` on ``device`` (disabled for None: fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device, dtype: Optional[torch.dtype]) -> torch.amp.GradScaler:
+    """A loss scaler that scales only when ``dtype`` needs it (a no-op otherwise)."""
+    return torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(dtype))
+
+
 def describe(dtype: Optional[torch.dtype]) -> str:
     """How a log line names the precision."""
-    return {torch.float16: "AMP fp16", torch.bfloat16: "AMP bf16"}.get(dtype, "fp32")  # type: ignore[arg-type]
+    names = {torch.float16: "AMP fp16", torch.bfloat16: "AMP bf16"}
+    return names.get(dtype, "fp32")  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ from detector.optim import (
     unwrap,
     warmup_iterations,
 )
-from detector.precision import autocast_dtype, describe, needs_grad_scaler
+from detector.precision import autocast, autocast_dtype, describe, grad_scaler
 from detector.results import Metrics
 from detector.run_files import increment_path, write_results_row
 from detector.threads import ThreadGovernor, cpu_budget
@@ -187,11 +187,12 @@ class _Trainer:
             cos_lr=cfg.cos_lr,
         )
         self.amp_dtype = autocast_dtype(self.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp_dtype))
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
         LOGGER.info(
             "training %s on %s: %d train / %d val images at %d px, %d epochs, batch %d (steps of %d x%d), "
-            "%s%s, device %s (%d threads, %s), world size %d, results in %s", self.size, self.data_cfg.yaml_path,
-            len(self.train_set), len(val_set) if val_set is not None else len(val_files), self.imgsz,
+            "%s%s, device %s (%d threads, %s), world size %d, results in %s", self.size,
+            self.data_cfg.yaml_path, len(self.train_set),
+            len(val_set) if val_set is not None else len(val_files), self.imgsz,
             cfg.epochs, cfg.batch, self.step_batch, self.accumulate, self.optimizer_name,
             " (hyp)" if "optimizer" in hyp else " (auto)" if cfg.optimizer == "auto" else "", self.device,
             self.governor.threads, describe(self.amp_dtype), ctx.world_size,
@@ -290,8 +291,7 @@ class _Trainer:
             if self.augment_on_device:  # uint8 batch in, augmented on the GPU (detector.batch_augment)
                 imgs, targets = self.train_set.augment_batch(imgs, targets, info[0], ctx.rank)
             imgs = (imgs.float() / 255.0).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
+            with autocast(self.device, self.amp_dtype):
                 preds = self.model(imgs)
                 loss, items = self.loss_fn(preds, targets.to(self.device))
             if ctx.distributed:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from detector.precision import autocast_dtype
+from detector.precision import autocast, autocast_dtype
 from detector.results import Metrics
 
 LOGGER = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def validate(
         if channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         batch, _, height, width = imgs.shape
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             pred, raw = model(imgs)
             if loss_fn is not None:
                 loss_sum += loss_fn([r.float() for r in raw], targets.to(device))[1].detach().float().cpu()
