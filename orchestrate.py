@@ -33,7 +33,7 @@ from evolve.config import (
     settings,
 )
 from evolve.errors import ConfigError, RunStopped
-from evolve.stopping import received
+from evolve.signals import received
 
 PROG = "orchestrate.py"
 _UNSET = object()

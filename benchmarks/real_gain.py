@@ -77,9 +77,9 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
 
     import orchestrate
     from evolve.loops.plan import prepare
-    from evolve.loops.validation import choose_candidates
+    from evolve.loops.winners import choose_candidates
     from evolve.output.records import RunRecords
-    from evolve.output.validation import (
+    from evolve.output.winners import (
         ValidationRecords,
         summarise,
         summary_line,

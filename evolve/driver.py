@@ -16,10 +16,10 @@ from evolve.loops.base import Interrupted
 from evolve.loops.generational import GenerationalEvolution
 from evolve.loops.plan import Plan, prepare
 from evolve.loops.steady import SteadyEvolution
-from evolve.loops.validation import ValidationPlan, plan_after_run, plan_standalone, run_validation
+from evolve.loops.winners import ValidationPlan, plan_after_run, plan_standalone, run_validation
 from evolve.output.console import run_log
 from evolve.output.rundir import RunLock, make_run_dir
-from evolve.stopping import terminate_as_interrupt
+from evolve.signals import terminate_as_interrupt
 
 LOGGER = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from evolve.config.ga import GAConfig, default_elite
 from evolve.config.ray import EARLY_STOP, RayConfig, nproc_for
 from evolve.config.run import MODES, EvolveConfig, flag_paths, get_setting, resumed_config, settings
 from evolve.config.trial import LANDSCAPES, SurrogateOptions, TrialConfig
-from evolve.config.validation import ValidationConfig
+from evolve.config.winners import ValidationConfig
 
 __all__ = ["EARLY_STOP", "EvolveConfig", "Flag", "GAConfig", "LANDSCAPES", "MODES", "RayConfig",
            "SurrogateOptions", "TrialConfig", "ValidationConfig", "default_elite", "flag_paths", "get_setting",

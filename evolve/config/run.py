@@ -18,7 +18,7 @@ from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import GAConfig
 from evolve.config.ray import RayConfig
 from evolve.config.trial import MODEL_SIZES, TrialConfig, data_sets
-from evolve.config.validation import ValidationConfig
+from evolve.config.winners import ValidationConfig
 from evolve.errors import ConfigError
 
 MODES = ("generational", "async")

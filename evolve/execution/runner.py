@@ -226,7 +226,7 @@ class TrialRunner:
                 tuner.fit()
         finally:
             # Tune installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C or SIGTERM
-            # (evolve.stopping) would only set an event nobody waits for.
+            # (evolve.signals) would only set an event nobody waits for.
             if threading.current_thread() is threading.main_thread() and sigint is not None:
                 signal.signal(signal.SIGINT, sigint)
         if state.error is not None:

@@ -16,7 +16,7 @@ from evolve.config.trial import TrialConfig
 from evolve.errors import ConfigError
 from evolve.execution.trainable import execute, metrics_from_result, result_row
 from evolve.output.records import CSV_COLUMNS, LEAD_COLUMNS, METRIC_COLUMNS, PART_COLUMNS
-from evolve.output.validation import COLUMNS as VALIDATION_COLUMNS, ValidationRecords
+from evolve.output.winners import COLUMNS as VALIDATION_COLUMNS, ValidationRecords
 from evolve.search.keyset import YOLOV5
 from evolve.search.space import SearchSpace
 from tests.evolve.loops.test_driver import config

@@ -1,4 +1,4 @@
-"""Tests of winner validation (evolve/loops/validation.py, evolve/output/validation.py): a surrogate
+"""Tests of winner validation (evolve/loops/winners.py, evolve/output/winners.py): a surrogate
 evolution validated at its end, the same run validated again on its own (nothing re-run, its records
 untouched), a validation killed with SIGKILL and resumed, every bad input of ``--validate``, and the
 pieces (candidates, summary, Spearman) without Ray.
@@ -24,10 +24,10 @@ from evolve.contract import Metrics
 from evolve.driver import run
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import prepare
-from evolve.loops.validation import choose_candidates
+from evolve.loops.winners import choose_candidates
 from evolve.output.records import METRIC_COLUMNS, RunRecords, TrialRecord
 from evolve.output.rundir import save_checkpoint
-from evolve.output.validation import (
+from evolve.output.winners import (
     COLUMNS,
     Candidate,
     ValidationRecords,

@@ -2,7 +2,7 @@
 with how many new seeds and for how many epochs.
 
 Short trials select on noise as much as on merit, so the top hyps of a run and the base hyp are retrained
-with seeds no trial used, at full length, and compared by their mean (``evolve.loops.validation``). The
+with seeds no trial used, at full length, and compared by their mean (``evolve.loops.winners``). The
 settings change no result of the evolution itself, so a resumed run takes the ones typed on its command.
 """
 from __future__ import annotations

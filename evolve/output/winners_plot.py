@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from evolve.output.rundir import atomic_write_bytes
-from evolve.output.validation import BASE, PLOT_NAME, Summary, transfer_text
+from evolve.output.winners import BASE, PLOT_NAME, Summary, transfer_text
 
 DPI = 150
 

@@ -28,7 +28,7 @@ from evolve.execution.runner import TrialRunner
 from evolve.loops.plan import Plan, prepare
 from evolve.output.records import CSV_NAME, POPULATION_NAME, RunRecords, TrialRecord
 from evolve.output.rundir import CHECKPOINT_NAME
-from evolve.output.validation import (
+from evolve.output.winners import (
     BASE,
     Candidate,
     Summary,
@@ -39,7 +39,7 @@ from evolve.output.validation import (
     transfer_text,
     write_validated_hyp,
 )
-from evolve.output.validation_plot import plot_validation
+from evolve.output.winners_plot import plot_validation
 from evolve.search.space import SearchSpace
 
 LOGGER = logging.getLogger(__name__)

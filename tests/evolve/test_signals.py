@@ -1,4 +1,4 @@
-"""Tests of evolve/stopping.py and of how a run stops cleanly: SIGTERM (as Slurm, Kubernetes and systemd
+"""Tests of evolve/signals.py and of how a run stops cleanly: SIGTERM (as Slurm, Kubernetes and systemd
 send it) in a driver subprocess, and a run folder that can no longer be written."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 import orchestrate
 from evolve.output.records import RunRecords
-from evolve.stopping import received, terminate_as_interrupt
+from evolve.signals import received, terminate_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--trainer", "surrogate", "--generations", "2", "--population", "4", "--epochs", "1", "--seed", "2",
