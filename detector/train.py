@@ -50,13 +50,7 @@ from detector.precision import autocast, autocast_dtype, describe, grad_scaler
 from detector.results import Metrics
 from detector.run_files import increment_path, write_results_row
 from detector.threads import ThreadGovernor, cpu_budget
-from detector.val import (
-    default_imgsz,
-    format_table,
-    metrics_from_result,
-    resolve_data,
-    validate,
-)
+from detector.val import format_table, metrics_from_result, validate
 
 LOGGER = logging.getLogger(__name__)
 
@@ -102,7 +96,7 @@ class _Trainer:
 
     def __init__(self, hyp: dict[str, float], cfg: TrainConfig, report: Optional[Report],
                  ctx: dist.DistContext, start: float):
-        from detector.data import YoloDataset, build_dataloader
+        from detector.data import YoloDataset, build_dataloader, default_imgsz, resolve_data
         from detector.loss import DetectionLoss
         from detector.model import Model
 

@@ -154,23 +154,6 @@ def format_table(metrics: Metrics) -> str:
     return header + "\n" + row
 
 
-def resolve_data(data: Optional[str]) -> tuple[Any, bool]:
-    """The DataConfig of ``data`` (a data YAML path), or of the embedded set when None; and which it was."""
-    from detector.data import load_data_config
-    from detector.synthetic import make_synthetic
-
-    if data is None:
-        return load_data_config(make_synthetic()), True
-    return load_data_config(data), False
-
-
-def default_imgsz(imgsz: Optional[int], embedded: bool) -> int:
-    """256 px for the embedded data set (its native size), 640 px otherwise, unless given."""
-    if imgsz is not None:
-        return int(imgsz)
-    return 256 if embedded else 640
-
-
 def run_val(
     weights: str | Path,
     data: Optional[str] = None,
@@ -186,7 +169,7 @@ def run_val(
 ) -> Metrics:
     """Validate the EMA weights of a checkpoint on the val split of ``data`` (default: its training data)."""
     from detector.checkpoint import load_checkpoint, model_from_checkpoint
-    from detector.data import YoloDataset, build_dataloader
+    from detector.data import YoloDataset, build_dataloader, default_imgsz, resolve_data
     from detector.dist import parse_device
     from detector.errors import DataError
     from detector.loss import DetectionLoss
