@@ -146,9 +146,9 @@ def _val(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(cpu_budget(args.threads))
 
-    defaults = TrainConfig()
+    # run_val's own defaults are TrainConfig's: pass only the flags given
     opt = {k: getattr(args, k) for k in ("batch", "device", "workers", "conf_thres", "iou_thres", "max_det")}
-    opt = {k: (getattr(defaults, k) if v is None else v) for k, v in opt.items()}
+    opt = {k: v for k, v in opt.items() if v is not None}
     metrics = run_val(args.weights, data=args.data, imgsz=args.imgsz, max_images=args.max_images,
                       cache_dir=args.cache_dir, **opt)
     print(json.dumps(metrics.to_dict()))
