@@ -99,8 +99,8 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     summary = summarise(candidates, validated, seeds, epochs)
     trials = pd.read_csv(run_dir / "evolve.csv")
     base, winner = summary.base, summary.winner
-    intervals = ", ".join(f"{s.candidate.label} [{s.paired.low:+.4f}, {s.paired.high:+.4f}]" for s in summary.tops
-                          if s.paired is not None)
+    intervals = ", ".join(f"{s.candidate.label} [{s.paired.low:+.4f}, {s.paired.high:+.4f}]"
+                          for s in summary.tops if s.paired is not None)
     return [
         f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at "
         f"{plan.cfg.train.imgsz} px, then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
@@ -109,8 +109,8 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
         f"base validated fitness   {base.mean:.4f} +- {base.sd:.4f}",
         f"winner ({winner.candidate.label}, {winner.candidate.source_trial_id or 'base'}) {winner.mean:.4f} "
         f"+- {winner.sd:.4f}",
-        f"gain {summary.gain * 100:+.1f}% (handed over: {'a candidate' if summary.beats_base else 'the base'}; "
-        f"paired 95% intervals {intervals})",
+        f"gain {summary.gain * 100:+.1f}% (handed over: "
+        f"{'a candidate' if summary.beats_base else 'the base'}; paired 95% intervals {intervals})",
         summary_line(summary),
         transfer_text(summary),
         f"wall time {seconds / 60:.1f} min; load average at the start "

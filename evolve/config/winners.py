@@ -31,8 +31,8 @@ class ValidationConfig:
                        "the base hyp with new seeds; 0: no validation", parse=int, low=0, metavar="K",
                        group=GROUP)
     sentinels: int = setting(2, "--validate-sentinels", "also retrain M hyps from across the ranking (near "
-                             "the median, then lower), so the transfer coefficient spans it", parse=int, low=0,
-                             metavar="M", group=GROUP)
+                             "the median, then lower), so the transfer coefficient spans it", parse=int,
+                             low=0, metavar="M", group=GROUP)
     seeds: int = setting(3, "--validate-seeds", "new seeds per validated hyp, the same for every hyp: the "
                          "paired verdict's interval is over them (>= 2)", parse=int, low=1, metavar="S",
                          group=GROUP)
@@ -44,9 +44,9 @@ class ValidationConfig:
         check_fields(self)
         if self.seeds < MIN_PAIRED_SEEDS and (self.top > 0 or self.run_dir):
             # One seed gives a difference but no spread: the verdict's interval would be undefined.
-            raise ConfigError(f"--validate-seeds {self.seeds}: the paired verdict against the base hyp needs at "
-                              f"least {MIN_PAIRED_SEEDS} seeds for its 95% interval (or --validate-top 0 for no "
-                              "validation)")
+            raise ConfigError(f"--validate-seeds {self.seeds}: the paired verdict against the base hyp needs "
+                              f"at least {MIN_PAIRED_SEEDS} seeds for its 95% interval (or --validate-top 0 "
+                              "for no validation)")
 
     def epochs_for(self, trial_epochs: int) -> int:
         """The validation length for trials of ``trial_epochs`` epochs."""

@@ -259,9 +259,9 @@ def run_validation(vplan: ValidationPlan, runner: TrialRunner | None = None) -> 
     records = ValidationRecords(vplan.run_dir, data_names(cfg.train.data))
     source = ValidationSource(vplan, records)
     sentinels = sum(c.role == SENTINEL for c in vplan.candidates)
-    LOGGER.info("validating the base hyp, %d candidate(s) and %d sentinel(s) with the same %d new seed(s) of %d "
-                "epochs: %d run(s) to train, %d already in %s", len(vplan.candidates) - 1 - sentinels, sentinels,
-                len(vplan.seeds), vplan.epochs, len(source), source.skipped, records.path)
+    LOGGER.info("validating the base hyp, %d candidate(s) and %d sentinel(s) with the same %d new seed(s) of "
+                "%d epochs: %d run(s) to train, %d already in %s", len(vplan.candidates) - 1 - sentinels,
+                sentinels, len(vplan.seeds), vplan.epochs, len(source), source.skipped, records.path)
     if len(source):
         ray_cfg = copy.deepcopy(cfg.ray)
         ray_cfg.early_stop = "none"  # a validation run is a full-length run: nothing stops it early
@@ -275,9 +275,10 @@ def run_validation(vplan: ValidationPlan, runner: TrialRunner | None = None) -> 
     for s in summary.standings:
         paired = "" if s.paired is None else (f"  paired {s.paired.mean:+.5f} [{s.paired.low:+.5f}, "
                                                f"{s.paired.high:+.5f}]")
-        LOGGER.info("  %-9s %-10s rank %-3s trial %s  validated %.5f +- %.5f (%d seed(s))%s", s.candidate.label,
-                    s.candidate.source_trial_id or "-", s.candidate.rank or "-", _fmt(s.candidate.trial_fitness),
-                    s.mean, s.sd, len(s.values), paired)
+        c = s.candidate
+        LOGGER.info("  %-9s %-10s rank %-3s trial %s  validated %.5f +- %.5f (%d seed(s))%s", c.label,
+                    c.source_trial_id or "-", c.rank or "-", _fmt(c.trial_fitness), s.mean, s.sd,
+                    len(s.values), paired)
     write_summary(vplan.run_dir, summary)
     path = write_validated_hyp(vplan.run_dir, summary, vplan.plan.space.keyset)
     try:

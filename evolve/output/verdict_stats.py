@@ -80,7 +80,8 @@ class Paired:
         return math.isfinite(self.low) and self.low > 0
 
 
-def paired_difference(candidate: Mapping[int, float], base: Mapping[int, float], level: float = LEVEL) -> Paired:
+def paired_difference(candidate: Mapping[int, float], base: Mapping[int, float],
+                      level: float = LEVEL) -> Paired:
     """The paired difference of two {seed: fitness} maps over their common seeds; the interval is nan
     below two pairs (a mean of one difference has no spread to measure)."""
     seeds = sorted(set(candidate) & set(base))

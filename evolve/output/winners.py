@@ -235,9 +235,9 @@ class Summary:
 
 def summarise(candidates: Sequence[Candidate], rows: Sequence[ValidationRow], seeds: int,
               epochs: int) -> Summary:
-    """The summary of ``rows`` for ``candidates`` (a failed seed counts with fitness 0: failure is data). A row
-    counts for a candidate when both its label and its source trial match, so rows of an earlier validation
-    that ranked the hyps otherwise are not mixed in."""
+    """The summary of ``rows`` for ``candidates`` (a failed seed counts with fitness 0: failure is data).
+    A row counts for a candidate when both its label and its source trial match, so rows of an earlier
+    validation that ranked the hyps otherwise are not mixed in."""
     by_key: dict[tuple[str, str], dict[int, float]] = {(c.label, c.source_trial_id): {} for c in candidates}
     for row in rows:
         values = by_key.get((row.candidate, row.source_trial_id))
@@ -295,8 +295,8 @@ def write_summary(run_dir: Path, summary: Summary) -> Path:
     for s in summary.standings:
         c, p = s.candidate, s.paired
         diff = [number_cell(p.mean), number_cell(p.low), number_cell(p.high), p.n] if p else ["nan"] * 3 + [0]
-        out.writerow([c.label, c.role, c.rank, c.source_trial_id, number_cell(c.trial_fitness), summary.epochs,
-                      len(s.by_seed), number_cell(s.mean), number_cell(s.sd), *diff,
+        out.writerow([c.label, c.role, c.rank, c.source_trial_id, number_cell(c.trial_fitness),
+                      summary.epochs, len(s.by_seed), number_cell(s.mean), number_cell(s.sd), *diff,
                       int(bool(p and p.above_zero)), int(s is summary.winner), *transfer])
     return atomic_write_text(Path(run_dir) / SUMMARY_NAME, buf.getvalue())
 
@@ -309,11 +309,11 @@ def write_validated_hyp(run_dir: Path, summary: Summary, keyset: KeySet) -> Path
     of = f"over {summary.pairs} paired seeds of {summary.epochs} epochs"
     if summary.beats_base:
         p = w.paired
-        verdict = (f"# Verdict: {w.candidate.label} (trial_id {w.candidate.source_trial_id}) beats the base hyp: "
-                   f"paired difference {p.mean:+.6g}, {LEVEL:.0%} CI [{p.low:+.6g}, {p.high:+.6g}] {of}")
+        verdict = (f"# Verdict: {w.candidate.label} (trial_id {w.candidate.source_trial_id}) beats the base "
+                   f"hyp: paired difference {p.mean:+.6g}, {LEVEL:.0%} CI [{p.low:+.6g}, {p.high:+.6g}] {of}")
     else:
-        verdict = (f"# Verdict: the base hyp. No candidate's {LEVEL:.0%} interval of the paired difference is "
-                   f"above 0 {of}")
+        verdict = (f"# Verdict: the base hyp. No candidate's {LEVEL:.0%} interval of the paired difference "
+                   f"is above 0 {of}")
     lines = [
         f"# Validated hyperparameters of the evolution in {run_dir}",
         verdict,

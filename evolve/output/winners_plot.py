@@ -58,8 +58,8 @@ def _fitness_panel(ax, summary: Summary) -> None:
     ax.set_xticks(range(len(standings)), [_label(s) for s in standings], fontsize=7)
     ax.set_xlim(-0.6, len(standings) - 0.4)
     ax.set_ylabel("fitness")
-    ax.set_title(f"{summary.seeds} new seed(s) x {summary.epochs} epochs\n{transfer_text(summary).split(';')[0]}",
-                 fontsize=8)
+    transfer = transfer_text(summary).split(";")[0]
+    ax.set_title(f"{summary.seeds} new seed(s) x {summary.epochs} epochs\n{transfer}", fontsize=8)
     ax.legend(fontsize=7, loc="best")
     ax.grid(axis="y", alpha=0.3)
 

@@ -127,7 +127,8 @@ def test_an_evolution_validates_top_3_2_sentinels_and_the_base_on_the_same_seeds
     assert list(summary.index[summary["chosen"] == 1]) == [chosen]
     # The transfer over all six hyps, with n and its p, on every row.
     rho = summary["trial_fitness"].rank().corr(summary["mean"].rank())
-    assert summary["transfer_spearman"].tolist() == pytest.approx([rho] * 6) and (summary["transfer_n"] == 6).all()
+    assert summary["transfer_spearman"].tolist() == pytest.approx([rho] * 6)
+    assert (summary["transfer_n"] == 6).all()
     assert summary["transfer_p"].between(1 / 720 - 1e-12, 1).all()
 
     # hyp_validated.yaml: the verdict's hyp, full key set, a header saying which and why.
@@ -141,13 +142,15 @@ def test_an_evolution_validates_top_3_2_sentinels_and_the_base_on_the_same_seeds
     verdict = [line for line in log if "validated: " in line]
     assert len(verdict) == 1
     if chosen == "base":
-        assert "# Verdict: the base hyp. No candidate's 95% interval of the paired difference is above 0" in text
+        assert "# Verdict: the base hyp. No candidate's 95% interval of the paired difference is above 0" \
+            in text
         assert "no candidate's 95% interval of the paired difference is above the base hyp over 2 paired " \
                "seeds of 3 epochs" in verdict[0]
         assert verdict[0].endswith("; hyp_validated.yaml is the base hyp")
     else:
         assert f"# Verdict: {chosen} (trial_id {top[chosen]}) beats the base hyp" in text
-        assert f"validated: {chosen} beats the base hyp by {summary.loc[chosen, 'diff_mean']:+.4f}" in verdict[0]
+        gain = summary.loc[chosen, "diff_mean"]
+        assert f"validated: {chosen} beats the base hyp by {gain:+.4f}" in verdict[0]
     for label in ("top1", "top2", "top3"):
         row = summary.loc[label]
         shown = f"{label} {row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
@@ -358,7 +361,8 @@ def test_candidates_are_distinct_ranked_skip_failed_and_never_repeat_the_base():
         ("base", "t0", 0.9, 0), ("top1", "t2", 0.7, 1), ("top2", "t3", 0.6, 2)]
     # The one hyp left below the top becomes the sentinel; a second is not there to take.
     cands, _ = choose_candidates(rows, space, top=2, sentinels=2)
-    assert [(x.label, x.source_trial_id, x.rank, x.role) for x in cands[3:]] == [("sentinel1", "t5", 3, "sentinel")]
+    assert [(x.label, x.source_trial_id, x.rank, x.role) for x in cands[3:]] == [
+        ("sentinel1", "t5", 3, "sentinel")]
 
 
 def test_sentinels_spread_from_the_median_to_the_bottom_quarter():
@@ -399,8 +403,9 @@ def test_the_verdict_hands_over_a_candidate_only_when_its_interval_is_above_0():
     close = _summary({"base": [0.20, 0.30, 0.25], "top1": [0.30, 0.31, 0.29]})
     assert close.winner is close.base and not close.beats_base and close.gain == 0.0
     assert close.tops[0].mean > close.base.mean and close.tops[0].paired.low < 0
-    assert summary_line(close).startswith("validated: no candidate's 95% interval of the paired difference is "
-                                          "above the base hyp over 3 paired seeds of 9 epochs (top1 +0.0500 [")
+    assert summary_line(close).startswith(
+        "validated: no candidate's 95% interval of the paired difference is above the base hyp over 3 paired "
+        "seeds of 9 epochs (top1 +0.0500 [")
     assert summary_line(close).endswith("]); hyp_validated.yaml is the base hyp")
     # Paired, not pooled: a large seed effect shared by both cancels out.
     shared = _summary({"base": [0.10, 0.50, 0.30], "top1": [0.12, 0.52, 0.31]})
@@ -440,15 +445,15 @@ def test_transfer_text_gives_n_and_p_and_warns_when_poor_or_not_yet_told_apart()
     some = _summary({k: [v] for k, v in zip(labels, values)},
                     trial={k: 0.1 * (i + 1) for i, k in enumerate(labels[:4])})
     assert some.transfer_n == 4 and some.transfer == pytest.approx(0.8)
-    assert transfer_text(some).endswith("(one-sided permutation p 0.167); with 4 hyps that is not yet told apart "
-                                        "from chance: raise --validate-sentinels or --validate-top")
+    assert transfer_text(some).endswith("(one-sided permutation p 0.167); with 4 hyps that is not yet told "
+                                        "apart from chance: raise --validate-sentinels or --validate-top")
     assert transfer_text(_summary({"base": [0.1], "c1": [0.2]}, trial={"base": 0.1, "c1": 0.2})) == (
         "transfer: Spearman undefined over 2 hyps (it needs 3 with a trial, and no tie on one side)")
 
 
 def test_validation_summary_csv_has_a_row_per_hyp_and_the_chosen_one(tmp_path):
-    summary = _summary({"base": [0.20, 0.22, 0.21], "top1": [0.30, 0.31, 0.32], "sentinel1": [0.1, 0.1, 0.12]},
-                       trial={"base": 0.3, "top1": 0.5, "sentinel1": 0.2})
+    summary = _summary({"base": [0.20, 0.22, 0.21], "top1": [0.30, 0.31, 0.32],
+                        "sentinel1": [0.1, 0.1, 0.12]}, trial={"base": 0.3, "top1": 0.5, "sentinel1": 0.2})
     path = write_summary(tmp_path, summary)
     df = pd.read_csv(path)
     assert path.name == "validation_summary.csv" and list(df.columns) == SUMMARY_COLUMNS

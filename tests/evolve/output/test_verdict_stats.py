@@ -18,7 +18,8 @@ from evolve.output.verdict_stats import (
 )
 
 # t_{0.975, df} as printed in every statistics table (4 decimals).
-T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 10: 2.2281, 30: 2.0423, 120: 1.9799}
+T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 10: 2.2281, 30: 2.0423,
+           120: 1.9799}
 
 
 @pytest.mark.parametrize("df", sorted(T_TABLE))
