@@ -319,7 +319,8 @@ def write_validated_hyp(run_dir: Path, summary: Summary, keyset: KeySet) -> Path
         verdict,
         f"# fitness: {w.mean:.6g} +- {w.sd:.6g} (mean +- sd; trial fitness {w.candidate.trial_fitness:.6g})",
         f"# base hyp: {b.mean:.6g} +- {b.sd:.6g}",
-        f"# gain over the base: {summary.gain * 100:+.2f}%",
+        f"# gain over the base: {summary.gain * 100:+.2f}%" if summary.beats_base else
+        "# gain over the base: none (the hyps below are the base's)",
         *(f"#   {s.candidate.label}: {_interval(s.paired)}" for s in summary.tops),
         f"# {transfer_text(summary)}",
         f"# Details: {Path(run_dir) / SUMMARY_NAME}",
