@@ -119,6 +119,43 @@ def test_txt_list_missing_image_names_line(tmp_path: Path) -> None:
         load_data_config(_yaml(tmp_path / "d.yaml", "train: train.txt\nval: images/val\nnames: [a]\n"))
 
 
+def _symlinked_dataset(tmp_path: Path) -> Path:
+    """A data set whose train folder is a link into a blob store and whose val images are each a link to an
+    extensionless blob (the layouts of DVC, git-annex and shared storage); labels are ordinary files."""
+    root = tmp_path / "ds"
+    for i in range(2):
+        _image(tmp_path / "store" / "train" / f"im{i}.jpg")
+        _image(tmp_path / "store" / "blobs" / f"ab{i}cd.png", 90, 60).rename(tmp_path / "store" / "blobs" / f"ab{i}cd")
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        (root / "images" / "val" / f"v{i}.png").symlink_to(tmp_path / "store" / "blobs" / f"ab{i}cd")
+        for split, name in (("train", f"im{i}"), ("val", f"v{i}")):
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{name}.txt").write_text(f"{i} 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "train").symlink_to(tmp_path / "store" / "train", target_is_directory=True)
+    return _yaml(root / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
+
+
+def test_symlinked_folders_and_images_keep_their_labels(tmp_path: Path) -> None:
+    cfg = load_data_config(_symlinked_dataset(tmp_path))
+    root = tmp_path / "ds"
+    assert cfg.train == [root / "images" / "train" / "im0.jpg", root / "images" / "train" / "im1.jpg"]
+    assert cfg.val == [root / "images" / "val" / "v0.png", root / "images" / "val" / "v1.png"]
+    for files in (cfg.train, cfg.val):
+        assert [read_labels(img2label_path(f), 2)[:, 0].tolist() for f in files] == [[0.0], [1.0]]
+        dataset = YoloDataset(files, cfg.nc, 64, cache_dir=tmp_path / "cache")
+        assert [lab[:, 0].tolist() for lab in dataset.labels] == [[0.0], [1.0]]
+        assert dataset.shapes[0].tolist() in ([100, 50], [90, 60])  # decoded through the link
+
+
+def test_symlinked_subfolders_are_searched_and_a_link_loop_once(tmp_path: Path) -> None:
+    _symlinked_dataset(tmp_path)
+    root = tmp_path / "ds"
+    (tmp_path / "store" / "train" / "loop").symlink_to(tmp_path / "store", target_is_directory=True)
+    cfg = load_data_config(_yaml(root / "e.yaml", "train: images\nval: images/val\nnames: [a, b]\n"))
+    assert [str(p.relative_to(root)) for p in cfg.train] == [
+        "images/train/im0.jpg", "images/train/im1.jpg", "images/val/v0.png", "images/val/v1.png"]
+
+
 # -- labels ---------------------------------------------------------------------------------------------
 
 def test_img2label_path_swaps_last_images_folder() -> None:
