@@ -56,7 +56,7 @@ def load_data_config(path: str | Path) -> DataConfig:
     if not path.is_file():
         raise DataError(f"{path}: data YAML not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # a non-UTF-8 byte is a YAMLError
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
@@ -142,7 +142,7 @@ def _folder_images(folder: Path) -> list[Path]:
 def _read_list(txt: Path, root: Path) -> list[Path]:
     # A .txt listing one image path a line; relative lines are taken from the data set root.
     out = []
-    for lineno, line in enumerate(txt.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text_lines(txt), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -153,6 +153,17 @@ def _read_list(txt: Path, root: Path) -> list[Path]:
         if p.suffix.lower() in IMG_EXTENSIONS:
             out.append(p)
     return out
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a text file (a list of images, a label file) read as Ultralytics reads them (UTF-8,
+    a byte-order mark allowed); a byte that is not UTF-8 is a ``DataError`` naming the file and line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
 
 
 # -- labels ---------------------------------------------------------------------------------------------
@@ -177,7 +188,7 @@ def read_labels(path: Path, nc: int) -> np.ndarray:
     if not path.is_file():
         return np.zeros((0, 5), np.float32)
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text_lines(path), 1):
         cols = line.split()
         if not cols:
             continue

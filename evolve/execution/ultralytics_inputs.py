@@ -78,7 +78,7 @@ def load_data(data: str | Path) -> dict[str, Any]:
     if not source.is_file():
         raise ConfigError(f"--data {source}: data YAML not found")
     root = data_root(str(source))
-    content = yaml.safe_load(source.read_text())
+    content = yaml.safe_load(source.read_bytes())
     content["path"] = root
     content.pop("download", None)  # Ultralytics runs it when images are missing: a download, or any script
     return content

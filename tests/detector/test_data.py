@@ -204,6 +204,23 @@ def test_label_error_surfaces_from_dataset(tmp_path: Path) -> None:
         YoloDataset(cfg.train, cfg.nc, 64, cache_dir=tmp_path / "cache")
 
 
+def test_files_that_are_not_utf8_name_the_file_and_line(tmp_path: Path) -> None:
+    _dataset(tmp_path)
+    label = tmp_path / "labels" / "train" / "im1.txt"
+    label.write_bytes(b"0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1 0.1 \xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"im1\.txt:2: not UTF-8 text \(byte 0xe9\)$"):
+        read_labels(label, 1)
+    label.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.1 0.1\n")  # a byte-order mark is UTF-8, as in Ultralytics
+    assert read_labels(label, 1).shape == (1, 5)
+    (tmp_path / "train.txt").write_bytes(b"images/train/im0.jpg\n\n\x89PNG\n")
+    with pytest.raises(DataError, match=r"train\.txt:3: not UTF-8 text \(byte 0x89\)$"):
+        load_data_config(_yaml(tmp_path / "d.yaml", "train: train.txt\nval: images/val\nnames: [a]\n"))
+    (tmp_path / "e.yaml").write_bytes(b"train: images/train\nval: images/val\nnames: [caf\xe9]\n")
+    with pytest.raises(DataError, match=r"e\.yaml: not valid YAML: .*#x00e9") as exc:
+        load_data_config(tmp_path / "e.yaml")
+    assert "\n" not in str(exc.value)
+
+
 # -- the Dataset ----------------------------------------------------------------------------------------
 
 def test_item_letterbox_geometry_shapes_dtypes(tmp_path: Path) -> None:
