@@ -5,6 +5,9 @@ and the checks of a run's settings made before any run folder exists (``prefligh
   Ultralytics' own model files or as a path), a local ``.pt`` file, or a size letter ``n``/``s``/``m``
   meaning ``yolo11<size>.yaml``. Nothing is ever downloaded: a name Ultralytics would fetch
   (``yolo11n.pt`` that is not a local file, ``yolo11n``, a URL) is refused with one line naming it.
+  ``preflight`` then applies Ultralytics' own rules to it (``check_model``): a YAML is read and the model
+  built as its detection trainer builds it, a ``.pt`` is loaded as its trainer loads it, and a model of
+  another task (segment, pose, classify, obb) is refused, since trials train detection.
 - ``--data``: the same data YAML as for the detector. A relative ``path`` is resolved here against the
   YAML's own folder; Ultralytics would resolve it against its datasets folder, so every trial gets a copy
   of the YAML whose ``path`` is absolute (and without a ``download`` entry, which Ultralytics would run).
@@ -12,6 +15,8 @@ and the checks of a run's settings made before any run folder exists (``prefligh
 """
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -46,6 +51,10 @@ def resolve_model(model: str) -> str:
         text = f"{DEFAULT_FAMILY}{text}.yaml"
     path = Path(text).expanduser()
     if path.is_file():
+        if path.suffix.lower() not in (*_MODEL_SUFFIXES, ".pt"):
+            # Ultralytics' trainer loads a name ending .pt as a checkpoint and reads anything else as YAML.
+            raise ConfigError(f"--model {model}: Ultralytics trains from a model YAML (.yaml) or a checkpoint "
+                              f"(.pt), got a {path.suffix or 'suffix-less'} file")
         return str(path.absolute())
     if path.suffix.lower() in _MODEL_SUFFIXES and len(path.parts) == 1:
         return _builtin_yaml(text)
@@ -66,6 +75,48 @@ def _builtin_yaml(name: str) -> str:
         raise ConfigError(f"--model {name}: no such model YAML in Ultralytics "
                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     return name
+
+
+def _first_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text.removeprefix("ERROR ❌️").strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def check_model(model: str, nc: int = 1, channels: int = 3) -> str:
+    """The task-checked model of ``--model``, loaded and built as Ultralytics' detection trainer does it for a
+    data set of ``nc`` classes; ConfigError with one line naming ``--model`` where a trial would fail."""
+    resolved = resolve_model(model)
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint, yaml_model_load
+    from ultralytics.utils import LOGGER as UL_LOGGER
+
+    if resolved.lower().endswith(".pt"):
+        try:
+            weights, _ = load_checkpoint(resolved)
+        except Exception as exc:  # noqa: BLE001 - whatever Ultralytics raises, every trial would raise it
+            raise ConfigError(f"--model {model}: not a checkpoint Ultralytics can load ({_first_line(exc)})") from None
+        cfg: Any = getattr(weights, "yaml", None)
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"--model {model}: the checkpoint holds no model YAML to build the model from")
+    else:
+        try:
+            cfg = yaml_model_load(resolved)
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise ConfigError(f"--model {model}: Ultralytics cannot read this model YAML ({_first_line(exc)})") from None
+    # The trainer builds a detection model from the YAML (a checkpoint's own included): its head decides.
+    task = guess_model_task(cfg)
+    if task != "detect":
+        raise ConfigError(f"--model {model}: a {task} model; --trainer ultralytics trains detection models")
+    level = UL_LOGGER.level
+    UL_LOGGER.setLevel(logging.WARNING)  # its notes on building ("Overriding nc") belong to the trials' logs
+    try:
+        DetectionModel(copy.deepcopy(cfg), ch=channels, nc=nc, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise ConfigError(f"--model {model}: Ultralytics cannot build this model ({_first_line(exc)})") from None
+    finally:
+        UL_LOGGER.setLevel(level)
+    return resolved
 
 
 def load_data(data: str | Path) -> dict[str, Any]:
@@ -113,6 +164,10 @@ def preflight(cfg: "EvolveConfig") -> None:
                           f"--gpus-per-trial 1 or less and run more trials at once")
     if cfg.train.max_images is not None:
         raise ConfigError("--max-images is not supported by --trainer ultralytics; give a smaller data YAML")
-    resolve_model(cfg.train.model)
+    nc, channels = 1, 3  # the embedded set's classes do not change whether a model builds
     if cfg.train.data:
-        load_data(cfg.train.data)
+        content = load_data(cfg.train.data)
+        names = content.get("names")
+        nc = len(names) if names else int(content["nc"])
+        channels = int(content.get("channels", 3))
+    check_model(cfg.train.model, nc, channels)
