@@ -140,14 +140,16 @@ def _folder_images(folder: Path) -> list[Path]:
 
 
 def _read_list(txt: Path, root: Path) -> list[Path]:
-    # A .txt listing one image path a line; relative lines are taken from the data set root.
+    # A .txt listing one image path a line. A line starting with ./ is relative to the list's own folder,
+    # as YOLOv5 and Ultralytics read it; other relative lines, which they take from the working folder (no
+    # trial shares the user's), are taken from the data set root.
     out = []
     for lineno, line in enumerate(text_lines(txt), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = Path(line).expanduser()
-        p = p if p.is_absolute() else root / p
+        p = p if p.is_absolute() else (txt.parent if line.startswith("./") else root) / p
         if not p.is_file():
             raise DataError(f"{txt}:{lineno}: image not found: {p}")
         if p.suffix.lower() in IMG_EXTENSIONS:

@@ -50,6 +50,13 @@ def data_root(data: str) -> str:
     return str(load_data_config(data).root)
 
 
+def data_images(data: str) -> dict[str, list[str]]:
+    """The images of each split of a data YAML (``train``, ``val``) as the detector lists them: absolute,
+    symlinks not resolved. Another trainer given these lists trains on what the data check checked."""
+    config = load_data_config(data)
+    return {"train": [str(p) for p in config.train], "val": [str(p) for p in config.val]}
+
+
 def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)

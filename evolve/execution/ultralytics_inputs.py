@@ -11,6 +11,10 @@ and the checks of a run's settings made before any run folder exists (``prefligh
 - ``--data``: the same data YAML as for the detector. A relative ``path`` is resolved here against the
   YAML's own folder; Ultralytics would resolve it against its datasets folder, so every trial gets a copy
   of the YAML whose ``path`` is absolute (and without a ``download`` entry, which Ultralytics would run).
+  Its ``train`` and ``val`` become lists (``train.txt``, ``val.txt`` beside it) of the absolute image paths
+  the detector's data check found, so both trainers see the same images with the same labels: Ultralytics
+  resolves a symlinked image folder before deriving label paths, and reads a relative line of a .txt list
+  from the working folder unless it starts with ``./``.
 - More than one GPU per trial is refused (see ``preflight``).
 """
 from __future__ import annotations
@@ -136,14 +140,19 @@ def load_data(data: str | Path) -> dict[str, Any]:
 
 
 def write_data(data: Optional[str], trial_dir: Path) -> tuple[Path, bool]:
-    """The resolved data YAML written into ``trial_dir``, and whether it is the embedded data set."""
+    """The resolved data YAML written into ``trial_dir`` with its image lists, and whether it is the
+    embedded data set."""
+    from evolve.execution.detector_trainer import data_images, embedded_data
+
     embedded = data is None
     if embedded:
-        from evolve.execution.detector_trainer import embedded_data
-
         data = embedded_data()
     content = load_data(data)
     trial_dir.mkdir(parents=True, exist_ok=True)
+    for split, images in data_images(str(data)).items():
+        listing = (trial_dir / f"{split}.txt").absolute()
+        listing.write_text("".join(f"{image}\n" for image in images), encoding="utf-8")
+        content[split] = str(listing)
     out = trial_dir / DATA_NAME
     out.write_text(yaml.safe_dump(content, sort_keys=False))
     return out, embedded

@@ -156,6 +156,15 @@ def test_symlinked_subfolders_are_searched_and_a_link_loop_once(tmp_path: Path) 
         "images/train/im0.jpg", "images/train/im1.jpg", "images/val/v0.png", "images/val/v1.png"]
 
 
+def test_txt_list_dot_lines_are_relative_to_the_list_others_to_the_root(tmp_path: Path) -> None:
+    _dataset(tmp_path)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "train.txt").write_text("./../images/train/im1.jpg\nimages/train/im0.jpg\n")
+    cfg = load_data_config(_yaml(tmp_path / "d.yaml", "train: lists/train.txt\nval: images/val\nnames: [a]\n"))
+    assert cfg.train == [tmp_path / "lists" / ".." / "images" / "train" / "im1.jpg",
+                         tmp_path / "images" / "train" / "im0.jpg"]
+
+
 # -- labels ---------------------------------------------------------------------------------------------
 
 def test_img2label_path_swaps_last_images_folder() -> None:

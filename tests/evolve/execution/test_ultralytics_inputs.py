@@ -81,3 +81,39 @@ def test_a_broken_model_is_one_line_exit_2_before_any_folder(case, tmp_path, cap
     code, err = cli([*TINY, "--model", model, "--project", str(tmp_path / "runs")], capsys)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_ultralytics_reads_the_images_and_labels_our_check_read(tmp_path, monkeypatch):
+    """A .txt list in a subfolder (a root-relative line and a ./ line) and a symlinked val folder: the
+    trial's data YAML makes Ultralytics list the very images of the data check, each with its label."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from ultralytics.data.base import BaseDataset
+    from ultralytics.data.utils import check_det_dataset, img2label_paths
+
+    from detector.data import load_data_config
+    from evolve.execution.ultralytics_inputs import write_data
+
+    root = tmp_path / "set"
+    for split, folder in (("train", root / "images" / "train"), ("val", tmp_path / "store")):
+        folder.mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(folder / f"{i}.jpg")
+            (root / "labels" / split / f"{i}.txt").write_text(f"{i} 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "val").symlink_to(tmp_path / "store", target_is_directory=True)
+    (root / "lists").mkdir()
+    (root / "lists" / "train.txt").write_text("images/train/0.jpg\n./../images/train/1.jpg\n")
+    data = root / "data.yaml"
+    data.write_text("path: .\ntrain: lists/train.txt\nval: images/val\nnames: [a, b]\n")
+    ours = load_data_config(data)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a trial works in a folder of its own
+    out, embedded = write_data(str(data), tmp_path / "trial")
+    resolved = check_det_dataset(str(out))
+    assert not embedded and resolved["nc"] == 2
+    for split, images in (("train", ours.train), ("val", ours.val)):
+        listed = BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), resolved[split])
+        assert listed == sorted(str(p) for p in images) and len(listed) == 2
+        assert [Path(label).read_text()[0] for label in img2label_paths(listed)] == ["0", "1"]
