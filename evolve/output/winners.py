@@ -23,7 +23,7 @@ import yaml
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
 from evolve.output.records import (METRIC_COLUMNS, METRIC_FIELDS, data_columns, number_cell, per_data_cells,
-                                   read_per_data)
+                                   read_per_data, use_line)
 from evolve.output.rundir import atomic_write_text
 from evolve.search.keyset import KeySet
 
@@ -247,7 +247,7 @@ def write_validated_hyp(run_dir: Path, summary: Summary, keyset: KeySet) -> Path
         f"# gain over the base: {summary.gain * 100:+.2f}%"
         + ("" if summary.beats_base else " (within the seed spread: no better than the base)"),
         f"# {transfer_text(summary)}",
-        f"# Use: python -m detector train --data DATA.yaml --hyp {path}",
+        use_line(keyset.name, path),
     ]
     hyp = keyset.validate(w.candidate.hyp, source=f"validated {w.candidate.label} hyp")
     body = yaml.safe_dump({k: hyp[k] for k in keyset.keys}, sort_keys=False, default_flow_style=False)
