@@ -295,19 +295,23 @@ def _inputs_cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "dot --name": (["--name", ".."], [name]),
         "negative --seed": (["--seed", "-1"], [seed, "got -1"]),
         "oversized --seed": (["--seed", str(2**32)], [seed, f"got {2**32}"]),
-        "--seed without room for validation seeds": (["--seed", str(2**32 - 2)],
-                                                      ["--seed 4294967294 with --validate-seeds 2", "4294967296"]),
+        "--seed without room for validation seeds": (
+            ["--seed", str(2**32 - 2)], ["--seed 4294967294 with --validate-seeds 2", "4294967296"]),
         "png as --hyp": (["--hyp", str(png)], [str(png), "not valid YAML"]),
         "latin-1 --meta": (["--meta", str(meta)], [str(meta), "not valid YAML"]),
-        "latin-1 data YAML": ([*detector, str(data / "latin.yaml")], [str(data / "latin.yaml"), "not valid YAML"]),
-        "latin-1 label file": ([*detector, str(data / "d.yaml")], [f"{data / 'labels' / '1.txt'}:2: not UTF-8"]),
+        "latin-1 data YAML": ([*detector, str(data / "latin.yaml")],
+                              [str(data / "latin.yaml"), "not valid YAML"]),
+        "latin-1 label file": ([*detector, str(data / "d.yaml")],
+                               [f"{data / 'labels' / '1.txt'}:2: not UTF-8"]),
     }
 
 
-@pytest.mark.parametrize("case", ["png as --hyp", "latin-1 --meta", "latin-1 data YAML", "latin-1 label file",
-                                  "empty --name", "nested --name", "--name outside the project", "absolute --name",
-                                  "dot --name", "negative --seed", "oversized --seed",
-                                  "--seed without room for validation seeds"])
+INPUT_CASES = ["png as --hyp", "latin-1 --meta", "latin-1 data YAML", "latin-1 label file", "empty --name",
+               "nested --name", "--name outside the project", "absolute --name", "dot --name",
+               "negative --seed", "oversized --seed", "--seed without room for validation seeds"]
+
+
+@pytest.mark.parametrize("case", INPUT_CASES)
 def test_bad_inputs_of_issue_22_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
     flags, fragments = _inputs_cases(tmp_path)[case]
     code, err = cli([*FAST, "--project", str(tmp_path / "runs"), *flags], capsys)

@@ -75,7 +75,8 @@ class GAConfig:
                 raise ConfigError(f"{flag}: expected a start and an end value, got {value!r}")
             setattr(self, name, tuple(value))
         check_fields(self)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or not 0 <= self.seed <= SEED_MAX:
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= SEED_MAX:
             # A seed numpy or torch refuses would fail every trial, and a resumed run keeps its seed.
             raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX} (numpy's seed range), "
                               f"got {self.seed!r}")

@@ -98,9 +98,9 @@ class EvolveConfig:
         check_name(self.name)
         top_seed = self.ga.seed + self.validation.seeds  # validation retrains with seed + 1 .. seed + S
         if top_seed > SEED_MAX:
-            raise ConfigError(f"--seed {self.ga.seed} with --validate-seeds {self.validation.seeds}: validation "
-                              f"seeds run to {top_seed}, past {SEED_MAX} (numpy's seed range); choose a smaller "
-                              f"--seed")
+            raise ConfigError(f"--seed {self.ga.seed} with --validate-seeds {self.validation.seeds}: "
+                              f"validation seeds run to {top_seed}, past {SEED_MAX} (numpy's seed range); "
+                              "choose a smaller --seed")
         if not isinstance(self.trainer, str) or not self.trainer.strip():
             raise ConfigError(f"--trainer must not be empty, got {self.trainer!r}")
         if self.trainer == "detector" and self.train.model not in MODEL_SIZES:

@@ -57,8 +57,8 @@ def resolve_model(model: str) -> str:
     if path.is_file():
         if path.suffix.lower() not in (*_MODEL_SUFFIXES, ".pt"):
             # Ultralytics' trainer loads a name ending .pt as a checkpoint and reads anything else as YAML.
-            raise ConfigError(f"--model {model}: Ultralytics trains from a model YAML (.yaml) or a checkpoint "
-                              f"(.pt), got a {path.suffix or 'suffix-less'} file")
+            raise ConfigError(f"--model {model}: Ultralytics trains from a model YAML (.yaml) or a "
+                              f"checkpoint (.pt), got a {path.suffix or 'suffix-less'} file")
         return str(path.absolute())
     if path.suffix.lower() in _MODEL_SUFFIXES and len(path.parts) == 1:
         return _builtin_yaml(text)
@@ -99,7 +99,8 @@ def check_model(model: str, nc: int = 1, channels: int = 3) -> str:
         try:
             weights, _ = load_checkpoint(resolved)
         except Exception as exc:  # noqa: BLE001 - whatever Ultralytics raises, every trial would raise it
-            raise ConfigError(f"--model {model}: not a checkpoint Ultralytics can load ({_first_line(exc)})") from None
+            raise ConfigError(f"--model {model}: not a checkpoint Ultralytics can load "
+                              f"({_first_line(exc)})") from None
         cfg: Any = getattr(weights, "yaml", None)
         if not isinstance(cfg, dict):
             raise ConfigError(f"--model {model}: the checkpoint holds no model YAML to build the model from")
@@ -107,7 +108,8 @@ def check_model(model: str, nc: int = 1, channels: int = 3) -> str:
         try:
             cfg = yaml_model_load(resolved)
         except Exception as exc:  # noqa: BLE001 - as above
-            raise ConfigError(f"--model {model}: Ultralytics cannot read this model YAML ({_first_line(exc)})") from None
+            raise ConfigError(f"--model {model}: Ultralytics cannot read this model YAML "
+                              f"({_first_line(exc)})") from None
     # The trainer builds a detection model from the YAML (a checkpoint's own included): its head decides.
     task = guess_model_task(cfg)
     if task != "detect":
@@ -117,7 +119,8 @@ def check_model(model: str, nc: int = 1, channels: int = 3) -> str:
     try:
         DetectionModel(copy.deepcopy(cfg), ch=channels, nc=nc, verbose=False)
     except Exception as exc:  # noqa: BLE001 - as above
-        raise ConfigError(f"--model {model}: Ultralytics cannot build this model ({_first_line(exc)})") from None
+        raise ConfigError(f"--model {model}: Ultralytics cannot build this model "
+                          f"({_first_line(exc)})") from None
     finally:
         UL_LOGGER.setLevel(level)
     return resolved

@@ -125,7 +125,8 @@ def _symlinked_dataset(tmp_path: Path) -> Path:
     root = tmp_path / "ds"
     for i in range(2):
         _image(tmp_path / "store" / "train" / f"im{i}.jpg")
-        _image(tmp_path / "store" / "blobs" / f"ab{i}cd.png", 90, 60).rename(tmp_path / "store" / "blobs" / f"ab{i}cd")
+        blob = tmp_path / "store" / "blobs" / f"ab{i}cd"
+        _image(blob.with_suffix(".png"), 90, 60).rename(blob)
         (root / "images" / "val").mkdir(parents=True, exist_ok=True)
         (root / "images" / "val" / f"v{i}.png").symlink_to(tmp_path / "store" / "blobs" / f"ab{i}cd")
         for split, name in (("train", f"im{i}"), ("val", f"v{i}")):
@@ -160,7 +161,8 @@ def test_txt_list_dot_lines_are_relative_to_the_list_others_to_the_root(tmp_path
     _dataset(tmp_path)
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "train.txt").write_text("./../images/train/im1.jpg\nimages/train/im0.jpg\n")
-    cfg = load_data_config(_yaml(tmp_path / "d.yaml", "train: lists/train.txt\nval: images/val\nnames: [a]\n"))
+    cfg = load_data_config(_yaml(tmp_path / "d.yaml",
+                                 "train: lists/train.txt\nval: images/val\nnames: [a]\n"))
     assert cfg.train == [tmp_path / "lists" / ".." / "images" / "train" / "im1.jpg",
                          tmp_path / "images" / "train" / "im0.jpg"]
 

@@ -1,5 +1,6 @@
-"""Tests of evolve/execution/ultralytics_inputs.py: the model and data checks made before an Ultralytics run
-(with Ultralytics' own rules, so a trial cannot fail on what they passed) and the data handed to its trials."""
+"""Tests of evolve/execution/ultralytics_inputs.py: the model and data checks made before an Ultralytics
+run (with Ultralytics' own rules, so a trial cannot fail on what they passed) and the data handed to its
+trials."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from evolve.errors import ConfigError
 
 pytest.importorskip("ultralytics")
 
-from evolve.execution.ultralytics_inputs import check_model  # noqa: E402
+from evolve.execution.ultralytics_inputs import check_model
 
 TINY = ["--trainer", "ultralytics", "--imgsz", "64", "--epochs", "1", "--batch", "8", "--workers", "0",
         "--generations", "1", "--population", "2"]
@@ -50,7 +51,7 @@ def _models(tmp: Path) -> dict[str, tuple[str, str]]:
         "segmentation YAML": ("yolov8n-seg.yaml", "a segment model; --trainer ultralytics trains detection"),
         "garbage .pt": (str(tmp / "garbage.pt"), "not a checkpoint Ultralytics can load (TypeError"),
         "segmentation .pt": (str(tmp / "seg.pt"), "a segment model"),
-        "neither YAML nor .pt": (str(tmp / "model.onnx"), "a model YAML (.yaml) or a checkpoint (.pt), got a .onnx"),
+        "neither YAML nor .pt": (str(tmp / "model.onnx"), "or a checkpoint (.pt), got a .onnx file"),
     }
 
 

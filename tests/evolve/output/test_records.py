@@ -323,7 +323,8 @@ def test_the_header_names_a_command_of_the_trainer_that_takes_the_file(tmp_path)
     records = RunRecords(tmp_path / "det")
     records.append(make_record(0, 0, 0.5))
     text = (tmp_path / "det" / "hyp_evolve.yaml").read_text()
-    assert f"# Use: python -m detector train --data DATA.yaml --hyp {tmp_path / 'det' / 'hyp_evolve.yaml'}" in text
+    best = tmp_path / "det" / "hyp_evolve.yaml"
+    assert f"# Use: python -m detector train --data DATA.yaml --hyp {best}" in text
 
     ul = pytest.importorskip("ultralytics.cfg")
     hyp = ULTRALYTICS.validate({"lr0": 0.02}, source="test")
