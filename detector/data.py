@@ -4,13 +4,16 @@ A data YAML names ``train`` and ``val`` image sources (a folder searched recursi
 image paths, or a list of those) relative to ``path``, and the class ``names``. Labels live beside the
 images with the last ``/images/`` folder swapped for ``/labels/`` and a ``.txt`` suffix, one
 ``class xc yc w h`` row per object, normalised to the image. Every problem in them is a ``DataError``
-naming the file and line. Decoded images come from the shared disk cache (``detector.cache``);
+naming the file and line. Image paths are kept as listed, never resolved: a symlinked folder or image
+(DVC, git-annex, shared storage) keeps its label, which is found from the listed path, as YOLOv5 and
+Ultralytics find it. Decoded images come from the shared disk cache (``detector.cache``);
 augmentation is ``detector.augment``.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +56,17 @@ def load_data_config(path: str | Path) -> DataConfig:
     if not path.is_file():
         raise DataError(f"{path}: data YAML not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # a non-UTF-8 byte is a YAMLError
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping with keys path, train, val, names")
-    root = path.resolve().parent
+    # The YAML's folder as listed, as Ultralytics takes it: a symlinked YAML is read where it is linked.
+    here = path.absolute().parent
+    root = here
     if data.get("path"):
         root = Path(str(data["path"])).expanduser()
-        root = root if root.is_absolute() else (path.resolve().parent / root)
+        root = root if root.is_absolute() else (here / root)
         if not root.is_dir():
             raise DataError(f"{path}: key 'path': folder not found: {root}")
     names = _names(path, data)
@@ -104,7 +109,7 @@ def _list_images(yaml_path: Path, key: str, value: Any, root: Path) -> list[Path
         p = Path(src).expanduser()
         p = p if p.is_absolute() else root / p
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS and f.is_file())
+            files += _folder_images(p)
         elif p.is_file() and p.suffix.lower() == ".txt":
             files += _read_list(p, root)
         elif p.is_file() and p.suffix.lower() in IMG_EXTENSIONS:
@@ -114,24 +119,53 @@ def _list_images(yaml_path: Path, key: str, value: Any, root: Path) -> list[Path
     if not files:
         raise DataError(f"{yaml_path}: key '{key}': no images found in {', '.join(map(str, sources))} "
                         f"(extensions: {', '.join(sorted(IMG_EXTENSIONS))})")
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    return unique
+    # Listed paths, not resolved ones: two links to one blob are two images with two label files.
+    return list(dict.fromkeys(files))
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The images under ``folder``, sorted, through symlinked subfolders too, each path as listed.
+
+    ``Path.rglob`` does not enter a symlinked subfolder; a link back to a folder above it is entered once.
+    """
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = Path(dirpath)
+        above = {os.path.realpath(p) for p in here.parents if p == folder or folder in p.parents}
+        if os.path.realpath(here) in above:
+            dirnames[:] = []  # a symlink loop: this folder is one of its own ancestors
+            continue
+        out += [here / n for n in filenames if Path(n).suffix.lower() in IMG_EXTENSIONS]
+    return sorted(f for f in out if f.is_file())
 
 
 def _read_list(txt: Path, root: Path) -> list[Path]:
-    # A .txt listing one image path a line; relative lines are taken from the data set root.
+    # A .txt listing one image path a line. A line starting with ./ is relative to the list's own folder,
+    # as YOLOv5 and Ultralytics read it; other relative lines, which they take from the working folder (no
+    # trial shares the user's), are taken from the data set root.
     out = []
-    for lineno, line in enumerate(txt.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text_lines(txt), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = Path(line).expanduser()
-        p = p if p.is_absolute() else root / p
+        p = p if p.is_absolute() else (txt.parent if line.startswith("./") else root) / p
         if not p.is_file():
             raise DataError(f"{txt}:{lineno}: image not found: {p}")
         if p.suffix.lower() in IMG_EXTENSIONS:
             out.append(p)
     return out
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a text file (a list of images, a label file) read as Ultralytics reads them (UTF-8,
+    a byte-order mark allowed); a byte that is not UTF-8 is a ``DataError`` naming the file and line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
 
 
 # -- labels ---------------------------------------------------------------------------------------------
@@ -156,7 +190,7 @@ def read_labels(path: Path, nc: int) -> np.ndarray:
     if not path.is_file():
         return np.zeros((0, 5), np.float32)
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text_lines(path), 1):
         cols = line.split()
         if not cols:
             continue

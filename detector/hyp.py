@@ -83,7 +83,7 @@ def load_hyp(path: str | Path | None = None) -> dict[str, float]:
     if not path.is_file():
         raise HypError(f"{path}: hyp file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # a non-UTF-8 byte is a YAMLError
     except yaml.YAMLError as exc:
         raise HypError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
     return validate_hyp(data or {}, source=str(path))

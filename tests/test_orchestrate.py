@@ -264,3 +264,65 @@ def test_checkpoint_written_for_tests_is_loadable(project):
     plan = prepare(orchestrate.build_config(orchestrate.build_parser().parse_args(
         ["--resume", str(project / "exp")])))
     assert plan.run_dir == project / "exp" and plan.cfg.ga.population == 6 and plan.cfg.trainer == "surrogate"
+
+
+# -- inputs of every kind, refused before anything is written (issue 22) ---------------------------------
+
+def _inputs_cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (extra flags, fragments the one-line error must contain)."""
+    from PIL import Image
+
+    png = tmp / "hyp.png"
+    Image.new("RGB", (4, 4)).save(png)
+    meta = tmp / "meta.yaml"
+    meta.write_bytes(hyps.path(hyps.META).read_bytes() + b"# r\xe9sum\xe9\n")
+    data = tmp / "set"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(data / "images" / f"{i}.jpg")
+        (data / "labels" / f"{i}.txt").write_bytes(b"0 0.5 0.5 0.2 0.2\n" + (b"\xff\n" if i else b""))
+    (data / "d.yaml").write_text("train: images\nval: images\nnames: [a]\n")
+    (data / "latin.yaml").write_bytes(b"train: images\nval: images\nnames: [caf\xe9]\n")
+    detector = ["--trainer", "detector", "--data"]
+    name = "--name must be one folder name inside --project"
+    seed = "--seed must be a whole number from 0 to 4294967295"
+    return {
+        "empty --name": (["--name", ""], [name, "''"]),
+        "nested --name": (["--name", "a/b/c"], [name, "'a/b/c'"]),
+        "--name outside the project": (["--name", "../x"], [name, "'../x'"]),
+        "absolute --name": (["--name", str(tmp / "abs")], [name, str(tmp / "abs")]),
+        "dot --name": (["--name", ".."], [name]),
+        "negative --seed": (["--seed", "-1"], [seed, "got -1"]),
+        "oversized --seed": (["--seed", str(2**32)], [seed, f"got {2**32}"]),
+        "--seed without room for validation seeds": (
+            ["--seed", str(2**32 - 2)], ["--seed 4294967294 with --validate-seeds 2", "4294967296"]),
+        "png as --hyp": (["--hyp", str(png)], [str(png), "not valid YAML"]),
+        "latin-1 --meta": (["--meta", str(meta)], [str(meta), "not valid YAML"]),
+        "latin-1 data YAML": ([*detector, str(data / "latin.yaml")],
+                              [str(data / "latin.yaml"), "not valid YAML"]),
+        "latin-1 label file": ([*detector, str(data / "d.yaml")],
+                               [f"{data / 'labels' / '1.txt'}:2: not UTF-8"]),
+    }
+
+
+INPUT_CASES = ["png as --hyp", "latin-1 --meta", "latin-1 data YAML", "latin-1 label file", "empty --name",
+               "nested --name", "--name outside the project", "absolute --name", "dot --name",
+               "negative --seed", "oversized --seed", "--seed without room for validation seeds"]
+
+
+@pytest.mark.parametrize("case", INPUT_CASES)
+def test_bad_inputs_of_issue_22_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
+    flags, fragments = _inputs_cases(tmp_path)[case]
+    code, err = cli([*FAST, "--project", str(tmp_path / "runs"), *flags], capsys)
+    assert code == 2 and err.startswith("orchestrate.py: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hyp.png", "meta.yaml", "set"]  # nothing new
+
+
+def test_the_largest_seeds_and_plain_names_are_accepted():
+    parser = orchestrate.build_parser()
+    for argv in (["--seed", str(2**32 - 3)], ["--seed", "0", "--name", "exp.v2 final"]):
+        cfg = orchestrate.build_config(parser.parse_args([*FAST, *argv]))
+        assert cfg.seed == int(argv[1])

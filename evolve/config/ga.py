@@ -6,6 +6,7 @@ Each schedule is a pair (value at progress 0, value at the last planned generati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 from evolve.config.fields import check_fields, pair, setting
 from evolve.errors import ConfigError
@@ -16,6 +17,8 @@ INITS = ("mutants", "spread", "random")
 BOUNDS = ("clip", "reflect")
 SCHEDULES = ("elite", "tournament", "crossover_rate", "mutation_rate")
 _SCHED = "from the first bred generation to the last"
+# numpy seeds with 0 .. 2**32 - 1 (torch accepts more): every seed of a run, validation's included, fits it
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -60,7 +63,7 @@ class GAConfig:
     age: float = setting(1.0, "--age", "async mode: a member of the current population loses its seat "
                          "once age x population children have been bred after it, unless it is one of the "
                          "--elite best (0: the best ever keep their seats)", parse=float, low=0)
-    seed: int = setting(0, "--seed", "seed of the GA and of training", parse=int)
+    seed: int = setting(0, "--seed", f"seed of the GA and of training, 0 to {SEED_MAX}", parse=int)
 
     def __post_init__(self) -> None:
         for name in SCHEDULES:
@@ -72,6 +75,11 @@ class GAConfig:
                 raise ConfigError(f"{flag}: expected a start and an end value, got {value!r}")
             setattr(self, name, tuple(value))
         check_fields(self)
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= SEED_MAX:
+            # A seed numpy or torch refuses would fail every trial, and a resumed run keeps its seed.
+            raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX} (numpy's seed range), "
+                              f"got {self.seed!r}")
 
     def age_births(self) -> int:
         """``age`` in children bred (at least 1 when ageing is on); 0 when it is off."""

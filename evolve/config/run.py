@@ -11,11 +11,12 @@ new command since they cannot change a result.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Iterator, Mapping
 
 from evolve.config.fields import Flag, check_fields, setting
-from evolve.config.ga import GAConfig
+from evolve.config.ga import SEED_MAX, GAConfig
 from evolve.config.ray import RayConfig
 from evolve.config.trial import MODEL_SIZES, TrialConfig, data_sets
 from evolve.config.winners import ValidationConfig
@@ -94,6 +95,12 @@ class EvolveConfig:
         self.train.__post_init__()
         self.validation.__post_init__()
         check_fields(self)
+        check_name(self.name)
+        top_seed = self.ga.seed + self.validation.seeds  # validation retrains with seed + 1 .. seed + S
+        if top_seed > SEED_MAX:
+            raise ConfigError(f"--seed {self.ga.seed} with --validate-seeds {self.validation.seeds}: "
+                              f"validation seeds run to {top_seed}, past {SEED_MAX} (numpy's seed range); "
+                              "choose a smaller --seed")
         if not isinstance(self.trainer, str) or not self.trainer.strip():
             raise ConfigError(f"--trainer must not be empty, got {self.trainer!r}")
         if self.trainer == "detector" and self.train.model not in MODEL_SIZES:
@@ -147,6 +154,17 @@ class EvolveConfig:
         for name in ("device", "workers"):
             out["train"].pop(name)
         return out
+
+
+def check_name(name: str) -> None:
+    """ConfigError unless ``--name`` is one folder name inside ``--project``: not empty, no path separator,
+    not ``.`` or ``..`` (an empty name would number the project folder itself, ``a/b`` nests folders, and
+    ``../x`` or an absolute name writes outside the project)."""
+    seps = {"/", os.sep, os.altsep} - {None}
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name \
+            or any(sep in name for sep in seps):
+        raise ConfigError(f"--name must be one folder name inside --project (not empty, no '/', not '.' or "
+                          f"'..'), got {name!r}")
 
 
 def settings(cls: type = EvolveConfig, prefix: str = "") -> Iterator[tuple[str, Flag]]:

@@ -9,7 +9,7 @@ A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whate
 the detector takes the optimizer named in its hyps over its config.
 
 ``check_data`` is the trainer's data check, run by the driver before a run starts: the data YAML, every
-label file of both splits (``detector.data``'s own parsers, so a trial could not fail on what it passed)
+label file of both splits (a split without any label file is refused) (``detector.data``'s own parsers, so a trial could not fail on what it passed)
 and every image's header, so that a file that is no image is counted before the run, not in a trial log.
 """
 from __future__ import annotations
@@ -48,6 +48,13 @@ def data_root(data: str) -> str:
     """The folder a data YAML's paths are relative to, once the detector has checked the YAML and found
     its images (``DataError`` naming the file and key otherwise): one rule for every trainer."""
     return str(load_data_config(data).root)
+
+
+def data_images(data: str) -> dict[str, list[str]]:
+    """The images of each split of a data YAML (``train``, ``val``) as the detector lists them: absolute,
+    symlinks not resolved. Another trainer given these lists trains on what the data check checked."""
+    config = load_data_config(data)
+    return {"train": [str(p) for p in config.train], "val": [str(p) for p in config.val]}
 
 
 def train_config(cfg: Any) -> TrainConfig:
@@ -94,9 +101,17 @@ def check_data(cfg: Any) -> Optional[DataSummary]:
     if not trial.data:
         return None
     data = load_data_config(trial.data)
-    for images in (data.train, data.val):
+    for key, images in (("train", data.train), ("val", data.val)):
+        labelled = 0
         for image in images:
-            read_labels(img2label_path(image), data.nc)
+            label = img2label_path(image)
+            read_labels(label, data.nc)
+            labelled += label.is_file()
+        if not labelled:
+            # Every image background: trials would train and score on nothing, all with fitness 0.
+            raise DataError(f"{data.yaml_path}: key '{key}': none of the {len(images)} images has a label file "
+                            f"(looked for {img2label_path(images[0])}: the last 'images' folder of an image's "
+                            f"path swapped for 'labels', suffix .txt)")
     unreadable: list[str] = []
     for key, images in (("train", data.train), ("val", data.val)):
         bad = [str(p) for p in images if not _readable(p)]

@@ -5,13 +5,22 @@ and the checks of a run's settings made before any run folder exists (``prefligh
   Ultralytics' own model files or as a path), a local ``.pt`` file, or a size letter ``n``/``s``/``m``
   meaning ``yolo11<size>.yaml``. Nothing is ever downloaded: a name Ultralytics would fetch
   (``yolo11n.pt`` that is not a local file, ``yolo11n``, a URL) is refused with one line naming it.
+  ``preflight`` then applies Ultralytics' own rules to it (``check_model``): a YAML is read and the model
+  built as its detection trainer builds it, a ``.pt`` is loaded as its trainer loads it, and a model of
+  another task (segment, pose, classify, obb) is refused, since trials train detection.
 - ``--data``: the same data YAML as for the detector. A relative ``path`` is resolved here against the
   YAML's own folder; Ultralytics would resolve it against its datasets folder, so every trial gets a copy
   of the YAML whose ``path`` is absolute (and without a ``download`` entry, which Ultralytics would run).
+  Its ``train`` and ``val`` become lists (``train.txt``, ``val.txt`` beside it) of the absolute image paths
+  the detector's data check found, so both trainers see the same images with the same labels: Ultralytics
+  resolves a symlinked image folder before deriving label paths, and reads a relative line of a .txt list
+  from the working folder unless it starts with ``./``.
 - More than one GPU per trial is refused (see ``preflight``).
 """
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -46,6 +55,10 @@ def resolve_model(model: str) -> str:
         text = f"{DEFAULT_FAMILY}{text}.yaml"
     path = Path(text).expanduser()
     if path.is_file():
+        if path.suffix.lower() not in (*_MODEL_SUFFIXES, ".pt"):
+            # Ultralytics' trainer loads a name ending .pt as a checkpoint and reads anything else as YAML.
+            raise ConfigError(f"--model {model}: Ultralytics trains from a model YAML (.yaml) or a "
+                              f"checkpoint (.pt), got a {path.suffix or 'suffix-less'} file")
         return str(path.absolute())
     if path.suffix.lower() in _MODEL_SUFFIXES and len(path.parts) == 1:
         return _builtin_yaml(text)
@@ -68,6 +81,51 @@ def _builtin_yaml(name: str) -> str:
     return name
 
 
+def _first_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text.removeprefix("ERROR ❌️").strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def check_model(model: str, nc: int = 1, channels: int = 3) -> str:
+    """The task-checked model of ``--model``, loaded and built as Ultralytics' detection trainer does it for a
+    data set of ``nc`` classes; ConfigError with one line naming ``--model`` where a trial would fail."""
+    resolved = resolve_model(model)
+    import_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint, yaml_model_load
+    from ultralytics.utils import LOGGER as UL_LOGGER
+
+    if resolved.lower().endswith(".pt"):
+        try:
+            weights, _ = load_checkpoint(resolved)
+        except Exception as exc:  # noqa: BLE001 - whatever Ultralytics raises, every trial would raise it
+            raise ConfigError(f"--model {model}: not a checkpoint Ultralytics can load "
+                              f"({_first_line(exc)})") from None
+        cfg: Any = getattr(weights, "yaml", None)
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"--model {model}: the checkpoint holds no model YAML to build the model from")
+    else:
+        try:
+            cfg = yaml_model_load(resolved)
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise ConfigError(f"--model {model}: Ultralytics cannot read this model YAML "
+                              f"({_first_line(exc)})") from None
+    # The trainer builds a detection model from the YAML (a checkpoint's own included): its head decides.
+    task = guess_model_task(cfg)
+    if task != "detect":
+        raise ConfigError(f"--model {model}: a {task} model; --trainer ultralytics trains detection models")
+    level = UL_LOGGER.level
+    UL_LOGGER.setLevel(logging.WARNING)  # its notes on building ("Overriding nc") belong to the trials' logs
+    try:
+        DetectionModel(copy.deepcopy(cfg), ch=channels, nc=nc, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise ConfigError(f"--model {model}: Ultralytics cannot build this model "
+                          f"({_first_line(exc)})") from None
+    finally:
+        UL_LOGGER.setLevel(level)
+    return resolved
+
+
 def load_data(data: str | Path) -> dict[str, Any]:
     """The data YAML at ``data`` with ``path`` made absolute and no ``download`` entry. The YAML is
     checked, and its folders resolved, by the detector's own rules (``DataError`` naming the file and
@@ -78,21 +136,26 @@ def load_data(data: str | Path) -> dict[str, Any]:
     if not source.is_file():
         raise ConfigError(f"--data {source}: data YAML not found")
     root = data_root(str(source))
-    content = yaml.safe_load(source.read_text())
+    content = yaml.safe_load(source.read_bytes())
     content["path"] = root
     content.pop("download", None)  # Ultralytics runs it when images are missing: a download, or any script
     return content
 
 
 def write_data(data: Optional[str], trial_dir: Path) -> tuple[Path, bool]:
-    """The resolved data YAML written into ``trial_dir``, and whether it is the embedded data set."""
+    """The resolved data YAML written into ``trial_dir`` with its image lists, and whether it is the
+    embedded data set."""
+    from evolve.execution.detector_trainer import data_images, embedded_data
+
     embedded = data is None
     if embedded:
-        from evolve.execution.detector_trainer import embedded_data
-
         data = embedded_data()
     content = load_data(data)
     trial_dir.mkdir(parents=True, exist_ok=True)
+    for split, images in data_images(str(data)).items():
+        listing = (trial_dir / f"{split}.txt").absolute()
+        listing.write_text("".join(f"{image}\n" for image in images), encoding="utf-8")
+        content[split] = str(listing)
     out = trial_dir / DATA_NAME
     out.write_text(yaml.safe_dump(content, sort_keys=False))
     return out, embedded
@@ -113,6 +176,10 @@ def preflight(cfg: "EvolveConfig") -> None:
                           f"--gpus-per-trial 1 or less and run more trials at once")
     if cfg.train.max_images is not None:
         raise ConfigError("--max-images is not supported by --trainer ultralytics; give a smaller data YAML")
-    resolve_model(cfg.train.model)
+    nc, channels = 1, 3  # the embedded set's classes do not change whether a model builds
     if cfg.train.data:
-        load_data(cfg.train.data)
+        content = load_data(cfg.train.data)
+        names = content.get("names")
+        nc = len(names) if names else int(content["nc"])
+        channels = int(content.get("channels", 3))
+    check_model(cfg.train.model, nc, channels)

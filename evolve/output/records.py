@@ -232,6 +232,19 @@ def _repair_note(path: Path, keyset: KeySet) -> str:
     return "dropping an incomplete last line (its writer was killed)"
 
 
+def use_line(keyset_name: str, path: Path) -> str:
+    """The header line of hyp_evolve.yaml saying how to train with it: a command of the trainers that take
+    hyp files of that key set (the detector's refuses Ultralytics' keys, and Ultralytics' YOLOv5's)."""
+    if keyset_name == "yolov5":
+        return (f"# Use: python -m detector train --data DATA.yaml --hyp {path}"
+                "  (YOLOv5: python train.py --hyp this file)")
+    if keyset_name == "ultralytics":
+        # Without model= Ultralytics would fetch its default weights; cfg= takes every key of this file.
+        return (f"# Use: yolo train cfg={path} model=MODEL.yaml data=DATA.yaml  (Python: "
+                f"YOLO('MODEL.yaml').train(cfg='{path}', data='DATA.yaml'))")
+    return f"# Use: as the hyps of the trainer that evolved it (key set {keyset_name})"
+
+
 class RunRecords:
     """Appends trials to ``run_dir/evolve.csv`` and keeps ``hyp_evolve.yaml`` on the best one.
 
@@ -317,8 +330,7 @@ class RunRecords:
             *([f"# means over the data sets {', '.join(self.data)}; fitness per data set: "
                + ", ".join(f"{n} {m.per_data[n]['fitness']:.6g}" for n in self.data if n in m.per_data)]
               if self.data else []),
-            f"# Use: python -m detector train --data DATA.yaml --hyp {self.best_path}"
-            "  (YOLOv5: python train.py --hyp this file)",
+            use_line(self.keyset.name, self.best_path),
         ]
         body = yaml.safe_dump({k: best.hyp[k] for k in self.keyset.keys}, sort_keys=False,
                               default_flow_style=False)

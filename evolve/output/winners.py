@@ -26,7 +26,7 @@ import yaml
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
 from evolve.output.records import (METRIC_COLUMNS, METRIC_FIELDS, data_columns, number_cell, per_data_cells,
-                                   read_per_data)
+                                   read_per_data, use_line)
 from evolve.output.rundir import atomic_write_text
 from evolve.output.verdict_stats import LEVEL, Paired, paired_difference, spearman, spearman_p
 from evolve.search.keyset import KeySet
@@ -324,7 +324,7 @@ def write_validated_hyp(run_dir: Path, summary: Summary, keyset: KeySet) -> Path
         *(f"#   {s.candidate.label}: {_interval(s.paired)}" for s in summary.tops),
         f"# {transfer_text(summary)}",
         f"# Details: {Path(run_dir) / SUMMARY_NAME}",
-        f"# Use: python -m detector train --data DATA.yaml --hyp {path}",
+        use_line(keyset.name, path),
     ]
     hyp = keyset.validate(w.candidate.hyp, source=f"validated {w.candidate.label} hyp")
     body = yaml.safe_dump({k: hyp[k] for k in keyset.keys}, sort_keys=False, default_flow_style=False)

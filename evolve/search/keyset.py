@@ -103,7 +103,7 @@ class KeySet:
         if not path.is_file():
             raise ConfigError(f"{path}: hyp file not found")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_bytes())  # a non-UTF-8 byte is a YAMLError
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
         return self.validate(data or {}, source=str(path))

@@ -228,7 +228,7 @@ def load_meta(meta_path: Path, keyset: KeySet = YOLOV5) -> dict[str, tuple[bool,
     if not meta_path.is_file():
         raise ConfigError(f"{meta_path}: search-space file not found")
     try:
-        data = yaml.safe_load(meta_path.read_text())
+        data = yaml.safe_load(meta_path.read_bytes())  # a non-UTF-8 byte is a YAMLError
     except yaml.YAMLError as exc:
         raise ConfigError(f"{meta_path}: not valid YAML: {exc}".splitlines()[0]) from exc
     if not isinstance(data, Mapping):

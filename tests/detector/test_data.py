@@ -119,6 +119,54 @@ def test_txt_list_missing_image_names_line(tmp_path: Path) -> None:
         load_data_config(_yaml(tmp_path / "d.yaml", "train: train.txt\nval: images/val\nnames: [a]\n"))
 
 
+def _symlinked_dataset(tmp_path: Path) -> Path:
+    """A data set whose train folder is a link into a blob store and whose val images are each a link to an
+    extensionless blob (the layouts of DVC, git-annex and shared storage); labels are ordinary files."""
+    root = tmp_path / "ds"
+    for i in range(2):
+        _image(tmp_path / "store" / "train" / f"im{i}.jpg")
+        blob = tmp_path / "store" / "blobs" / f"ab{i}cd"
+        _image(blob.with_suffix(".png"), 90, 60).rename(blob)
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        (root / "images" / "val" / f"v{i}.png").symlink_to(tmp_path / "store" / "blobs" / f"ab{i}cd")
+        for split, name in (("train", f"im{i}"), ("val", f"v{i}")):
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{name}.txt").write_text(f"{i} 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "train").symlink_to(tmp_path / "store" / "train", target_is_directory=True)
+    return _yaml(root / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
+
+
+def test_symlinked_folders_and_images_keep_their_labels(tmp_path: Path) -> None:
+    cfg = load_data_config(_symlinked_dataset(tmp_path))
+    root = tmp_path / "ds"
+    assert cfg.train == [root / "images" / "train" / "im0.jpg", root / "images" / "train" / "im1.jpg"]
+    assert cfg.val == [root / "images" / "val" / "v0.png", root / "images" / "val" / "v1.png"]
+    for files in (cfg.train, cfg.val):
+        assert [read_labels(img2label_path(f), 2)[:, 0].tolist() for f in files] == [[0.0], [1.0]]
+        dataset = YoloDataset(files, cfg.nc, 64, cache_dir=tmp_path / "cache")
+        assert [lab[:, 0].tolist() for lab in dataset.labels] == [[0.0], [1.0]]
+        assert dataset.shapes[0].tolist() in ([100, 50], [90, 60])  # decoded through the link
+
+
+def test_symlinked_subfolders_are_searched_and_a_link_loop_once(tmp_path: Path) -> None:
+    _symlinked_dataset(tmp_path)
+    root = tmp_path / "ds"
+    (tmp_path / "store" / "train" / "loop").symlink_to(tmp_path / "store", target_is_directory=True)
+    cfg = load_data_config(_yaml(root / "e.yaml", "train: images\nval: images/val\nnames: [a, b]\n"))
+    assert [str(p.relative_to(root)) for p in cfg.train] == [
+        "images/train/im0.jpg", "images/train/im1.jpg", "images/val/v0.png", "images/val/v1.png"]
+
+
+def test_txt_list_dot_lines_are_relative_to_the_list_others_to_the_root(tmp_path: Path) -> None:
+    _dataset(tmp_path)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "train.txt").write_text("./../images/train/im1.jpg\nimages/train/im0.jpg\n")
+    cfg = load_data_config(_yaml(tmp_path / "d.yaml",
+                                 "train: lists/train.txt\nval: images/val\nnames: [a]\n"))
+    assert cfg.train == [tmp_path / "lists" / ".." / "images" / "train" / "im1.jpg",
+                         tmp_path / "images" / "train" / "im0.jpg"]
+
+
 # -- labels ---------------------------------------------------------------------------------------------
 
 def test_img2label_path_swaps_last_images_folder() -> None:
@@ -165,6 +213,23 @@ def test_label_error_surfaces_from_dataset(tmp_path: Path) -> None:
                                  "train: images/train\nval: images/val\nnames: [a, b]\n"))
     with pytest.raises(DataError, match=r"labels/train/im0\.txt:2: class 4 out of range 0\.\.1"):
         YoloDataset(cfg.train, cfg.nc, 64, cache_dir=tmp_path / "cache")
+
+
+def test_files_that_are_not_utf8_name_the_file_and_line(tmp_path: Path) -> None:
+    _dataset(tmp_path)
+    label = tmp_path / "labels" / "train" / "im1.txt"
+    label.write_bytes(b"0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1 0.1 \xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"im1\.txt:2: not UTF-8 text \(byte 0xe9\)$"):
+        read_labels(label, 1)
+    label.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.1 0.1\n")  # a byte-order mark is UTF-8, as in Ultralytics
+    assert read_labels(label, 1).shape == (1, 5)
+    (tmp_path / "train.txt").write_bytes(b"images/train/im0.jpg\n\n\x89PNG\n")
+    with pytest.raises(DataError, match=r"train\.txt:3: not UTF-8 text \(byte 0x89\)$"):
+        load_data_config(_yaml(tmp_path / "d.yaml", "train: train.txt\nval: images/val\nnames: [a]\n"))
+    (tmp_path / "e.yaml").write_bytes(b"train: images/train\nval: images/val\nnames: [caf\xe9]\n")
+    with pytest.raises(DataError, match=r"e\.yaml: not valid YAML: .*#x00e9") as exc:
+        load_data_config(tmp_path / "e.yaml")
+    assert "\n" not in str(exc.value)
 
 
 # -- the Dataset ----------------------------------------------------------------------------------------

@@ -75,6 +75,31 @@ def test_validate_names_the_flag(path, value, flag):
     assert flag in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "../x", "/tmp/x", "a\0b"])
+def test_a_run_name_is_one_folder_name_inside_the_project(name):
+    cfg = make()
+    cfg.name = name
+    with pytest.raises(ConfigError, match=r"^--name must be one folder name inside --project .*, got "):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64, 1.5, True])
+def test_a_seed_outside_numpys_range_is_refused(seed):
+    with pytest.raises(ConfigError, match=r"^--seed must be a whole number from 0 to 4294967295"):
+        make(seed=seed)
+
+
+def test_seeds_at_the_top_of_the_range_leave_room_for_the_validation_seeds():
+    import numpy as np
+
+    make(seed=np.int64(7)).validate()  # a numpy integer is a whole number too
+    cfg = make(seed=2**32 - 3)
+    cfg.validate()  # validation seeds 2**32 - 2 and 2**32 - 1
+    cfg.validation.seeds = 3
+    with pytest.raises(ConfigError, match="validation seeds run to 4294967296"):
+        cfg.validate()
+
+
 def test_asha_needs_epochs_after_the_grace_period():
     cfg = make()
     cfg.ray.early_stop, cfg.ray.grace_epochs = "asha", 2  # the trials run 2 epochs

@@ -94,6 +94,16 @@ def test_unreadable_images_are_counted_and_the_rest_of_the_data_passes(tmp_path)
         check_data(TrialConfig(data=str(data)))
 
 
+def test_a_split_without_any_label_file_is_refused_naming_where_labels_were_looked_for(tmp_path):
+    data = make_data(tmp_path / "data")
+    for label in (tmp_path / "data" / "labels" / "val").iterdir():
+        label.unlink()
+    (tmp_path / "data" / "labels" / "train" / "0.txt").unlink()  # one background image is fine
+    with pytest.raises(ValueError, match=r"data\.yaml: key 'val': none of the 2 images has a label file "
+                                         r"\(looked for .*/data/labels/val/0\.txt"):
+        check_data(TrialConfig(data=str(data)))
+
+
 def test_the_check_is_the_detector_trainers_and_absent_for_others(tmp_path):
     assert check_data(TrialConfig()) is None  # the embedded data set is the detector's own
     assert trainer_for("detector").check_entry.endswith("detector_trainer:check_data")

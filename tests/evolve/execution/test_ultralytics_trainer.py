@@ -215,17 +215,16 @@ def test_a_2x2_evolution_writes_records_with_ultralytics_keys(ray_address, tiny_
 
 
 def test_trials_that_fail_are_recorded_with_fitness_0(ray_address, tiny_data, tmp_path):
-    broken = tmp_path / "broken.pt"  # a local file, so it passes the checks, but no model: every trial raises
-    broken.write_bytes(b"not a checkpoint")
-    # --max-failed-generations 0: record the failures instead of stopping the run on them
-    run_dir = run(config([*TINY, "--model", str(broken), "--data", str(tiny_data), "--generations", "1",
+    # A device no machine has passes the checks made before the run (a broken model no longer does), but
+    # every trial raises. --max-failed-generations 0: record the failures instead of stopping the run on them
+    run_dir = run(config([*TINY, "--device", "cuda:7", "--data", str(tiny_data), "--generations", "1",
                           "--population", "2", "--project", str(tmp_path / "runs"), "--address", ray_address,
                           "--max-failed-generations", "0"]))
     df = pd.read_csv(run_dir / "evolve.csv")
     assert len(df) == 2 and (df["status"] == "failed").all() and (df["fitness"] == 0).all()
-    assert df["reason"].str.contains("broken.pt").all()
+    assert df["reason"].str.contains("Invalid CUDA").all()
     log = (run_dir / "trials" / df["trial_id"][0] / "trial.log").read_text()
-    assert "trial failed" in log and "broken.pt" in log
+    assert "trial failed" in log and "Invalid CUDA" in log
     assert not (run_dir / "hyp_evolve.yaml").exists()  # no trial finished well: no best hyps
 
 

@@ -315,3 +315,25 @@ def test_a_file_written_before_the_reason_column_is_read_and_upgraded_on_append(
     assert list(df.columns) == CSV_COLUMNS and len(df) == 2
     assert [r.metrics.fitness for r in records.rows()] == [0.5, 0.25]
     assert path.read_text().splitlines()[1] == old.splitlines()[1] + ","
+
+
+def test_the_header_names_a_command_of_the_trainer_that_takes_the_file(tmp_path):
+    from evolve.search.keyset import ULTRALYTICS
+
+    records = RunRecords(tmp_path / "det")
+    records.append(make_record(0, 0, 0.5))
+    text = (tmp_path / "det" / "hyp_evolve.yaml").read_text()
+    best = tmp_path / "det" / "hyp_evolve.yaml"
+    assert f"# Use: python -m detector train --data DATA.yaml --hyp {best}" in text
+
+    ul = pytest.importorskip("ultralytics.cfg")
+    hyp = ULTRALYTICS.validate({"lr0": 0.02}, source="test")
+    records = RunRecords(tmp_path / "ul", ULTRALYTICS)
+    records.append(TrialRecord(0, 0, "g000i000", hyp, Metrics(map50=0.5, map50_95=0.3).with_fitness()))
+    path = tmp_path / "ul" / "hyp_evolve.yaml"
+    text = path.read_text()
+    assert "python -m detector" not in text
+    assert f"# Use: yolo train cfg={path} model=MODEL.yaml data=DATA.yaml" in text
+    assert f"YOLO('MODEL.yaml').train(cfg='{path}', data='DATA.yaml')" in text
+    args = ul.get_cfg(cfg=str(path))  # what cfg= does with the file: Ultralytics' own key and type checks
+    assert (args.lr0, args.optimizer) == (0.02, hyp["optimizer"])
