@@ -268,10 +268,17 @@ class NetnsCluster:
         node.ray_started = False
         self._save()
 
-    def restart_node(self, name: str) -> None:
-        """A killed node back on its address, with fresh namespaces and a new Ray node."""
+    def restart_node(self, name: str, ip: str | None = None) -> None:
+        """A node killed and started again, with fresh namespaces and a new Ray node, on its address or on
+        ``ip`` (a head moved to a new address: nodes started after it join it there)."""
         node = self.nodes[name]
         self.kill_node(name)
+        if ip is not None and ip != node.ip:
+            index = list(self.nodes).index(name) + 1
+            for args in (("addr", "flush", "dev", f"ye{self.tag}n{index}"),
+                         ("addr", "add", f"{ip}/24", "dev", f"ye{self.tag}n{index}")):
+                self._ip("netns", "exec", node.netns, "ip", *args)
+            node.ip = ip
         self._hold(node)
         self.start_ray(node)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -90,3 +92,113 @@ def test_a_node_without_the_token_is_refused_and_the_run_goes_on(netns_cluster, 
         assert len(_rows(tmp_path / "exp")) == 2
     finally:
         cluster.kill_node("notoken")
+
+
+def _start_driver(cluster, flags: list[str]) -> subprocess.Popen:
+    # a session of its own: the driver is a child of nsenter in another PID namespace, and killpg reaches both
+    return cluster.popen("driver", orchestrate_argv(*flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_a_worker_killed_mid_trial_is_retried_on_the_other_and_recorded_once(netns_cluster, tmp_path):
+    cluster = netns_cluster
+    w1, w2 = cluster.nodes["w1"].ip, cluster.nodes["w2"].ip
+    run_dir = tmp_path / "exp"
+    driver = _start_driver(cluster, [*SURROGATE, "--generations", "1", "--population", "4", "--surrogate-seconds",
+                                     "8", "--address", cluster.head_address, "--project", str(tmp_path),
+                                     "--name", "exp"])
+
+    def running_on_w2():
+        for log in run_dir.glob("trials/*/trial.log"):
+            text = log.read_text()
+            if f"({w2})" in text and " ends: " not in text:
+                return log.parent.name
+        return None
+
+    try:
+        victim = _wait_for(running_on_w2, 240, "a trial running on w2")
+        cluster.kill_node("w2")  # its raylet and workers, SIGKILL, no goodbye
+        _, stderr = driver.communicate(timeout=400)
+    finally:
+        _stop(driver)
+        cluster.restart_node("w2")
+    assert driver.returncode == 0, stderr[-3000:]
+    rows, finals = _rows(run_dir), _finals(run_dir)
+    assert sorted(rows) == [f"g000i{i:03d}" for i in range(4)]  # nothing lost, nothing twice
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    assert finals[victim]["node_ip"] == w1  # retried on the node that was left
+    log = (run_dir / "trials" / victim / "trial.log").read_text()
+    assert log.count(f"trial {victim} (generation 0") == 2 and log.count(" ends: ") == 1
+
+
+def test_a_worker_without_the_data_path_is_named_before_any_trial(netns_cluster, tiny_data, tmp_path):
+    cluster = netns_cluster
+    folder = tiny_data.parent
+    node = cluster.add_node("nodata", cpus=1, hidden=[str(folder)])
+    try:
+        proc = run_driver(cluster, [*SURROGATE, "--generations", "1", "--population", "2", "--data",
+                                    str(tiny_data), "--address", cluster.head_address,
+                                    "--project", str(tmp_path / "runs")])
+    finally:
+        cluster.kill_node("nodata")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    # one line says it all (after the progress line "Ray joined: ...")
+    assert sum("error" in line for line in lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith(f"orchestrate.py: error: --data: node {node.ip} ")
+    assert f"has no {tiny_data.resolve()}" in lines[-1]
+    assert not (tmp_path / "runs").exists()  # refused before anything was written or trained
+
+
+def test_the_head_lost_stops_the_driver_with_the_resume_command_and_a_new_head_completes_the_run(
+        netns_cluster, tmp_path):
+    cluster = netns_cluster
+    flags = [*SURROGATE, "--generations", "2", "--population", "4", "--surrogate-seconds", "3", "--seed", "11"]
+    run_dir = tmp_path / "exp"
+    old_head = cluster.head_address
+    driver = _start_driver(cluster, [*flags, "--address", old_head, "--project", str(tmp_path), "--name", "exp"])
+    try:
+        _wait_for(lambda: (run_dir / "evolve.csv").exists()
+                  and len((run_dir / "evolve.csv").read_text().splitlines()) >= 3, 240, "two finished trials")
+        cluster.kill_node("head")
+        _, stderr = driver.communicate(timeout=240)
+    finally:
+        _stop(driver)
+    assert driver.returncode == 3, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1].endswith(f"the Ray head at {old_head} is gone; start the cluster again, then resume with: "
+                              f"python orchestrate.py --resume {run_dir} --address NEW_HEAD_IP:PORT"), lines[-3:]
+    assert "Traceback" not in stderr and sum("is gone" in line for line in lines) == 1
+    before = _rows(run_dir)
+    assert 2 <= len(before) < 7
+
+    # a new cluster: the head on a new address, the workers and the driver's node joining it there
+    new_ip = f"{cluster.subnet}.200"
+    cluster.restart_node("head", ip=new_ip)
+    for name in ("w1", "w2", "driver"):
+        cluster.restart_node(name)
+    assert cluster.head_address == f"{new_ip}:6379"
+    resumed = run_driver(cluster, ["--resume", str(run_dir), "--address", cluster.head_address])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _rows(run_dir)
+    assert {k: after[k] for k in before} == before  # the finished trials were not run again
+    single = subprocess.run(orchestrate_argv(*flags, "--num-cpus", "2", "--project", str(tmp_path),
+                                             "--name", "single"), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _same_results(after, _rows(tmp_path / "single"))
