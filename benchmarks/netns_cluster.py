@@ -11,8 +11,8 @@ tmpfs mounted over it) and a home without the token file.
 Nodes are started with the real CLI (``ray start``) and token authentication on: the head's home has
 ``~/.ray/auth_token`` (made by ``ray get-auth-token --generate``) and so does every node's unless told
 otherwise, with ``RAY_AUTH_MODE=token`` set: the recipe of docs/cluster.md. A node told to lack the token
-has neither, like a machine nobody set up; the head refuses it. The driver runs in a namespace of its own that holds a
-Ray node with no CPUs (Ray's drivers attach to a local raylet), never on the head.
+has neither, like a machine nobody set up; the head refuses it. The driver runs in a namespace of its own
+that holds a Ray node with no CPUs (Ray's drivers attach to a local raylet), never on the head.
 
 Teardown is by pid and by namespace name: each node's PID namespace dies with its first process (killed
 with SIGKILL; ``unshare --kill-child`` passes that on), then whatever ``ip netns pids`` still lists is
@@ -37,14 +37,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 GCS_PORT = 6379
-OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's floor is 75 MiB; the default (30% of RAM per node) is waste here
+OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's floor: 75 MiB; its default, 30% of RAM per node, is waste
 STATE_FILE = "netns_cluster.json"
 START_TIMEOUT_S = 180.0
 
@@ -102,7 +102,7 @@ class NetnsCluster:
         (self.base / STATE_FILE).write_text(json.dumps(state, indent=1))
 
     @classmethod
-    def load(cls, base: str | Path) -> "NetnsCluster":
+    def load(cls, base: str | Path) -> NetnsCluster:
         state = json.loads((Path(base) / STATE_FILE).read_text())
         cluster = cls(base, tag=state["tag"], subnet=state["subnet"])
         cluster.nodes = {n["name"]: Node(**n) for n in state["nodes"]}
@@ -159,10 +159,11 @@ class NetnsCluster:
         mounts = [f"mount --bind {self.home(node) / 'tmp-ray'} /tmp/ray"]
         mounts += [f"mount -t tmpfs -o size=1m hidden {path}" for path in node.hidden]
         script = "mkdir -p /tmp/ray && " + " && ".join(mounts) + " && exec sleep infinity"
-        proc = subprocess.Popen(["ip", "netns", "exec", node.netns, "unshare", "--fork", "--pid", "--mount",
-                                 "--mount-proc", "--propagation", "private", "--kill-child", "sh", "-c", script],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=open(self.base / f"{node.name}.hold.log", "w"), start_new_session=True)
+        argv = ["ip", "netns", "exec", node.netns, "unshare", "--fork", "--pid", "--mount", "--mount-proc",
+                "--propagation", "private", "--kill-child", "sh", "-c", script]
+        with open(self.base / f"{node.name}.hold.log", "w") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                    start_new_session=True)
         node.pid = proc.pid
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # ready when the first process of the namespace sleeps
@@ -249,7 +250,7 @@ class NetnsCluster:
             time.sleep(1.0)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def up(self, workers: int = 2, worker_cpus: int = 1, driver: bool = True) -> "NetnsCluster":
+    def up(self, workers: int = 2, worker_cpus: int = 1, driver: bool = True) -> NetnsCluster:
         """Head (no CPUs), ``workers`` worker hosts of ``worker_cpus`` CPUs, and a driver host (no CPUs)."""
         self.add_node("head")
         for i in range(1, workers + 1):
@@ -287,7 +288,7 @@ class NetnsCluster:
         return [int(p) for p in out.split() if p.isdigit()]
 
     def down(self) -> None:
-        """Every node killed by pid, leftovers by namespace, namespaces and bridge deleted; no error if gone."""
+        """Every node killed by pid, leftovers by namespace, namespaces and bridge deleted; quiet if gone."""
         for node in self.nodes.values():
             self.kill_node(node.name)
         deadline = time.monotonic() + 10
@@ -296,12 +297,6 @@ class NetnsCluster:
                 time.sleep(0.1)
             self._ip("netns", "del", node.netns, check=False)
         self._ip("link", "del", self.bridge, check=False)
-
-    def __enter__(self) -> "NetnsCluster":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.down()
 
 
 def _kill(pid: int) -> None:

@@ -134,7 +134,7 @@ def check_resources(cfg: RayConfig) -> None:
                       f"the Ray cluster has both")
 
 
-def data_paths(data: Optional[str]) -> list[str]:
+def data_paths(data: str | None) -> list[str]:
     """The paths trials read for ``--data``: each data YAML and the folders or lists it names (``path``,
     ``train``, ``val``), resolved as the detector resolves them. A YAML the driver cannot read adds only
     itself: the driver's own check of the data says what is wrong with it."""
@@ -161,7 +161,7 @@ def data_paths(data: Optional[str]) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def _missing(paths: Sequence[str]) -> Optional[str]:
+def _missing(paths: Sequence[str]) -> str | None:
     return next((p for p in paths if not os.path.exists(p)), None)
 
 
@@ -199,7 +199,7 @@ def head_watch(cfg: RayConfig, on_lost: Callable[[str], None]) -> Iterator[None]
     stop = threading.Event()
 
     def watch() -> None:
-        since: Optional[float] = None
+        since: float | None = None
         while not stop.wait(WATCH_INTERVAL_S):
             try:
                 check_reachable(address)

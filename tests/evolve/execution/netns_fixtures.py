@@ -1,4 +1,4 @@
-"""The ``netns_cluster`` fixture: a Ray cluster of separate network hosts (benchmarks/netns_cluster.py).
+"""The ``cluster`` fixture (``netns_cluster``): a Ray cluster of separate network hosts (benchmarks/netns_cluster.py).
 
 A head (no CPUs), two worker hosts of one CPU each and a driver host (no CPUs), each its own network, PID
 and mount namespace on a private bridge, token authentication on. Started once per test module that uses
@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -32,8 +32,8 @@ def _harness():
 harness = _harness()
 
 
-@pytest.fixture(scope="module")
-def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["harness.NetnsCluster"]:
+@pytest.fixture(scope="module", name="cluster")
+def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.NetnsCluster]:
     why = harness.missing_requirements()
     if why:
         pytest.skip(f"a cluster of network namespaces {why}")
