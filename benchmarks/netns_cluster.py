@@ -150,7 +150,7 @@ class NetnsCluster:
         if node.name == "head" and not token.exists():
             subprocess.run(["ray", "get-auth-token", "--generate"], env=self._env(node), check=True,
                            capture_output=True, text=True, timeout=120)
-        if node.token and node.name != "head":
+        if node.token and node.name != "head" and token.exists():
             (home / ".ray").mkdir(exist_ok=True)
             shutil.copy(token, home / ".ray" / "auth_token")
 

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from netns_fixtures import netns_cluster, orchestrate_argv, run_driver  # noqa: F401 - the fixture `cluster`
+from netns_fixtures import harness, netns_cluster, orchestrate_argv, run_driver  # noqa: F401 - fixture `cluster`
 
 pytestmark = pytest.mark.slow
 
@@ -224,3 +224,33 @@ def test_the_detector_evolves_across_the_hosts_and_its_winner_is_validated(clust
         validated = list(csv.DictReader(handle))
     assert len(validated) >= 2  # the winner and the base, one seed each
     assert (run_dir / "hyp_validated.yaml").is_file()
+
+
+# --- the harness itself -------------------------------------------------------------------------------------
+
+def test_the_harness_says_why_it_cannot_run(monkeypatch):
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
+    assert harness.missing_requirements() == "needs root (network namespaces and mounts)"
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(harness.shutil, "which", lambda tool: None if tool == "ip" else f"/usr/bin/{tool}")
+    assert harness.missing_requirements() == "needs 'ip' on PATH"
+
+
+def test_down_from_the_state_file_leaves_no_process_namespace_or_bridge(tmp_path):
+    why = harness.missing_requirements()
+    if why:
+        pytest.skip(f"a cluster of network namespaces {why}")
+    made = harness.NetnsCluster(tmp_path, tag="t" + str(os.getpid() % 10000))
+    try:
+        node = made.add_node("solo", start_ray=False)
+        inside = made.popen("solo", ["sleep", "300"])  # a process of the node, as a raylet would be
+        assert made.run("solo", ["ip", "-4", "-o", "addr", "show"]).stdout.count(node.ip) == 1
+        # whoever made it is gone: the state file is all the next one has
+        harness.NetnsCluster.load(tmp_path).down()
+        assert inside.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        made.down()
+    assert node.netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                            check=True).stdout
+    assert subprocess.run(["ip", "link", "show", made.bridge], capture_output=True, check=False).returncode != 0
+    assert not Path(f"/proc/{node.pid}").exists()
