@@ -44,6 +44,7 @@ PROBE_TIMEOUT_S = 5.0  # per step (connect, answer): a clear error well within 3
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS_FRAME = 0x04
 WATCH_INTERVAL_S = 5.0
+PATHS_TIMEOUT_S = 120.0  # a node starts a Python worker to answer; slow on a loaded machine, not hung
 HEAD_LOST_AFTER_S = 20.0  # a busy head may miss a probe or two; Ray's own client gives up after 60 s
 
 
@@ -177,8 +178,15 @@ def check_paths_on_nodes(paths: Sequence[str], flag: str = "--data") -> None:
              and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
     probe = ray.remote(num_cpus=0, max_retries=0)(_missing)
     pinned = [NodeAffinitySchedulingStrategy(n["NodeID"], soft=False) for n in nodes]
-    answers = ray.get([probe.options(scheduling_strategy=s).remote(list(paths)) for s in pinned])
-    for node, missing in zip(nodes, answers):
+    refs = [probe.options(scheduling_strategy=s).remote(list(paths)) for s in pinned]
+    ray.wait(refs, num_returns=len(refs), timeout=PATHS_TIMEOUT_S)
+    for node, ref in zip(nodes, refs):
+        try:
+            missing = ray.get(ref, timeout=0)
+        except Exception as exc:  # noqa: BLE001 - a node that cannot answer is not a reason to refuse the run
+            LOGGER.warning("%s: node %s did not say whether it has the data (%s); its trials will",
+                           flag, node["NodeManagerAddress"], type(exc).__name__)
+            continue
         if missing is not None:
             raise ConfigError(f"{flag}: node {node['NodeManagerAddress']} (Ray node {node['NodeID'][:12]}) "
                               f"has no {missing}; every node needs the data at the same path (a shared "
