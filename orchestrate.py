@@ -9,8 +9,8 @@ The installed console script ``yolo-evolve`` is this module's ``main``. Every fl
 configuration dataclasses (``evolve.config``): a flag is added by adding a field there.
 
 Exit status: 0 done, 2 bad input (one line on stderr naming the file, key or flag; nothing written), 3 the
-run stopped itself (every trial failing for one reason, a run folder that cannot be written; one line
-with the resume command), 130 Ctrl-C, 143 SIGTERM (the run stays resumable).
+run stopped itself (every trial failing for one reason, a run folder that cannot be written, the Ray
+cluster's head lost; one line with the resume command), 130 Ctrl-C, 143 SIGTERM (the run stays resumable).
 """
 from __future__ import annotations
 

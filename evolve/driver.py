@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
 from evolve.config.run import EvolveConfig
 from evolve.errors import RunStopped
-from evolve.execution.cluster import ray_session
+from evolve.execution.cluster import data_paths, head_watch, ray_session
 from evolve.loops.base import Interrupted
 from evolve.loops.generational import GenerationalEvolution
 from evolve.loops.plan import Plan, prepare
@@ -26,6 +27,7 @@ LOGGER = logging.getLogger(__name__)
 LOOPS = {"generational": GenerationalEvolution, "async": SteadyEvolution}
 # A run folder that cannot be written (permissions, a full or read-only disk) stops the run resumably.
 WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+HEAD_LOST_EXIT = 3  # the command line's status for a run that stopped itself resumably (RunStopped)
 
 
 def run(cfg: EvolveConfig) -> Path:
@@ -45,12 +47,29 @@ def run(cfg: EvolveConfig) -> Path:
         # Ray is started (or joined) and the resource flags checked before anything is written: a refused
         # command leaves no new folder and changes no byte of a resumed run. It serves the evolution and
         # its validation alike.
-        with ray_session(plan.cfg.ray):
+        with ray_session(plan.cfg.ray, data_paths(plan.cfg.train.data)):
             catch_sigterm()  # ray.init put its own SIGTERM handler in place
             run_dir = plan.run_dir or make_run_dir(plan.cfg.project, plan.cfg.name, plan.cfg.exist_ok)
-            with RunLock(run_dir), run_log(run_dir):
+            with RunLock(run_dir) as lock, run_log(run_dir), \
+                    head_watch(plan.cfg.ray, _head_lost(run_dir, lock)):
                 _run_loop(plan, run_dir)
     return run_dir
+
+
+def _head_lost(run_dir: Path, lock: RunLock):
+    """What happens when the cluster's head is gone: one line with the resume command, and the process
+    ends. It cannot end any other way: the main thread is blocked in Ray's client, which would end the
+    process itself a minute later, with status 1 and no word on how to continue. The records are whole
+    (appends are fsync'd, files replaced atomically); trials in flight have no row and run again on
+    resume."""
+    def stop(address: str) -> None:
+        LOGGER.error("the Ray head at %s is gone; start the cluster again, then resume with: python "
+                     "orchestrate.py --resume %s --address NEW_HEAD_IP:PORT", address, run_dir)
+        lock.release()  # the new driver may get this pid in another PID namespace or machine
+        logging.shutdown()
+        os._exit(HEAD_LOST_EXIT)
+
+    return stop
 
 
 def _run_loop(plan: Plan, run_dir: Path) -> None:

@@ -9,6 +9,15 @@ Connecting is bounded. Ray's own client retries an address for minutes, and one 
 than Ray listens (a web server) hangs it for good, so an address is probed first (``check_reachable``): a
 TCP connect, then the HTTP/2 preface that Ray's GCS (a gRPC server) must answer with a SETTINGS frame;
 anything else within ``PROBE_TIMEOUT_S`` is "no Ray cluster answers there".
+
+On a cluster (``--address``), two failures of separate hosts are caught here rather than left to Ray:
+
+- a node that lacks a data path: before any trial, every node that can run trials is asked whether the
+  data YAMLs and the folders they name exist there (``check_paths_on_nodes``); the first missing one is a
+  ``ConfigError`` naming the node's address and the path, instead of every trial on that node failing;
+- the head lost mid-run: ``head_watch`` probes the head every ``WATCH_INTERVAL_S`` and calls its
+  ``on_lost`` once the head has not answered for ``HEAD_LOST_AFTER_S``. Ray's own client would end the
+  driver a minute later with status 1 and no word on how to continue.
 """
 from __future__ import annotations
 
@@ -16,8 +25,13 @@ import gc
 import logging
 import os
 import socket
+import threading
+import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import yaml
 
 from evolve.config.ray import RayConfig, parse_address
 from evolve.errors import ConfigError
@@ -29,6 +43,9 @@ PROBE_TIMEOUT_S = 5.0  # per step (connect, answer): a clear error well within 3
 # Client connection preface (RFC 9113 3.4) and an empty SETTINGS frame: a gRPC server answers with its own.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS_FRAME = 0x04
+WATCH_INTERVAL_S = 5.0
+PATHS_TIMEOUT_S = 120.0  # a node starts a Python worker to answer; slow on a loaded machine, not hung
+HEAD_LOST_AFTER_S = 20.0  # a busy head may miss a probe or two; Ray's own client gives up after 60 s
 
 
 def _auto_address() -> Optional[str]:
@@ -118,13 +135,107 @@ def check_resources(cfg: RayConfig) -> None:
                       f"the Ray cluster has both")
 
 
+def data_paths(data: str | None) -> list[str]:
+    """The paths trials read for ``--data``: each data YAML and the folders or lists it names (``path``,
+    ``train``, ``val``), resolved as the detector resolves them. A YAML the driver cannot read adds only
+    itself: the driver's own check of the data says what is wrong with it."""
+    from evolve.config.trial import data_sets
+
+    paths: list[str] = []
+    for name in data_sets(data):
+        yaml_path = Path(name).expanduser().resolve()
+        paths.append(str(yaml_path))
+        try:
+            spec = yaml.safe_load(yaml_path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(spec, dict):
+            continue
+        root = yaml_path.parent
+        if spec.get("path"):
+            root = root / Path(str(spec["path"])).expanduser()  # an absolute path replaces the folder
+            paths.append(str(root))
+        for key in ("train", "val"):
+            value = spec.get(key)
+            for src in value if isinstance(value, list) else [value] if value else []:
+                paths.append(str(root / Path(str(src)).expanduser()))
+    return list(dict.fromkeys(paths))
+
+
+def _missing(paths: Sequence[str]) -> str | None:
+    return next((p for p in paths if not os.path.exists(p)), None)
+
+
+def check_paths_on_nodes(paths: Sequence[str], flag: str = "--data") -> None:
+    """ConfigError naming the node and the path unless every live node that can run trials (one with CPUs
+    or GPUs) has every path in ``paths``. Each node is asked by a task pinned to it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not paths:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")
+             and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_missing)
+    pinned = [NodeAffinitySchedulingStrategy(n["NodeID"], soft=False) for n in nodes]
+    refs = [probe.options(scheduling_strategy=s).remote(list(paths)) for s in pinned]
+    ray.wait(refs, num_returns=len(refs), timeout=PATHS_TIMEOUT_S)
+    for node, ref in zip(nodes, refs):
+        try:
+            missing = ray.get(ref, timeout=0)
+        except Exception as exc:  # noqa: BLE001 - a node that cannot answer is not a reason to refuse the run
+            LOGGER.warning("%s: node %s did not say whether it has the data (%s); its trials will",
+                           flag, node["NodeManagerAddress"], type(exc).__name__)
+            continue
+        if missing is not None:
+            raise ConfigError(f"{flag}: node {node['NodeManagerAddress']} (Ray node {node['NodeID'][:12]}) "
+                              f"has no {missing}; every node needs the data at the same path (a shared "
+                              f"filesystem, or a copy)")
+
+
 @contextmanager
-def ray_session(cfg: RayConfig) -> Iterator[None]:
-    """Ray started or joined and the resource flags checked against it; Ray shut down afterwards if this
-    started it (a Ray someone else started in this process is left running)."""
+def head_watch(cfg: RayConfig, on_lost: Callable[[str], None]) -> Iterator[None]:
+    """While inside, ``on_lost(address)`` is called (from a watcher thread, once) when the head of the
+    cluster joined with ``--address`` stops answering for ``HEAD_LOST_AFTER_S``; nothing for a local Ray,
+    which lives and dies with this process."""
+    if cfg.address is None:
+        yield
+        return
+    import ray
+
+    address = ray.get_runtime_context().gcs_address  # what `auto` resolved to
+    stop = threading.Event()
+
+    def watch() -> None:
+        since: float | None = None
+        while not stop.wait(WATCH_INTERVAL_S):
+            try:
+                check_reachable(address)
+                since = None
+            except ConfigError:
+                since = since or time.monotonic()
+                if time.monotonic() - since >= HEAD_LOST_AFTER_S and not stop.is_set():
+                    on_lost(address)
+                    return
+
+    thread = threading.Thread(target=watch, name="head-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+@contextmanager
+def ray_session(cfg: RayConfig, paths: Sequence[str] = ()) -> Iterator[None]:
+    """Ray started or joined and the resource flags checked against it, and on a cluster the ``paths``
+    trials read checked on every node; Ray shut down afterwards if this started it (a Ray someone else
+    started in this process is left running)."""
     started = start_or_join(cfg)
     try:
         check_resources(cfg)
+        if cfg.address is not None:
+            check_paths_on_nodes(paths)
         yield
     finally:
         if started:

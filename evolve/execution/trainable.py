@@ -7,8 +7,8 @@ records it once and Tune never retries it; only a trial lost with its worker rea
 
 The trial's files go to ``<run_dir>/trials/<trial_id>/``, including ``trial.log`` with every log record
 emitted in the worker while the trial runs. Every report also says where the trial ran (``node_id``,
-``gpu_ids``, ``cuda_visible_devices``, ``pid``) and when (``start_time``, ``end_time``), so Ray Tune's own
-records show placement and timing. A trial asked to run ``nproc`` > 1 ranks trains through
+``node_ip``, ``gpu_ids``, ``cuda_visible_devices``, ``pid``) and when (``start_time``, ``end_time``), so Ray
+Tune's own records show placement and timing. A trial asked to run ``nproc`` > 1 ranks trains through
 ``evolve.execution.ddp.run_ddp`` on the trial's CPUs and GPUs.
 
 A trial on several data sets (``--data a.yaml,b.yaml``) trains on each in turn, in the order given, into
@@ -216,7 +216,8 @@ def _execute_once(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
 
 
 def placement() -> dict[str, Any]:
-    """Where this trial runs, for Ray Tune's records: node, GPUs, pid, start time (Unix seconds).
+    """Where this trial runs, for Ray Tune's records: node (id and address), GPUs, pid, start time (Unix
+    seconds).
 
     Ray makes a trial's GPUs, fractional ones included, the only ones CUDA sees by setting
     ``CUDA_VISIBLE_DEVICES`` in the worker; it is set here from ``ray.get_gpu_ids()`` should it differ,
@@ -229,7 +230,8 @@ def placement() -> dict[str, Any]:
     if gpu_ids and os.environ.get("CUDA_VISIBLE_DEVICES") != visible \
             and os.environ.get(NOSET_CUDA_ENV, "0").lower() not in ("1", "true"):
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    return {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids,
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "gpu_ids": gpu_ids,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "pid": os.getpid(),
             "start_time": time.time()}
 
@@ -257,8 +259,9 @@ def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
     with trial_log(trial_dir / "trial.log"):
         LOGGER.info("trial %s (generation %s, individual %s) starts with trainer '%s'", trial_id,
                     config.get("generation"), config.get("individual"), static["trainer"])
-        LOGGER.info("on node %s, pid %d, GPUs [%s], %d process(es), %d loader workers each", where["node_id"],
-                    where["pid"], where["cuda_visible_devices"], nproc, cfg.workers)
+        LOGGER.info("on node %s (%s), pid %d, GPUs [%s], %d process(es), %d loader workers each",
+                    where["node_id"], where["node_ip"], where["pid"], where["cuda_visible_devices"], nproc,
+                    cfg.workers)
         metrics, error = execute(static["trainer"], config["hyp"], cfg, report, nproc=nproc,
                                  cpus=static.get("cpus_per_trial"))
         LOGGER.info("trial %s ends: status %s, fitness %.5f, %.1f s", trial_id, metrics.status,

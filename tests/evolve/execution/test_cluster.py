@@ -20,9 +20,16 @@ import pytest
 from cluster_job import run_job
 
 import orchestrate
+from evolve.config import RayConfig
 from evolve.driver import run
 from evolve.errors import ConfigError
-from evolve.execution.cluster import check_reachable
+from evolve.execution import cluster
+from evolve.execution.cluster import (
+    check_paths_on_nodes,
+    check_reachable,
+    data_paths,
+    head_watch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +151,46 @@ def test_a_refused_resume_changes_no_byte_of_the_run(ray_cluster, tmp_path):
                      ray_cluster]))
     assert _snapshot(run_dir) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name]
+
+
+# --- the data every node needs, and the head watched --------------------------------------------------------
+
+def test_data_paths_are_the_yamls_and_the_folders_they_name_resolved_as_the_detector_does(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.yaml").write_text("path: ../sets/one\ntrain: images/train\nval: [images/val, "
+                                             "/abs/val.txt]\nnames: [x]\n")
+    (tmp_path / "two.yaml").write_text("train: /data/train\nval: val\nnames: [x]\n")
+    paths = data_paths(f"{tmp_path}/a/one.yaml,{tmp_path}/two.yaml,{tmp_path}/missing.yaml")
+    root = tmp_path / "a" / ".." / "sets" / "one"
+    assert paths == [str(tmp_path / "a" / "one.yaml"), str(root), str(root / "images/train"),
+                     str(root / "images/val"), "/abs/val.txt", str(tmp_path / "two.yaml"), "/data/train",
+                     str(tmp_path / "val"), str(tmp_path / "missing.yaml")]
+    assert data_paths(None) == []
+
+
+def test_a_path_missing_on_a_node_is_named_with_the_node(ray_cluster, tmp_path):
+    import ray
+
+    check_paths_on_nodes([str(tmp_path)])  # every node has it: nothing to say
+    ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    with pytest.raises(ConfigError, match=rf"^--data: node {ip} \(Ray node \w{{12}}\) has no {tmp_path}/nope;"):
+        check_paths_on_nodes([str(tmp_path), str(tmp_path / "nope")])
+
+
+def test_head_watch_calls_on_lost_once_the_head_stops_answering(ray_cluster, monkeypatch):
+    monkeypatch.setattr(cluster, "WATCH_INTERVAL_S", 0.05)
+    monkeypatch.setattr(cluster, "HEAD_LOST_AFTER_S", 0.3)
+    lost: list[str] = []
+    with head_watch(RayConfig(address=ray_cluster), lost.append):
+        time.sleep(0.5)
+        assert lost == []  # the session's head answers
+        monkeypatch.setattr(cluster, "check_reachable", lambda address: (_ for _ in ()).throw(ConfigError("x")))
+        start = time.monotonic()
+        while not lost and time.monotonic() - start < 10:
+            time.sleep(0.05)
+        assert lost == [ray_cluster] and time.monotonic() - start >= 0.3
+        time.sleep(0.3)
+        assert lost == [ray_cluster]  # once
+    with head_watch(RayConfig(address=None), lost.append):  # a local Ray is not watched
+        time.sleep(0.5)
+    assert len(lost) == 1
