@@ -20,6 +20,7 @@ import pytest
 from cluster_job import run_job
 
 import orchestrate
+from evolve.config import config_from_argv
 from evolve.driver import run
 from evolve.errors import ConfigError
 from evolve.execution.cluster import check_reachable
@@ -112,9 +113,7 @@ def test_a_closed_port_is_refused_and_a_ray_gcs_is_accepted(ray_cluster):
 
 
 def _config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
