@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-import orchestrate
 from evolve.config import config_from_argv
 from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics, describe_weights

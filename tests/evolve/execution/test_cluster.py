@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from cluster_job import run_job
 
-import orchestrate
 from evolve.config import config_from_argv
 from evolve.driver import run
 from evolve.errors import ConfigError

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import orchestrate
 from evolve.config import config_from_argv
 from evolve.contract import Metrics
 from evolve.driver import run

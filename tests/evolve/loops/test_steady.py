@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 import yaml
 
-import orchestrate
 from detector.hyp import HYP_KEYS
 from evolve.contract import Metrics
 from evolve.contract import selection_value
