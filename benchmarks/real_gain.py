@@ -86,13 +86,17 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     plan = prepare(config_from_argv(["--resume", str(run_dir)]))
     rows = RunRecords(run_dir, plan.space.keyset).rows()
     validated = ValidationRecords(run_dir).rows()
-    top = len({r.candidate for r in validated}) - 1
-    candidates, _ = choose_candidates(rows, plan.space, top)
+    labels = {r.candidate for r in validated}
+    top = sum(label.startswith("top") for label in labels)
+    sentinels = sum(label.startswith("sentinel") for label in labels)
+    candidates, _ = choose_candidates(rows, plan.space, top, sentinels)
     seeds = len({r.seed for r in validated})
     epochs = validated[0].epochs if validated else 0
     summary = summarise(candidates, validated, seeds, epochs)
     trials = pd.read_csv(run_dir / "evolve.csv")
     base, winner = summary.base, summary.winner
+    intervals = ", ".join(f"{s.candidate.label} [{s.paired.low:+.4f}, {s.paired.high:+.4f}]"
+                          for s in summary.tops if s.paired is not None)
     return [
         f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at "
         f"{plan.cfg.train.imgsz} px, then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
@@ -101,8 +105,8 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
         f"base validated fitness   {base.mean:.4f} +- {base.sd:.4f}",
         f"winner ({winner.candidate.label}, {winner.candidate.source_trial_id or 'base'}) {winner.mean:.4f} "
         f"+- {winner.sd:.4f}",
-        f"gain {summary.gain * 100:+.1f}% (seed spread {summary.spread:.4f}, "
-        f"{'beyond' if summary.beats_base else 'within'} it)",
+        f"gain {summary.gain * 100:+.1f}% (handed over: "
+        f"{'a candidate' if summary.beats_base else 'the base'}; paired 95% intervals {intervals})",
         summary_line(summary),
         transfer_text(summary),
         f"wall time {seconds / 60:.1f} min; load average at the start "

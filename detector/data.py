@@ -376,3 +376,19 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
         loader.dataset.set_epoch(epoch)
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
+
+
+def resolve_data(data: str | None) -> tuple[DataConfig, bool]:
+    """The DataConfig of ``data`` (a data YAML path), or of the embedded set when None; and which it was."""
+    from detector.synthetic import make_synthetic
+
+    if data is None:
+        return load_data_config(make_synthetic()), True
+    return load_data_config(data), False
+
+
+def default_imgsz(imgsz: int | None, embedded: bool) -> int:
+    """256 px for the embedded data set (its native size), 640 px otherwise, unless given."""
+    if imgsz is not None:
+        return int(imgsz)
+    return 256 if embedded else 640

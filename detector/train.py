@@ -7,56 +7,31 @@ CUDA running out of memory ends it as ``failed``; anything else raises for the c
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import sys
 import time
 import types
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
-from detector import dist
-from detector.checkpoint import (
-    load_checkpoint,
-    make_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from detector import build, dist
+from detector.checkpoint import make_checkpoint, save_checkpoint
 from detector.config import TrainConfig
-from detector.errors import DataError
+from detector.data import default_imgsz, resolve_data
 from detector.hyp import validate_hyp
-from detector.optim import (
-    ModelEMA,
-    Schedule,
-    build_optimizer,
-    choose_optimizer,
-    ema_settings,
-    nominal_accumulate,
-    nominal_batch,
-    scaled_weight_decay,
-    step_batch,
-    unwrap,
-    warmup_iterations,
-)
-from detector.precision import autocast, autocast_dtype, describe, grad_scaler
+from detector.loss import DetectionLoss
+from detector.optim import ModelEMA, unwrap
+from detector.precision import autocast, describe
 from detector.results import Metrics
-from detector.run_files import increment_path, write_results_row
+from detector.run_files import write_results_row
 from detector.threads import ThreadGovernor, cpu_budget
-from detector.val import (
-    default_imgsz,
-    format_table,
-    metrics_from_result,
-    resolve_data,
-    validate,
-)
+from detector.val import format_table, metrics_from_result, validate
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,146 +73,62 @@ def train(hyp: dict[str, Any], cfg: TrainConfig, report: Optional[Report] = None
 
 
 class _Trainer:
-    """One run's state; built in ``__init__`` (data, model, optimizer), trained by ``run``."""
+    """One run's state; built in ``__init__`` from ``detector.build``'s parts in order, trained by ``run``."""
 
     def __init__(self, hyp: dict[str, float], cfg: TrainConfig, report: Optional[Report],
                  ctx: dist.DistContext, start: float):
-        from detector.data import YoloDataset, build_dataloader
-        from detector.loss import DetectionLoss
-        from detector.model import Model
-
         self.hyp, self.cfg, self.report, self.ctx, self.start = hyp, cfg, report, ctx, start
         self.device = ctx.device
         # DDP ranks keep the count their launcher gave them: a rank probing alone would stall the others.
         self.governor = ThreadGovernor(cpu_budget(cfg.threads),
                                        fixed=cfg.threads is not None or ctx.distributed)
         seed_everything(cfg.seed + ctx.rank)
+        # data: every input is read and checked (checkpoint, labels of both splits) before the run folder
         self.data_cfg, embedded = resolve_data(cfg.data)
         self.imgsz = default_imgsz(cfg.imgsz, embedded)
-        # Every input is read and checked (checkpoint, labels of both splits) before the run folder exists.
-        self.ckpt: Optional[dict[str, Any]] = load_checkpoint(cfg.resume) if cfg.resume else None
-        if self.ckpt is not None:
-            self._check_resume()
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else None
-        nc = self.data_cfg.nc
-        train_files, val_files = self.data_cfg.train, self.data_cfg.val
-        if cfg.max_images:
-            train_files, val_files = train_files[:cfg.max_images], val_files[:cfg.max_images]
-        batch_aug = self.device.type == "cuda" if cfg.batch_augment is None else cfg.batch_augment
-        # On CPU with workers the DataLoader's workers augment (in parallel with training); else the trainer.
-        self.augment_on_device = batch_aug and (self.device.type != "cpu" or cfg.workers == 0)
-        self.train_set = YoloDataset(train_files, nc, self.imgsz, hyp=hyp, augment=True, cache_dir=cache,
-                                     seed=cfg.seed, batch_augment=batch_aug)
-        val_set = YoloDataset(val_files, nc, self.imgsz, hyp=None, augment=False, cache_dir=cache,
-                              seed=cfg.seed) if ctx.is_main else None
-        self.save_dir = self._make_save_dir()
-
-        self.size = str(self.ckpt["size"]) if self.ckpt is not None else cfg.model
-        if self.ckpt is not None:
-            model = model_from_checkpoint(self.ckpt, weights="train_model")
-        else:
-            model = Model(nc=nc, size=cfg.model, na=int(hyp["anchors"]))
-            if cfg.autoanchor:
-                from detector.anchors import check_anchors
-
-                check_anchors(model, self.train_set.labels, self.train_set.shapes, self.imgsz,
-                              thr=hyp["anchor_t"], seed=cfg.seed)
-        model.names = list(self.data_cfg.names)
-        # channels_last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions:
-        # about 1.5x faster training of model n on CPU, same results to float rounding.
-        model.to(self.device, memory_format=torch.channels_last)
-        if ctx.distributed and cfg.sync_bn:
-            if self.device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:
-                LOGGER.warning("sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); ignored on CPU")
-
-        # An optimizer named in the hyps (an evolved one) overrides cfg.optimizer.
-        self.optimizer_name = choose_optimizer(hyp.get("optimizer", cfg.optimizer), cfg.epochs,
-                                               len(self.train_set), cfg.batch)
-        nbs = nominal_batch(self.optimizer_name, cfg.batch, cfg.nbs, self.device.type)
-        self.step_batch = step_batch(self.optimizer_name, cfg.batch, nbs)
-        self.accumulate = nominal_accumulate(self.step_batch, nbs)
-        decay = scaled_weight_decay(hyp["weight_decay"], self.step_batch, nbs)
-        self.optimizer = build_optimizer(model, self.optimizer_name, hyp["lr0"], hyp["momentum"], decay)
+        self.ckpt = build.load_resume(cfg, self.data_cfg)
+        self.data = build.build_datasets(cfg, hyp, self.data_cfg, self.imgsz, self.device, ctx.is_main)
+        self.train_set, self.augment_on_device = self.data.train_set, self.data.augment_on_device
+        self.save_dir = build.make_save_dir(cfg, hyp, ctx)
+        # model
+        model, self.size = build.build_model(cfg, hyp, self.ckpt, self.data, self.device, ctx.distributed)
+        # optimization: optimizer, EMA (rank 0 validates and saves it), resumed state
+        images = len(self.train_set)
+        opt = build.build_optimization(cfg, hyp, model, images, self.device)
+        self.optimizer_name, self.optimizer = opt.name, opt.optimizer
+        self.step_batch, self.accumulate = opt.step_batch, opt.accumulate
+        self.ema: Optional[ModelEMA] = build.build_ema(cfg, model, opt, images) if ctx.is_main else None
         self.start_epoch, self.best_fitness = 0, -1.0
-        planned = cfg.epochs * math.ceil(len(self.train_set) / (self.step_batch * self.accumulate))
-        self.ema: Optional[ModelEMA] = ModelEMA(model, *ema_settings(planned)) if ctx.is_main else None
         if self.ckpt is not None:
-            self._restore_training_state()
+            self.start_epoch, self.best_fitness = build.restore_training_state(self.ckpt, self.optimizer,
+                                                                                self.ema)
+            LOGGER.info("resuming from %s at epoch %d of %d", cfg.resume, self.start_epoch + 1, cfg.epochs)
         self.model: nn.Module = model
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.loss_fn = DetectionLoss(model, hyp)
-
-        batch = max(self.step_batch // ctx.world_size, 1)
-        self.train_loader, self.sampler = build_dataloader(
-            self.train_set, batch, cfg.workers, shuffle=True, seed=cfg.seed, distributed=ctx.distributed,
-            augment_in_loader=batch_aug and not self.augment_on_device)
-        self.val_loader = None
-        if val_set is not None:
-            val_batch = max(cfg.batch // ctx.world_size, 1) * 2
-            self.val_loader, _ = build_dataloader(val_set, val_batch, cfg.workers, shuffle=False)
+        # loaders and the schedule over their batches
+        self.train_loader, self.sampler, self.val_loader = build.build_loaders(cfg, self.data, self.step_batch,
+                                                                               ctx)
         self.nb = len(self.train_loader)
-        self.schedule = Schedule(
-            lr0=hyp["lr0"], lrf=hyp["lrf"], momentum=hyp["momentum"], warmup_momentum=hyp["warmup_momentum"],
-            warmup_bias_lr=hyp["warmup_bias_lr"], epochs=cfg.epochs, accumulate=self.accumulate,
-            warmup_iters=warmup_iterations(hyp["warmup_epochs"], self.nb, cfg.epochs * self.nb),
-            cos_lr=cfg.cos_lr,
-        )
-        self.amp_dtype = autocast_dtype(self.device, cfg.amp)
-        self.scaler = grad_scaler(self.device, self.amp_dtype)
+        self.schedule = build.build_schedule(cfg, hyp, self.accumulate, self.nb)
+        # precision
+        self.amp_dtype, self.scaler = build.build_precision(self.device, cfg.amp)
+        self._log_start()
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def _log_start(self) -> None:
+        cfg, data = self.cfg, self.data
+        val_images = len(data.val_set) if data.val_set is not None else len(data.val_files)
+        how = " (hyp)" if "optimizer" in self.hyp else " (auto)" if cfg.optimizer == "auto" else ""
         LOGGER.info(
             "training %s on %s: %d train / %d val images at %d px, %d epochs, batch %d (steps of %d x%d), "
             "%s%s, device %s (%d threads, %s), world size %d, results in %s", self.size,
-            self.data_cfg.yaml_path, len(self.train_set),
-            len(val_set) if val_set is not None else len(val_files), self.imgsz,
-            cfg.epochs, cfg.batch, self.step_batch, self.accumulate, self.optimizer_name,
-            " (hyp)" if "optimizer" in hyp else " (auto)" if cfg.optimizer == "auto" else "", self.device,
-            self.governor.threads, describe(self.amp_dtype), ctx.world_size,
-            self.save_dir,
+            self.data_cfg.yaml_path, len(self.train_set), val_images, self.imgsz, cfg.epochs, cfg.batch,
+            self.step_batch, self.accumulate, self.optimizer_name, how, self.device, self.governor.threads,
+            describe(self.amp_dtype), self.ctx.world_size, self.save_dir,
         )
-
-    # -- set-up --------------------------------------------------------------------------------------
-    def _make_save_dir(self) -> Path:
-        cfg = self.cfg
-        path: Optional[str] = None
-        if self.ctx.is_main:
-            if cfg.resume:
-                folder = Path(cfg.resume).resolve().parent.parent
-            else:
-                folder = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-            folder.mkdir(parents=True, exist_ok=True)
-            if cfg.save_weights:
-                (folder / "weights").mkdir(exist_ok=True)
-            (folder / "hyp.yaml").write_text(yaml.safe_dump(self.hyp, sort_keys=False))
-            settings = json.loads(json.dumps(cfg.to_dict(), default=str))
-            (folder / "cfg.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-            path = str(folder)
-        return Path(dist.broadcast_object(self.ctx, path))
-
-    def _check_resume(self) -> None:
-        assert self.ckpt is not None
-        if int(self.ckpt["nc"]) != self.data_cfg.nc:
-            raise DataError(f"{self.cfg.resume}: trained with {self.ckpt['nc']} classes but "
-                            f"{self.data_cfg.yaml_path} has {self.data_cfg.nc}")
-        if int(self.ckpt["epoch"]) >= self.cfg.epochs:
-            raise DataError(f"{self.cfg.resume}: already trained {self.ckpt['epoch']} of {self.cfg.epochs} "
-                            "epochs; nothing to resume (raise --epochs to train further)")
-
-    def _restore_training_state(self) -> None:
-        ckpt = self.ckpt
-        assert ckpt is not None
-        if ckpt.get("optimizer") is not None:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.start_epoch = int(ckpt["epoch"])
-        self.best_fitness = float(ckpt.get("best_fitness", -1.0))
-        if self.ema is not None:
-            self.ema.ema.load_state_dict(ckpt["model"])
-            self.ema.updates = int(ckpt.get("ema_updates", 0))
-        LOGGER.info("resuming from %s at epoch %d of %d", self.cfg.resume, self.start_epoch + 1,
-                    self.cfg.epochs)
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> Metrics:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from detector.config import TrainConfig
 from detector.precision import autocast, autocast_dtype
 from detector.results import Metrics
 
@@ -24,6 +25,7 @@ LOGGER = logging.getLogger(__name__)
 
 METRIC_KEYS = ("precision", "recall", "map50", "map50_95")
 LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
+_DEFAULTS = TrainConfig()  # a standalone validation uses a run's thresholds, batch, device and workers
 # Candidates kept (by score) before NMS. NMS costs the square of its input on a CPU: an early-epoch model
 # puts most of its 4032 boxes x classes (256 px) above the 0.001 threshold, and at 10000 candidates NMS took
 # 65% of a validation (4.4 of 6.8 s for 128 images); at 3000 it takes 2.8 s with the same mAP.
@@ -37,9 +39,9 @@ def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
 
 def non_max_suppression(
     pred: torch.Tensor,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
+    conf_thres: float = _DEFAULTS.conf_thres,
+    iou_thres: float = _DEFAULTS.iou_thres,
+    max_det: int = _DEFAULTS.max_det,
     multi_label: bool = True,
     max_nms: int = DEFAULT_MAX_NMS,
 ) -> list[torch.Tensor]:
@@ -88,9 +90,9 @@ def validate(
     model: nn.Module,
     dataloader: Iterable,
     loss_fn: Optional[Callable] = None,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
+    conf_thres: float = _DEFAULTS.conf_thres,
+    iou_thres: float = _DEFAULTS.iou_thres,
+    max_det: int = _DEFAULTS.max_det,
     device: Optional[torch.device] = None,
     amp: bool = False,
     channels_last: bool = False,
@@ -154,39 +156,22 @@ def format_table(metrics: Metrics) -> str:
     return header + "\n" + row
 
 
-def resolve_data(data: Optional[str]) -> tuple[Any, bool]:
-    """The DataConfig of ``data`` (a data YAML path), or of the embedded set when None; and which it was."""
-    from detector.data import load_data_config
-    from detector.synthetic import make_synthetic
-
-    if data is None:
-        return load_data_config(make_synthetic()), True
-    return load_data_config(data), False
-
-
-def default_imgsz(imgsz: Optional[int], embedded: bool) -> int:
-    """256 px for the embedded data set (its native size), 640 px otherwise, unless given."""
-    if imgsz is not None:
-        return int(imgsz)
-    return 256 if embedded else 640
-
-
 def run_val(
     weights: str | Path,
     data: Optional[str] = None,
     imgsz: Optional[int] = None,
-    batch: int = 16,
-    device: str = "",
-    workers: int = 2,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
+    batch: int = _DEFAULTS.batch,
+    device: str = _DEFAULTS.device,
+    workers: int = _DEFAULTS.workers,
+    conf_thres: float = _DEFAULTS.conf_thres,
+    iou_thres: float = _DEFAULTS.iou_thres,
+    max_det: int = _DEFAULTS.max_det,
     max_images: Optional[int] = None,
     cache_dir: Optional[str] = None,
 ) -> Metrics:
     """Validate the EMA weights of a checkpoint on the val split of ``data`` (default: its training data)."""
     from detector.checkpoint import load_checkpoint, model_from_checkpoint
-    from detector.data import YoloDataset, build_dataloader
+    from detector.data import YoloDataset, build_dataloader, default_imgsz, resolve_data
     from detector.dist import parse_device
     from detector.errors import DataError
     from detector.loss import DetectionLoss

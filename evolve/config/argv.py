@@ -60,7 +60,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Evolve YOLO hyperparameters with a genetic algorithm over Ray Tune "
                 "trials. Outputs go to PROJECT/NAME: evolve.csv, hyp_evolve.yaml, evolve_population.yaml, "
                 "evolve.png, fitness.png, checkpoint.pkl, evolve.log; then validation.csv, "
-                "hyp_validated.yaml, validation.png.",
+                "validation_summary.csv, hyp_validated.yaml, validation.png.",
                 epilog="Train with the result: "
                 "python -m detector train --hyp runs/evolve/exp/hyp_evolve.yaml")
     groups = {name: p.add_argument_group(name) for name in GROUPS}

@@ -1,9 +1,11 @@
-"""Winner validation settings (``ValidationConfig``): which hyps of a finished evolution are trained again,
-with how many new seeds and for how many epochs.
+"""Winner validation settings (``ValidationConfig``): which hyps of a finished evolution are trained again
+(the top K, M sentinels from across the ranking, the base), with how many new seeds and for how many epochs.
 
 Short trials select on noise as much as on merit, so the top hyps of a run and the base hyp are retrained
-with seeds no trial used, at full length, and compared by their mean (``evolve.loops.winners``). The
-settings change no result of the evolution itself, so a resumed run takes the ones typed on its command.
+with the same new seeds, at full length, and each candidate is judged by its paired difference to the base
+(``evolve.loops.winners``). A paired verdict needs at least two seeds, which is checked here, before any
+folder or Ray exists. The settings change no result of the evolution itself, so a resumed run takes the
+ones typed on its command.
 """
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from evolve.config.fields import check_fields, setting
+from evolve.errors import ConfigError
 
 GROUP = "validation"
 EPOCHS_FACTOR = 3  # default validation length: a full-length run, 3x a trial's epochs
+MIN_PAIRED_SEEDS = 2  # a t interval over the seeds' paired differences needs two of them
 
 
 @dataclass
@@ -26,7 +30,11 @@ class ValidationConfig:
     top: int = setting(3, "--validate-top", "after the last generation, retrain the K best distinct hyps and "
                        "the base hyp with new seeds; 0: no validation", parse=int, low=0, metavar="K",
                        group=GROUP)
-    seeds: int = setting(2, "--validate-seeds", "new seeds per validated hyp", parse=int, low=1, metavar="S",
+    sentinels: int = setting(2, "--validate-sentinels", "also retrain M hyps from across the ranking (near "
+                             "the median, then lower), so the transfer coefficient spans it", parse=int,
+                             low=0, metavar="M", group=GROUP)
+    seeds: int = setting(3, "--validate-seeds", "new seeds per validated hyp, the same for every hyp: the "
+                         "paired verdict's interval is over them (>= 2)", parse=int, low=1, metavar="S",
                          group=GROUP)
     epochs: Optional[int] = setting(None, "--validate-epochs", "epochs of a validation run (default: "
                                     f"{EPOCHS_FACTOR}x --epochs)", parse=int, low=1, optional=True,
@@ -34,6 +42,11 @@ class ValidationConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.seeds < MIN_PAIRED_SEEDS and (self.top > 0 or self.run_dir):
+            # One seed gives a difference but no spread: the verdict's interval would be undefined.
+            raise ConfigError(f"--validate-seeds {self.seeds}: the paired verdict against the base hyp needs "
+                              f"at least {MIN_PAIRED_SEEDS} seeds for its 95% interval (or --validate-top 0 "
+                              "for no validation)")
 
     def epochs_for(self, trial_epochs: int) -> int:
         """The validation length for trials of ``trial_epochs`` epochs."""

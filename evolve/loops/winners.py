@@ -1,7 +1,8 @@
-"""Winner validation: the top-K distinct hyps of a finished evolution and its base hyp, trained again with
-S seeds no trial used, for ``--validate-epochs`` epochs, as ordinary trials of a ``TrialRunner`` (the same
-resources, packing, DDP and failure handling as any trial of the run; no early stopping, since every
-validation run is meant to reach its end).
+"""Winner validation: the top-K distinct hyps of a finished evolution, M sentinel hyps from lower in its
+ranking and its base hyp, all trained again with the same S seeds no trial used, for ``--validate-epochs``
+epochs, as ordinary trials of a ``TrialRunner`` (the same resources, packing, DDP and failure handling as
+any trial of the run; no early stopping, since every validation run is meant to reach its end). The
+verdict is each candidate's paired difference to the base over those seeds (``evolve.output.winners``).
 
 It runs after the last generation of an evolution, or on its own with ``--validate RUN_DIR`` on a finished
 run. Every validated seed is appended to ``validation.csv`` as it ends; a killed validation, run again,
@@ -30,6 +31,8 @@ from evolve.output.records import CSV_NAME, POPULATION_NAME, RunRecords, TrialRe
 from evolve.output.rundir import CHECKPOINT_NAME
 from evolve.output.winners import (
     BASE,
+    SENTINEL,
+    TOP,
     Candidate,
     Summary,
     ValidationRecords,
@@ -37,6 +40,7 @@ from evolve.output.winners import (
     summarise,
     summary_line,
     transfer_text,
+    write_summary,
     write_validated_hyp,
 )
 from evolve.output.winners_plot import plot_validation
@@ -46,6 +50,7 @@ LOGGER = logging.getLogger(__name__)
 
 TRIAL_PREFIX = "val"  # validation trials live in trials/val-<candidate>-s<seed>/
 SEED_OFFSET = 1  # validation seeds are the run's seed + 1, + 2, ...: none is the seed its trials used
+SENTINEL_FROM, SENTINEL_TO = 0.5, 0.875  # sentinels sit from the median to mid-bottom-quarter of the ranking
 
 
 @dataclass
@@ -63,8 +68,31 @@ def validation_seeds(run_seed: int, count: int) -> list[int]:
     return [run_seed + SEED_OFFSET + s for s in range(count)]
 
 
-def choose_candidates(rows: list[TrialRecord], space: SearchSpace, top: int) -> tuple[list[Candidate], int]:
-    """The base hyp and up to ``top`` best distinct other hyps, with the number of distinct ones there are.
+def sentinel_positions(distinct: int, top: int, count: int) -> list[int]:
+    """0-based places in a ranking of ``distinct`` hyps for ``count`` sentinels below the ``top`` first.
+
+    They spread from the median to the middle of the bottom quarter (one sentinel: the median; two: the
+    median and the 7/8 quantile), so the transfer coefficient is measured over the ranking, not only over
+    its top, where even a perfect proxy shows a weak rank correlation. A place already taken goes to the
+    nearest free one below the top (the better one on a tie); fewer free places than sentinels: all of them.
+    """
+    free = list(range(top, distinct))
+    if count >= len(free):
+        return free
+    chosen: list[int] = []
+    for i in range(count):
+        quantile = SENTINEL_FROM + (SENTINEL_TO - SENTINEL_FROM) * (i / (count - 1) if count > 1 else 0.0)
+        target = quantile * (distinct - 1)
+        place = min(free, key=lambda p: (abs(p - target), p))
+        free.remove(place)
+        chosen.append(place)
+    return sorted(chosen)
+
+
+def choose_candidates(rows: list[TrialRecord], space: SearchSpace, top: int,
+                      sentinels: int = 0) -> tuple[list[Candidate], int]:
+    """The base hyp, up to ``top`` best distinct other hyps and up to ``sentinels`` from lower in the ranking
+    (``sentinel_positions``), with the number of distinct hyps besides the base there are.
 
     Hyps rank by ``standing`` (finished above stopped, failed ones never); the earliest row wins ties and
     stands for a hyp evaluated more than once. The base is matched to its own trial by rounded genome.
@@ -86,10 +114,14 @@ def choose_candidates(rows: list[TrialRecord], space: SearchSpace, top: int) -> 
         if key(row.hyp) not in seen:
             seen.add(key(row.hyp))
             chosen.append(row)
-    top_rows = chosen[:top]
-    candidates = [base] + [Candidate(f"top{i + 1}", dict(r.hyp), r.trial_id, r.metrics.fitness)
-                           for i, r in enumerate(top_rows)]
-    return candidates, len(chosen)
+
+    def candidate(label: str, place: int) -> Candidate:
+        row = chosen[place]
+        return Candidate(label, dict(row.hyp), row.trial_id, row.metrics.fitness, rank=place + 1)
+
+    tops = [candidate(f"{TOP}{i + 1}", i) for i in range(min(top, len(chosen)))]
+    places = sentinel_positions(len(chosen), len(tops), sentinels)
+    return [base, *tops, *(candidate(f"{SENTINEL}{i + 1}", p) for i, p in enumerate(places))], len(chosen)
 
 
 def _is_finished(run_dir: Path, plan: Plan) -> bool:
@@ -144,7 +176,7 @@ def plan_after_run(plan: Plan, run_dir: Path) -> ValidationPlan | None:
 def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
     vcfg = plan.cfg.validation
     rows = RunRecords(run_dir, plan.space.keyset, data=data_names(plan.cfg.train.data)).rows()
-    candidates, distinct = choose_candidates(rows, plan.space, vcfg.top)
+    candidates, distinct = choose_candidates(rows, plan.space, vcfg.top, vcfg.sentinels)
     if distinct < vcfg.top:
         message = (f"--validate-top {vcfg.top}: the run in {run_dir} has only {distinct} distinct evaluated "
                    f"hyp(s) besides the base")
@@ -154,6 +186,13 @@ def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
             LOGGER.warning("%s; nothing to validate", message)
             return None
         LOGGER.warning("%s; validating those", message)
+    left = max(0, distinct - vcfg.top)
+    if left < vcfg.sentinels:
+        # Known only once the run has ranked its hyps, and the top and the base can still be judged: a
+        # warning, not a refusal, in both modes.
+        LOGGER.warning("--validate-sentinels %d: the run in %s has %d distinct hyp(s) below its top %d; "
+                       "validating %d sentinel(s), so the transfer coefficient spans less of the ranking",
+                       vcfg.sentinels, run_dir, left, vcfg.top, left)
     out = ValidationPlan(plan, run_dir, candidates, validation_seeds(plan.cfg.seed, vcfg.seeds),
                          vcfg.epochs_for(plan.cfg.train.epochs))
     _check_earlier(out)
@@ -214,14 +253,15 @@ class ValidationSource:
 
 
 def run_validation(vplan: ValidationPlan, runner: TrialRunner | None = None) -> Summary:
-    """Train the plan's missing (candidate, seed) runs, then write hyp_validated.yaml and validation.png
-    and log the summary and transfer lines."""
+    """Train the plan's missing (candidate, seed) runs, then write validation_summary.csv, hyp_validated.yaml
+    and validation.png and log the verdict and transfer lines."""
     cfg = vplan.plan.cfg
     records = ValidationRecords(vplan.run_dir, data_names(cfg.train.data))
     source = ValidationSource(vplan, records)
-    LOGGER.info("validating the base hyp and %d candidate(s) with %d new seed(s) of %d epochs: %d run(s) to "
-                "train, %d already in %s", len(vplan.candidates) - 1, len(vplan.seeds), vplan.epochs,
-                len(source), source.skipped, records.path)
+    sentinels = sum(c.role == SENTINEL for c in vplan.candidates)
+    LOGGER.info("validating the base hyp, %d candidate(s) and %d sentinel(s) with the same %d new seed(s) of "
+                "%d epochs: %d run(s) to train, %d already in %s", len(vplan.candidates) - 1 - sentinels,
+                sentinels, len(vplan.seeds), vplan.epochs, len(source), source.skipped, records.path)
     if len(source):
         ray_cfg = copy.deepcopy(cfg.ray)
         ray_cfg.early_stop = "none"  # a validation run is a full-length run: nothing stops it early
@@ -233,9 +273,13 @@ def run_validation(vplan: ValidationPlan, runner: TrialRunner | None = None) -> 
             runner.run(source)
     summary = summarise(vplan.candidates, records.rows(), len(vplan.seeds), vplan.epochs)
     for s in summary.standings:
-        LOGGER.info("  %-6s %-10s trial %s  validated %.5f +- %.5f (%d seed(s))", s.candidate.label,
-                    s.candidate.source_trial_id or "-", _fmt(s.candidate.trial_fitness), s.mean, s.sd,
-                    len(s.values))
+        paired = "" if s.paired is None else (f"  paired {s.paired.mean:+.5f} [{s.paired.low:+.5f}, "
+                                               f"{s.paired.high:+.5f}]")
+        c = s.candidate
+        LOGGER.info("  %-9s %-10s rank %-3s trial %s  validated %.5f +- %.5f (%d seed(s))%s", c.label,
+                    c.source_trial_id or "-", c.rank or "-", _fmt(c.trial_fitness), s.mean, s.sd,
+                    len(s.values), paired)
+    write_summary(vplan.run_dir, summary)
     path = write_validated_hyp(vplan.run_dir, summary, vplan.plan.space.keyset)
     try:
         plot_validation(summary, vplan.run_dir)

@@ -148,3 +148,70 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: {tmp_path / 'none.yaml'}: --data file not found"
+
+
+def test_flags_are_the_train_config_fields_with_their_defaults(capsys):
+    from dataclasses import fields
+
+    from detector.cli import _config_from_args, build_parser
+    from detector.config import TrainConfig, flagged_fields
+
+    flags = {spec.flag for _, spec in flagged_fields()}
+    assert flags | {"--hyp", "--quiet"} == set(TRAIN_FLAGS) | {"--threads", "--conf-thres", "--iou-thres",
+                                                                "--max-det", "--quiet"}
+    # No flag given: exactly TrainConfig's defaults (--quiet aside, which turns the progress bar off).
+    args = build_parser().parse_args(["train", "--quiet"])
+    assert _config_from_args(args, TrainConfig().to_dict()) == TrainConfig(progress=False)
+    # Every switch and value flag lands on its own field.
+    args = build_parser().parse_args(["train", "--no-save", "--no-amp", "--no-autoanchor", "--cos-lr",
+                                      "--sync-bn", "--exist-ok", "--batch", "4", "--conf-thres", "0.25",
+                                      "--optimizer", "SGD", "--model", "s", "--resume", "r.pt"])
+    cfg = _config_from_args(args, TrainConfig().to_dict())
+    assert (cfg.save_weights, cfg.amp, cfg.autoanchor, cfg.cos_lr, cfg.sync_bn, cfg.exist_ok) == \
+        (False, False, False, True, True, True)
+    assert (cfg.batch, cfg.conf_thres, cfg.optimizer, cfg.model, cfg.resume) == (4, 0.25, "SGD", "s", "r.pt")
+    assert {f.name for f in fields(TrainConfig)} - {f.name for f, _ in flagged_fields()} == \
+        {"progress", "batch_augment", "extra"}
+    # --help shows each default from the dataclass
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("(default: 16)", "(default: 100)", "(default: runs/train)", "(default: 0.001)", "(default: 300)",
+                 "(default: n)", "{auto,SGD,Adam,AdamW}", "{n,s,m}"):
+        assert text in out, text
+
+
+RANGE_CASES = [("train", "--batch", "0", "--batch must be >= 1, got 0"),
+               ("train", "--epochs", "-3", "--epochs must be >= 1, got -3"),
+               ("train", "--nbs", "0", "--nbs must be >= 1, got 0"),
+               ("train", "--threads", "0", "--threads must be >= 1, got 0"),
+               ("train", "--max-images", "0", "--max-images must be >= 1, got 0"),
+               ("train", "--max-det", "0", "--max-det must be >= 1, got 0"),
+               ("train", "--workers", "-1", "--workers must be >= 0, got -1"),
+               ("train", "--val-every", "-2", "--val-every must be >= 0, got -2"),
+               ("train", "--imgsz", "16", "--imgsz must be a multiple of 32 and >= 32, got 16"),
+               ("train", "--imgsz", "100", "--imgsz must be a multiple of 32 and >= 32, got 100"),
+               ("val", "--imgsz", "100", "--imgsz must be a multiple of 32 and >= 32, got 100"),
+               ("val", "--batch", "0", "--batch must be >= 1, got 0"),
+               ("val", "--workers", "-1", "--workers must be >= 0, got -1")]
+
+
+@pytest.mark.parametrize("command,flag,value,message", RANGE_CASES)
+def test_out_of_range_flag_is_one_line_naming_the_flag(tiny_data, tmp_path, capsys, command, flag, value, message):
+    inputs = (["--weights", str(tmp_path / "never-read.pt")] if command == "val"
+              else ["--data", str(tiny_data), "--project", str(tmp_path / "runs")])
+    code, out, err = run_main([command, *inputs, flag, value], capsys)
+    assert code == 2 and out == ""
+    assert one_error_line(err) == f"error: {message}"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--model", "x"), ("--optimizer", "Lion"), ("--batch", "many"),
+                                        ("--conf-thres", "high")])
+def test_bad_choice_or_type_is_an_argparse_error_naming_the_flag(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", flag, value, "--project", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: invalid" in err and repr(value) in err
+    assert not (tmp_path / "runs").exists()

@@ -307,3 +307,25 @@ def test_dataloader_distributed_sampler(tmp_path: Path) -> None:
         assert sum(len(paths) for _, _, paths in loader) == 5
     finally:
         dist.destroy_process_group()
+
+
+def test_resolve_data_reads_the_yaml_or_the_embedded_set(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detector import synthetic
+    from detector.data import resolve_data
+
+    cfg, embedded = resolve_data(str(tiny_data))
+    assert not embedded and cfg.yaml_path == tiny_data.resolve() and (len(cfg.train), len(cfg.val)) == (16, 8)
+    # None is the embedded set: rendered by make_synthetic (here the tiny one, to keep the test fast)
+    monkeypatch.setattr(synthetic, "make_synthetic", lambda: tiny_data)
+    cfg, embedded = resolve_data(None)
+    assert embedded and cfg.nc == 4
+    with pytest.raises(DataError, match="missing.yaml"):
+        resolve_data(str(tiny_data.parent / "missing.yaml"))
+
+
+@pytest.mark.parametrize("imgsz,embedded,expected", [(None, True, 256), (None, False, 640), (320, True, 320),
+                                                     (96, False, 96)])
+def test_default_imgsz(imgsz: int | None, embedded: bool, expected: int) -> None:
+    from detector.data import default_imgsz
+
+    assert default_imgsz(imgsz, embedded) == expected

@@ -92,3 +92,30 @@ def test_no_file_is_over_400_lines_and_each_says_what_it_is_for(name):
     lines = path.read_text().count("\n")
     assert lines <= MAX_LINES, f"{path}: {lines} lines"
     assert ast.get_docstring(ast.parse(path.read_text())), f"{path}: no module docstring"
+
+
+def test_detector_cli_takes_its_flags_and_defaults_from_train_config():
+    """``python -m detector`` is generated from ``TrainConfig``'s field metadata: cli.py declares no flag of
+    a TrainConfig field by hand, writes no default into a help text and gives argparse no default but None."""
+    from dataclasses import fields
+
+    from detector.cli import build_parser
+    from detector.config import TrainConfig, flagged_fields
+
+    calls = [node for node in ast.walk(ast.parse((ROOT / "detector" / "cli.py").read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"]
+    by_hand = {arg.value for call in calls for arg in call.args
+               if isinstance(arg, ast.Constant) and str(arg.value).startswith("-")}
+    field_flags = {spec.flag for _, spec in flagged_fields()}
+    field_flags |= {"--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
+    assert not by_hand & field_flags, sorted(by_hand & field_flags)
+    for call in calls:
+        for kw in call.keywords:
+            texts = [n.value for n in ast.walk(kw.value) if isinstance(n, ast.Constant)]
+            if kw.arg == "help":
+                assert not any("(default" in str(t) for t in texts), texts
+            if kw.arg == "default":
+                assert isinstance(kw.value, ast.Constant) and kw.value.value is None, ast.dump(kw)
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    assert field_flags & {s for a in train._actions for s in a.option_strings} == \
+        {spec.flag for _, spec in flagged_fields() if "train" in spec.commands}

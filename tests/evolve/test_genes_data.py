@@ -74,8 +74,8 @@ def test_two_data_sets_with_one_name_are_refused(tmp_path: Path) -> None:
 
 
 FLAGS = ["--trainer", "surrogate", "--population", "6", "--epochs", "2", "--seed", "3", "--elite", "1,1",
-         "--fitness-weights", ",".join(map(str, WEIGHTS)), "--validate-top", "1", "--validate-seeds", "1",
-         "--validate-epochs", "2"]
+         "--fitness-weights", ",".join(map(str, WEIGHTS)), "--validate-top", "1", "--validate-seeds", "2",
+         "--validate-sentinels", "0", "--validate-epochs", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_hyp_evolve_population_plots_and_validation_carry_the_optimizer(genes_ru
     assert (run_dir / "validation.csv").read_text().split("\n", 1)[0].split(",") == [*VALIDATION_COLUMNS, *tail]
     validated = pd.read_csv(run_dir / "validation.csv").merge(df, left_on="source_trial_id", right_on="trial_id",
                                                               suffixes=("", "_trial"))
-    assert len(validated) == 2
+    assert len(validated) == 4  # the base and top1, two seeds each
     for column in ("fitness", *tail):
         assert validated[column].to_numpy() == pytest.approx(validated[f"{column}_trial"].to_numpy())
     assert validated["fitness"].to_numpy() == pytest.approx(
@@ -149,7 +149,7 @@ def test_hyp_evolve_population_plots_and_validation_carry_the_optimizer(genes_ru
     assert (abs(validated["fitness"] - validated["shapes/fitness"]) > 1e-3).all()
     # Read back with the per-data-set figures; read as a single-data-set file, its header is refused.
     rows = ValidationRecords(run_dir, NAMES).rows()
-    assert [sorted(r.metrics.per_data) for r in rows] == [sorted(NAMES)] * 2
+    assert [sorted(r.metrics.per_data) for r in rows] == [sorted(NAMES)] * 4
     with pytest.raises(ConfigError, match="validation.csv: header is not that of a validation.csv"):
         ValidationRecords(run_dir)
 

@@ -1,7 +1,8 @@
-"""Tests of winner validation (evolve/loops/winners.py, evolve/output/winners.py): a surrogate
-evolution validated at its end, the same run validated again on its own (nothing re-run, its records
-untouched), a validation killed with SIGKILL and resumed, every bad input of ``--validate``, and the
-pieces (candidates, summary, Spearman) without Ray.
+"""Tests of winner validation (evolve/loops/winners.py, evolve/output/winners.py, winners_plot.py,
+config/winners.py): a surrogate evolution validated at its end (top 3, 2 sentinels, the base, on the same
+seeds; the paired verdict and the summary file), the same run validated again on its own (nothing re-run,
+its records untouched), a validation killed with SIGKILL and resumed, every bad input of the validation
+flags, too few hyps for the sentinels, and the pieces (candidates, sentinels, verdict, lines) without Ray.
 """
 from __future__ import annotations
 
@@ -25,18 +26,20 @@ from evolve.contract import Metrics
 from evolve.driver import run
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import prepare
-from evolve.loops.winners import choose_candidates
+from evolve.loops.winners import choose_candidates, plan_standalone, sentinel_positions
 from evolve.output.records import METRIC_COLUMNS, RunRecords, TrialRecord
 from evolve.output.rundir import save_checkpoint
+from evolve.output.verdict_stats import t_quantile
 from evolve.output.winners import (
     COLUMNS,
+    SUMMARY_COLUMNS,
     Candidate,
     ValidationRecords,
     ValidationRow,
-    spearman,
     summarise,
     summary_line,
     transfer_text,
+    write_summary,
 )
 from evolve.search.ga import GeneticAlgorithm
 from evolve.search.space import SearchSpace
@@ -48,7 +51,8 @@ FLAGS = ["--trainer", "surrogate", "--surrogate-landscape", "noisy", "--generati
          "6", "--epochs", "1", "--seed", "1", "--surrogate-seconds", "0.2"]
 RECORDS = ("evolve.csv", "hyp_evolve.yaml", "evolve_population.yaml", "checkpoint.pkl", "evolve.png",
            "fitness.png", "evolve.log")
-VALIDATION_FILES = ("validation.csv", "hyp_validated.yaml", "validation.png")
+VALIDATION_FILES = ("validation.csv", "validation_summary.csv", "hyp_validated.yaml", "validation.png")
+LABELS = ["base", "sentinel1", "sentinel2", "top1", "top2", "top3"]
 
 
 def config(argv: list[str]):
@@ -61,53 +65,98 @@ def snapshot(folder: Path, names=RECORDS) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def validated(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A surrogate evolution validated at its end (top 3, 2 seeds) and what its log says."""
+    """A surrogate evolution validated at its end (top 3, 2 sentinels by default, 2 seeds) and its log."""
     project = tmp_path_factory.mktemp("validated")
     run_dir = run(config([*FLAGS, "--validate-top", "3", "--validate-seeds", "2", "--project", str(project),
                           "--address", ray_address]))
     return run_dir, (run_dir / "evolve.log").read_text().splitlines()
 
 
-def test_an_evolution_validates_its_top_3_and_the_base_with_2_new_seeds(validated):
+def _distinct_ranking(trials: pd.DataFrame) -> list[str]:
+    """trial_ids of the run's distinct hyps other than the base, best first (the earliest row of a hyp)."""
+    others = trials[trials["trial_id"] != "g000i000"].sort_values("fitness", ascending=False, kind="stable")
+    return list(others.drop_duplicates(list(HYP_KEYS))["trial_id"])
+
+
+def test_an_evolution_validates_top_3_2_sentinels_and_the_base_on_the_same_seeds(validated):
     run_dir, log = validated
     trials = pd.read_csv(run_dir / "evolve.csv")
+    assert (trials["status"] == "ok").all()
     df = pd.read_csv(run_dir / "validation.csv")
     assert list(df.columns) == COLUMNS
-    assert len(df) == 8 and not df.duplicated(["candidate", "seed"]).any()
-    assert sorted(df["candidate"].unique()) == ["base", "top1", "top2", "top3"]
-    assert sorted(df["seed"].unique()) == [2, 3]  # new seeds: the trials trained with seed 1
+    assert len(df) == 12 and not df.duplicated(["candidate", "seed"]).any()
+    assert sorted(df["candidate"].unique()) == LABELS
+    # Every hyp trains on the same new seeds (the trials trained with seed 1): the pairs of the verdict.
+    assert all(sorted(g["seed"]) == [2, 3] for _, g in df.groupby("candidate"))
     assert (df["epochs"] == 3).all() and (df["status"] == "ok").all()  # 3x the trials' epochs
-    # The candidates are the three best distinct trials other than the base, in rank order.
-    base = trials[trials["trial_id"] == "g000i000"].iloc[0]  # rows are in the order trials ended
-    others = trials[trials["trial_id"] != base["trial_id"]].sort_values("fitness", ascending=False,
-                                                                        kind="stable")
+    # The candidates are the three best distinct trials other than the base, in rank order; the sentinels
+    # sit at the median and the 7/8 quantile of the same ranking.
+    ranking = _distinct_ranking(trials)
     top = df.drop_duplicates("candidate").set_index("candidate")["source_trial_id"]
-    assert top["base"] == base["trial_id"] == "g000i000"
-    assert [top["top1"], top["top2"], top["top3"]] == list(others["trial_id"][:3])
+    assert top["base"] == "g000i000"
+    assert [top["top1"], top["top2"], top["top3"]] == ranking[:3]
+    places = sentinel_positions(len(ranking), 3, 2)
+    assert len(ranking) >= 7 and places == [round(0.5 * (len(ranking) - 1) - 0.01),
+                                            round(0.875 * (len(ranking) - 1))]
+    assert [top["sentinel1"], top["sentinel2"]] == [ranking[p] for p in places]
     # A new seed gives a new result: validation is not a copy of the trial.
     fit = dict(zip(trials["trial_id"], trials["fitness"]))
     assert not all(math.isclose(r.fitness, fit[r.source_trial_id]) for r in df.itertuples())
-    # hyp_validated.yaml: the best mean, the full key set, a header with both figures and the gain.
-    means = df.groupby("candidate")["fitness"].mean()
-    sds = df.groupby("candidate")["fitness"].std()
-    winner = means.idxmax()
+
+    # validation_summary.csv: per hyp the mean, and the paired difference to the base with its t interval.
+    summary = pd.read_csv(run_dir / "validation_summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary["candidate"]) == ["base", "top1", "top2", "top3", "sentinel1", "sentinel2"]
+    assert list(summary["role"]) == ["base", "top", "top", "top", "sentinel", "sentinel"]
+    assert list(summary["rank"]) == [0, 1, 2, 3, *(p + 1 for p in places)]
+    wide = df.pivot(index="seed", columns="candidate", values="fitness")
+    summary = summary.set_index("candidate")
+    for label in LABELS[1:]:
+        diff = wide[label] - wide["base"]
+        half = t_quantile(0.975, 1) * diff.std(ddof=1) / math.sqrt(2)
+        row = summary.loc[label]
+        assert row["pairs"] == 2 and row["seeds"] == 2 and row["mean"] == pytest.approx(wide[label].mean())
+        assert (row["diff_mean"], row["diff_low"], row["diff_high"]) == (
+            pytest.approx(diff.mean()), pytest.approx(diff.mean() - half), pytest.approx(diff.mean() + half))
+        assert row["above_base"] == int(diff.mean() - half > 0)
+    assert math.isnan(summary.loc["base", "diff_mean"]) and summary.loc["base", "pairs"] == 0
+    # The verdict: the top candidate with the largest paired gain among those above 0, else the base.
+    above = summary[(summary["role"] == "top") & (summary["above_base"] == 1)]
+    chosen = above["diff_mean"].idxmax() if len(above) else "base"
+    assert list(summary.index[summary["chosen"] == 1]) == [chosen]
+    # The transfer over all six hyps, with n and its p, on every row.
+    rho = summary["trial_fitness"].rank().corr(summary["mean"].rank())
+    assert summary["transfer_spearman"].tolist() == pytest.approx([rho] * 6)
+    assert (summary["transfer_n"] == 6).all()
+    assert summary["transfer_p"].between(1 / 720 - 1e-12, 1).all()
+
+    # hyp_validated.yaml: the verdict's hyp, full key set, a header saying which and why.
     text = (run_dir / "hyp_validated.yaml").read_text()
     saved = yaml.safe_load(text)
     assert list(saved) == list(HYP_KEYS)
-    source = top[winner]
-    assert saved == pytest.approx(trials.set_index("trial_id").loc[source, list(HYP_KEYS)].to_dict())
-    assert f"fitness: {means[winner]:.6g} +- {sds[winner]:.6g}" in text
+    assert saved == pytest.approx(trials.set_index("trial_id").loc[top[chosen], list(HYP_KEYS)].to_dict())
+    means, sds = df.groupby("candidate")["fitness"].mean(), df.groupby("candidate")["fitness"].std()
+    assert f"fitness: {means[chosen]:.6g} +- {sds[chosen]:.6g}" in text
     assert f"base hyp: {means['base']:.6g} +- {sds['base']:.6g}" in text
-    assert f"gain over the base: {(means[winner] / means['base'] - 1) * 100:+.2f}%" in text
-    assert (run_dir / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = [line for line in log if "validated: " in line]
-    assert len(summary) == 1
-    gain = means[winner] / means["base"] - 1
-    if winner != "base" and means[winner] - means["base"] > max(sds[winner], sds["base"]):
-        assert f"validated: {gain * 100:+.1f}% fitness over the base hyp (mean of 2 seeds" in summary[0]
+    verdict = [line for line in log if "validated: " in line]
+    assert len(verdict) == 1
+    if chosen == "base":
+        assert "# Verdict: the base hyp. No candidate's 95% interval of the paired difference is above 0" \
+            in text
+        assert "no candidate's 95% interval of the paired difference is above the base hyp over 2 paired " \
+               "seeds of 3 epochs" in verdict[0]
+        assert verdict[0].endswith("; hyp_validated.yaml is the base hyp")
     else:
-        assert "no candidate beats the base hyp by more than the seed spread" in summary[0]
-    assert any("transfer: Spearman" in line for line in log)
+        assert f"# Verdict: {chosen} (trial_id {top[chosen]}) beats the base hyp" in text
+        gain = summary.loc[chosen, "diff_mean"]
+        assert f"validated: {chosen} beats the base hyp by {gain:+.4f}" in verdict[0]
+    for label in ("top1", "top2", "top3"):
+        row = summary.loc[label]
+        shown = f"{label} {row['diff_mean']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+        assert shown in verdict[0] or label == chosen
+    assert any(f"transfer: Spearman {rho:+.2f} between trial and validated fitness over 6 hyps (one-sided "
+               f"permutation p {summary['transfer_p'].iloc[0]:.3f})" in line for line in log)
+    assert (run_dir / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_validating_again_runs_nothing_and_leaves_the_evolution_records_alone(validated, ray_address):
@@ -119,7 +168,7 @@ def test_validating_again_runs_nothing_and_leaves_the_evolution_records_alone(va
     assert snapshot(run_dir) == before
     assert (run_dir / "validation.csv").read_bytes() == rows
     log = (run_dir / "validation.log").read_text()
-    assert "8 run(s) to train" not in log and "0 run(s) to train, 8 already" in log
+    assert "12 run(s) to train" not in log and "0 run(s) to train, 12 already" in log
 
 
 def test_the_real_gain_benchmark_reports_from_a_validated_run(validated):
@@ -153,29 +202,32 @@ def test_sigkill_during_validation_then_resume_runs_no_seed_twice(validated, ray
     def rows_done() -> int:
         return max(0, len(csv_path.read_text().splitlines()) - 1) if csv_path.is_file() else 0
 
+    # Killed once the first seed of every hyp is in (seed-major order: the sentinels' too).
     with open(tmp_path / "first.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log)
         try:
-            deadline = time.monotonic() + 180
-            while rows_done() < 2 and proc.poll() is None and time.monotonic() < deadline:
+            deadline = time.monotonic() + 240
+            while rows_done() < 6 and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-2000:]
     first = ValidationRecords(run_dir).rows()
-    assert 2 <= len(first) < 8
+    assert 6 <= len(first) < 12
+    assert {r.candidate for r in first} == set(LABELS)
     resumed = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"{8 - len(first)} run(s) to train, {len(first)} already" in resumed.stderr
+    assert f"{12 - len(first)} run(s) to train, {len(first)} already" in resumed.stderr
     rows = ValidationRecords(run_dir).rows()
-    assert len(rows) == 8 and len({r.key for r in rows}) == 8
+    assert len(rows) == 12 and len({r.key for r in rows}) == 12
     assert [r.key for r in rows[:len(first)]] == [r.key for r in first]
-    for row in first:  # a seed finished before the kill was never started again
+    for row in first:  # a seed finished before the kill was never started again, a sentinel's neither
         log = (run_dir / "trials" / f"val-{row.candidate}-s{row.seed}" / "trial.log").read_text()
         assert log.count("starts with trainer") == 1
     assert snapshot(run_dir) == before
     assert all((run_dir / name).is_file() for name in VALIDATION_FILES)
+    assert len(pd.read_csv(run_dir / "validation_summary.csv")) == 6
 
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------------------
@@ -206,7 +258,8 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case", ["missing folder", "no checkpoint", "not finished", "top above distinct",
-                                  "seeds below 1", "epochs below 1", "top 0", "with resume"])
+                                  "seeds below 1", "seeds 1", "sentinels below 0", "epochs below 1", "top 0",
+                                  "with resume"])
 def test_bad_validate_input_is_one_line_exit_2_and_touches_nothing(case, tmp_path, capsys):
     run_dir = _finished_run(tmp_path / "runs", trained=3)
     unfinished = _finished_run(tmp_path / "other", trained=3, generations=3)
@@ -222,6 +275,10 @@ def test_bad_validate_input_is_one_line_exit_2_and_touches_nothing(case, tmp_pat
                                "--validate-top 3: the run in"),
         "seeds below 1": (["--validate", str(run_dir), "--validate-seeds", "0"],
                           "--validate-seeds must be >= 1"),
+        "seeds 1": (["--validate", str(run_dir), "--validate-seeds", "1"],
+                    "--validate-seeds 1: the paired verdict against the base hyp needs at least 2 seeds"),
+        "sentinels below 0": (["--validate", str(run_dir), "--validate-sentinels", "-1"],
+                              "--validate-sentinels must be >= 0"),
         "epochs below 1": (["--validate", str(run_dir), "--validate-epochs", "0"],
                            "--validate-epochs must be >= 1"),
         "top 0": (["--validate", str(run_dir), "--validate-top", "0"], "--validate-top must be >= 1"),
@@ -252,6 +309,36 @@ def test_a_validation_of_other_epochs_is_refused_not_mixed(tmp_path, capsys):
     assert (run_dir / "validation.csv").read_bytes() == before
 
 
+def test_one_seed_for_an_evolution_is_refused_before_any_folder(tmp_path, capsys):
+    project = tmp_path / "runs"
+    code, err = _cli(["--trainer", "surrogate", "--generations", "1", "--population", "2", "--project",
+                      str(project), "--validate-seeds", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--validate-seeds 1: the paired verdict" in err, err
+    assert not project.exists()
+    # Without validation there is no verdict, and one seed is no contradiction.
+    assert config(["--validate-top", "0", "--validate-seeds", "1"]).validation.seeds == 1
+    defaults = config([]).validation
+    assert (defaults.top, defaults.sentinels, defaults.seeds) == (3, 2, 3)
+
+
+def test_too_few_hyps_for_the_sentinels_is_a_warning_and_validates_those_left(tmp_path, caplog):
+    run_dir = _finished_run(tmp_path / "runs", trained=4)  # the base and 3 other hyps
+    with caplog.at_level("WARNING", logger="evolve.loops.winners"):
+        vplan = plan_standalone(config(["--validate", str(run_dir), "--validate-top", "2"]))
+    assert [c.label for c in vplan.candidates] == ["base", "top1", "top2", "sentinel1"]
+    assert [c.source_trial_id for c in vplan.candidates] == ["g000i000", "g000i003", "g000i002", "g000i001"]
+    assert vplan.seeds == [1, 2, 3]  # the default 3 seeds, after the run's seed 0
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("--validate-sentinels 2: the run in ") and \
+        "has 1 distinct hyp(s) below its top 2; validating 1 sentinel(s)" in warned[0]
+    assert not (run_dir / "validation.csv").exists()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="evolve.loops.winners"):
+        vplan = plan_standalone(config(["--validate", str(run_dir), "--validate-top", "3"]))
+    assert [c.label for c in vplan.candidates] == ["base", "top1", "top2", "top3"]
+    assert "validating 0 sentinel(s)" in caplog.records[0].getMessage()
+
+
 # --- pieces, without Ray -----------------------------------------------------------------------------------
 
 def test_candidates_are_distinct_ranked_skip_failed_and_never_repeat_the_base():
@@ -268,45 +355,112 @@ def test_candidates_are_distinct_ranked_skip_failed_and_never_repeat_the_base():
             rec(5, c, 0.95, "stopped")]
     cands, distinct = choose_candidates(rows, space, top=2)
     assert distinct == 3  # a, b and c (stopped, ranked below every finished trial)
-    assert [(x.label, x.source_trial_id, x.trial_fitness) for x in cands] == [
-        ("base", "t0", 0.9), ("top1", "t2", 0.7), ("top2", "t3", 0.6)]
+    assert [(x.label, x.source_trial_id, x.trial_fitness, x.rank) for x in cands] == [
+        ("base", "t0", 0.9, 0), ("top1", "t2", 0.7, 1), ("top2", "t3", 0.6, 2)]
+    # The one hyp left below the top becomes the sentinel; a second is not there to take.
+    cands, _ = choose_candidates(rows, space, top=2, sentinels=2)
+    assert [(x.label, x.source_trial_id, x.rank, x.role) for x in cands[3:]] == [
+        ("sentinel1", "t5", 3, "sentinel")]
 
 
-def test_spearman_matches_the_definition():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    # Without ties: 1 - 6 sum d^2 / (n (n^2 - 1)); ranks (1,2,3,4) vs (2,1,4,3): d^2 sums to 4.
-    assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.4, 0.9, 0.8]) == pytest.approx(1 - 6 * 4 / (4 * 15))
-    assert math.isnan(spearman([1, 2], [1, 2])) and math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+def test_sentinels_spread_from_the_median_to_the_bottom_quarter():
+    assert sentinel_positions(10, 3, 2) == [4, 8]  # median of 0..9 is 4.5 (the better place), 7/8: 7.9
+    assert sentinel_positions(20, 3, 2) == [9, 17]
+    assert sentinel_positions(100, 3, 1) == [49]
+    assert sentinel_positions(100, 3, 3) == [49, 68, 87]
+    assert sentinel_positions(6, 3, 2) == [3, 4]  # the median is in the top: the nearest free place
+    assert sentinel_positions(8, 5, 2) == [5, 6]
+    assert sentinel_positions(5, 3, 2) == [3, 4] and sentinel_positions(4, 3, 2) == [3]
+    assert sentinel_positions(3, 3, 2) == [] and sentinel_positions(10, 3, 0) == []
 
 
-def _summary(base: list[float], top: list[float], trial=(0.3, 0.4)):
-    cands = [Candidate("base", {}, "g000i000", trial[0]), Candidate("top1", {}, "g001i002", trial[1])]
-    rows = [ValidationRow("base", "g000i000", s, 9, Metrics(fitness=v)) for s, v in enumerate(base)]
-    rows += [ValidationRow("top1", "g001i002", s, 9, Metrics(fitness=v)) for s, v in enumerate(top)]
-    return summarise(cands, rows, seeds=len(base), epochs=9)
+def _summary(values: dict[str, list[float]], trial: dict[str, float] | None = None, epochs: int = 9):
+    """A summary of candidates with the given fitness per seed (seeds 0, 1, ...)."""
+    trial = trial or {}
+    cands = [Candidate(label, {}, f"t-{label}", trial.get(label, math.nan), rank=i)
+             for i, label in enumerate(values)]
+    rows = [ValidationRow(c.label, c.source_trial_id, seed, epochs, Metrics(fitness=v))
+            for c in cands for seed, v in enumerate(values[c.label])]
+    return summarise(cands, rows, seeds=max(len(v) for v in values.values()), epochs=epochs)
 
 
-def test_the_summary_line_gives_the_gain_or_says_plainly_there_is_none():
-    win = _summary([0.20, 0.22], [0.30, 0.31])
+def test_the_verdict_hands_over_a_candidate_only_when_its_interval_is_above_0():
+    # top1's differences 0.10, 0.09, 0.11: mean 0.10, sd 0.01, half width 4.3027 * 0.01 / sqrt(3).
+    win = _summary({"base": [0.20, 0.22, 0.21], "top1": [0.30, 0.31, 0.32], "top2": [0.25, 0.20, 0.30]})
+    half = 4.302652729749 * 0.01 / math.sqrt(3)
+    p = win.winner.paired
     assert win.winner.candidate.label == "top1" and win.beats_base
-    assert summary_line(win).startswith("validated: +45.2% fitness over the base hyp (mean of 2 seeds, "
-                                        "9 epochs, sd 0.0071)")
-    close = _summary([0.20, 0.30], [0.26, 0.27])
-    assert not close.beats_base
-    assert summary_line(close).startswith("validated: no candidate beats the base hyp by more than the seed "
-                                          "spread")
-    worse = _summary([0.30, 0.31], [0.20, 0.21])
-    assert worse.winner is worse.base and worse.gain == 0.0 and not worse.beats_base
+    assert (p.mean, p.low, p.high, p.n) == (pytest.approx(0.10), pytest.approx(0.10 - half),
+                                            pytest.approx(0.10 + half), 3)
+    assert win.gain == pytest.approx(0.31 / 0.21 - 1)
+    assert summary_line(win) == (
+        f"validated: top1 beats the base hyp by +0.1000 fitness (+47.6%), 95% CI [{0.10 - half:+.4f}, "
+        f"{0.10 + half:+.4f}] over 3 paired seeds of 9 epochs; hyp_validated.yaml is top1 (top2 +0.0400 "
+        f"[-0.0983, +0.1783])")  # diffs .05 -.02 .09: sd .0557
+    # A higher mean that the seeds cannot tell from the base's is not handed over: the base is.
+    close = _summary({"base": [0.20, 0.30, 0.25], "top1": [0.30, 0.31, 0.29]})
+    assert close.winner is close.base and not close.beats_base and close.gain == 0.0
+    assert close.tops[0].mean > close.base.mean and close.tops[0].paired.low < 0
+    assert summary_line(close).startswith(
+        "validated: no candidate's 95% interval of the paired difference is above the base hyp over 3 paired "
+        "seeds of 9 epochs (top1 +0.0500 [")
+    assert summary_line(close).endswith("]); hyp_validated.yaml is the base hyp")
+    # Paired, not pooled: a large seed effect shared by both cancels out.
+    shared = _summary({"base": [0.10, 0.50, 0.30], "top1": [0.12, 0.52, 0.31]})
+    assert shared.beats_base and shared.winner.paired.low > 0
+    # Several above 0: the largest paired gain; a sentinel above 0 is never handed over.
+    two = _summary({"base": [0.2, 0.2, 0.2], "top1": [0.25, 0.26, 0.25], "top2": [0.3, 0.31, 0.3],
+                    "sentinel1": [0.5, 0.5, 0.51]})
+    assert two.winner.candidate.label == "top2" and two.standings[3].paired.above_zero
 
 
-def test_transfer_text_warns_when_the_trials_ranked_poorly():
-    cands = [Candidate(f"c{i}", {}, f"t{i}", t) for i, t in enumerate([0.1, 0.2, 0.3, 0.4])]
-    cands[0].label = "base"
-    rows = [ValidationRow(c.label, c.source_trial_id, 0, 3, Metrics(fitness=v))
-            for c, v in zip(cands, [0.4, 0.3, 0.2, 0.1])]
-    text = transfer_text(summarise(cands, rows, 1, 3))
-    assert text.startswith("transfer: Spearman -1.00") and "--early-stop asha" in text
+def test_rows_of_another_candidate_set_and_missing_pairs_are_not_mixed_in():
+    cands = [Candidate("base", {}, "g0"), Candidate("top1", {}, "g5")]
+    rows = [ValidationRow("base", "g0", 1, 3, Metrics(fitness=0.2)), ValidationRow("base", "g0", 2, 3,
+                                                                                   Metrics(fitness=0.3)),
+            ValidationRow("top1", "g5", 1, 3, Metrics(fitness=0.4)),
+            ValidationRow("top1", "g9", 2, 3, Metrics(fitness=0.9)),  # top1 of an earlier ranking
+            ValidationRow("top1", "g5", 3, 3, Metrics(fitness=float("nan"), status="failed"))]
+    summary = summarise(cands, rows, 3, 3)
+    top1 = summary.standings[1]
+    assert top1.by_seed == {1: 0.4, 3: 0.0}  # a failed seed counts 0; the other trial's row is not top1's
+    assert top1.paired.n == 1 and top1.paired.mean == pytest.approx(0.2) and not summary.beats_base
+
+
+def test_transfer_text_gives_n_and_p_and_warns_when_poor_or_not_yet_told_apart():
+    poor = _summary({"base": [0.4], "c1": [0.3], "c2": [0.2], "c3": [0.1]},
+                    trial={"base": 0.1, "c1": 0.2, "c2": 0.3, "c3": 0.4})
+    text = transfer_text(poor)
+    assert text.startswith("transfer: Spearman -1.00 between trial and validated fitness over 4 hyps "
+                           "(one-sided permutation p 1.000); the short trials ranked the hyps poorly")
+    good = _summary({"base": [0.1], "c1": [0.2], "c2": [0.3], "c3": [0.4]},
+                    trial={"base": 0.1, "c1": 0.2, "c2": 0.3, "c3": 0.4})
+    assert transfer_text(good) == ("transfer: Spearman +1.00 between trial and validated fitness over 4 hyps "
+                                   "(one-sided permutation p 0.042)")
+    # c4 has no trial, so 4 points: ranks 1,3,2,4 give rho +0.8, reached by 4 orderings of 24 (p 0.167).
+    values = [0.1, 0.3, 0.2, 0.5, 0.4]
+    labels = ["base", "c1", "c2", "c3", "c4"]
+    some = _summary({k: [v] for k, v in zip(labels, values)},
+                    trial={k: 0.1 * (i + 1) for i, k in enumerate(labels[:4])})
+    assert some.transfer_n == 4 and some.transfer == pytest.approx(0.8)
+    assert transfer_text(some).endswith("(one-sided permutation p 0.167); with 4 hyps that is not yet told "
+                                        "apart from chance: raise --validate-sentinels or --validate-top")
+    assert transfer_text(_summary({"base": [0.1], "c1": [0.2]}, trial={"base": 0.1, "c1": 0.2})) == (
+        "transfer: Spearman undefined over 2 hyps (it needs 3 with a trial, and no tie on one side)")
+
+
+def test_validation_summary_csv_has_a_row_per_hyp_and_the_chosen_one(tmp_path):
+    summary = _summary({"base": [0.20, 0.22, 0.21], "top1": [0.30, 0.31, 0.32],
+                        "sentinel1": [0.1, 0.1, 0.12]}, trial={"base": 0.3, "top1": 0.5, "sentinel1": 0.2})
+    path = write_summary(tmp_path, summary)
+    df = pd.read_csv(path)
+    assert path.name == "validation_summary.csv" and list(df.columns) == SUMMARY_COLUMNS
+    assert list(df["candidate"]) == ["base", "top1", "sentinel1"] and list(df["chosen"]) == [0, 1, 0]
+    assert list(df["above_base"]) == [0, 1, 0] and list(df["pairs"]) == [0, 3, 3]
+    assert df["diff_mean"].iloc[1:].tolist() == pytest.approx([0.10, -0.1033333333])
+    assert (df["transfer_n"] == 3).all() and df["transfer_spearman"].iloc[0] == pytest.approx(1.0)
+    assert df["transfer_p"].iloc[0] == pytest.approx(1 / 6)
+    assert df["mean"].tolist() == pytest.approx([0.21, 0.31, 0.10666667])
 
 
 def test_a_torn_last_row_is_dropped_and_the_file_repaired(tmp_path):
