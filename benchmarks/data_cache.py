@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,9 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,14 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(cache_dir: str, imgsz: int, batch: int, workers: int) -> dict[str, Any]:
     """Time what a trial does before training: both data sets and the first training batch."""
-    import torch
-
     from detector import cache
     from detector.data import YoloDataset, build_dataloader, load_data_config
     from detector.hyp import load_hyp
     from detector.synthetic import make_synthetic
 
-    torch.set_num_threads(1)  # a trial with --cpus-per-trial 1
+    harness.pin_threads(1)  # a trial with --cpus-per-trial 1
     data = load_data_config(make_synthetic())
     hyp = load_hyp()
     folder = Path(cache_dir)
@@ -86,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from detector.synthetic import make_synthetic
 
     data_yaml = make_synthetic()  # generated once, before any timing
-    print(f"machine: {os.cpu_count()} CPU cores; data: {data_yaml}; {args.imgsz} px, batch {args.batch}, "
+    print(harness.machine_header())
+    print(f"data: {data_yaml}; {args.imgsz} px, batch {args.batch}, "
           f"{args.workers} DataLoader workers, {args.repeats} repeats, one fresh process per measurement")
     print(f"{'repeat':>6} {'cache':>5} {'datasets s':>10} {'1st batch s':>11} {'total s':>8} {'decodes':>8}")
     cold: list[float] = []
@@ -106,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     c, w = statistics.median(cold), statistics.median(warm)
     print(f"start-up to first batch (median of {args.repeats}): cold cache {c:.3f} s, warm cache {w:.3f} s, "
           f"{c / w:.1f}x faster warm ({c - w:.2f} s saved per trial after the first on a node)")
+    print(f"load average after: {harness.load_text()}")
     return 0
 
 

@@ -18,17 +18,13 @@ new / old. The load average is printed before and after. Two hyp sets: the defau
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 ALL_ON = {"degrees": 10.0, "shear": 2.0, "perspective": 0.0005, "flipud": 0.5, "mixup": 0.5, "copy_paste": 0.5}
 
@@ -60,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from detector.hyp import load_hyp
     from detector.synthetic import make_synthetic
 
-    torch.set_num_threads(1)
+    harness.pin_threads(1)
     data = load_data_config(make_synthetic())
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 torch thread; "
-          f"{len(data.train)} images at {args.imgsz} px, batch {args.batch}, {args.batches} batches x {args.repeats} repeats")
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(harness.machine_header())
+    print(f"{len(data.train)} images at {args.imgsz} px, batch {args.batch}, {args.batches} batches x {args.repeats} repeats")
     for name, extra in (("defaults", {}), ("all keys on", ALL_ON)):
         hyp = {**load_hyp(), **extra}
         old = YoloDataset(data.train, data.nc, args.imgsz, hyp=hyp, augment=True)
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             cuda_figures(new, name, args)
     if not torch.cuda.is_available():
         print("CUDA: skipped (torch sees no GPU); the batched path above is the same code the GPU runs")
-    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"load average after: {harness.load_text()}")
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 import yaml
 
+import harness  # first of the project's imports: puts the clone on sys.path
 from ga_families import HELD_OUT, TUNING, space_for
 from detector.config import TrainConfig
 from evolve.config import GAConfig
@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     lead = [ls for ls in args.landscapes if names
             and max(names, key=lambda n: statistics.median(results[(ls, n)]["best"])) == OURS]
     footer = (f"\n\nseeds {seeds[0]}-{seeds[-1]} x {args.budget} trials; ours has the best median on "
-              f"{len(lead)}/{len(args.landscapes)} families; {elapsed:.0f} s (cached results not timed) on "
-              f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+              f"{len(lead)}/{len(args.landscapes)} families; {elapsed:.0f} s (cached results not timed)\n"
+              f"{harness.machine_header()}")
     text = text.lstrip("\n")
     print(text + footer)
     if args.write:

@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 from benchmarks.orchestration import evolve_run, max_overlap, read_tune_records  # noqa: E402
 
@@ -44,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_packing: no CUDA device here; skipped (run it on a machine with a GPU)")
         return 0
     project = Path(tempfile.mkdtemp(prefix="gpu-packing-"))
+    print(harness.machine_header())
     print(f"device: {torch.cuda.get_device_name(0)}; {args.population} detector trials at "
           f"--gpus-per-trial {args.gpus_per_trial}, {args.epochs} epochs of {args.max_images} images at "
           f"{args.imgsz} px, batch {args.batch}")
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           f"max {max(ips):.0f}); together {together / wall:.0f} images/s "
           f"over the {wall:.1f} s wall = {together / wall / alone_ips:.2f}x "
           "one trial alone")
-    print(f"total {time.time() - start:.0f} s; runs in {project}")
+    print(f"total {time.time() - start:.0f} s; runs in {project}; load average after {harness.load_text()}")
     return 0
 
 

@@ -27,9 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 TARGET_MB = 200.0
 
@@ -121,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from detector.hyp import DEFAULT_HYP
     from detector.synthetic import make_synthetic
 
+    print(harness.machine_header(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="yolo-evolve-memory-"))
     # "local": a Ray of its own even where a cluster started with 'ray start' runs on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -170,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = growth < TARGET_MB and sur["statuses"].get("ok") == args.surrogate_trials \
         and det["statuses"].get("ok") == args.detector_trials
     print(f"target growth < {TARGET_MB:.0f} MB with every trial ok: {'met' if ok else 'NOT met'}")
+    print(f"load average after: {harness.load_text()}")
     return 0 if ok else 1
 
 

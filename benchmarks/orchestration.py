@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -44,9 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 SLOTS = 8
 PARTS = ("utilisation", "overhead", "early-stop")
@@ -153,14 +150,10 @@ def utilisation(trials: list[Trial], slots: int) -> dict[str, Any]:
 def evolve_run(flags: list[str], project: Path, name: str) -> Path:
     """Run one evolution in this process exactly as ``orchestrate.py`` would with ``flags``."""
     import evolve
-    import orchestrate
 
     # The figures are read from the evolution's own trials: no validation runs after it.
-    argv = [*flags, "--validate-top", "0", "--project", str(project), "--name", name]
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    given = orchestrate._given_flags(parser, argv, args)
-    return evolve.run(orchestrate.build_config(args, given))
+    return evolve.run(evolve.config_from_argv([*flags, "--validate-top", "0", "--project", str(project),
+                                               "--name", name]))
 
 
 def common_flags(args: argparse.Namespace, mode: str, seconds: float, seed: int, epochs: int,
@@ -287,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
              logging_level=logging.WARNING)
     project = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="yolo-evolve-orch-"))
     start = time.perf_counter()
-    print(f"machine: {os.cpu_count()} CPU cores; Ray {ray.__version__} with {SLOTS} logical GPUs and "
+    print(harness.machine_header())
+    print(f"Ray {ray.__version__} with {SLOTS} logical GPUs and "
           f"{SLOTS} logical CPUs; runs in {project}", flush=True)
     try:
         if "utilisation" in args.parts:
@@ -300,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         if not args.keep:
             shutil.rmtree(project, ignore_errors=True)
-    print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
+    print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average after {harness.load_text()}")
     return 0
 
 

@@ -29,9 +29,7 @@ from typing import Optional
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 from detector.synthetic import make_synthetic  # noqa: E402
 
@@ -121,16 +119,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         have_peer = False
         print("ultralytics is not installed: training ours only (pip install ultralytics to race)")
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; data "
+    harness.pin_threads(1, children=True)  # both trainers: one torch thread each
+    print(harness.machine_header())
+    print(f"data "
           f"{data} ({'first ' + str(max_images) + ' images of each split' if max_images else 'all images'}), "
           f"imgsz {args.imgsz}, batch {args.batch}, {args.epochs} epochs, 1 core and 1 thread each")
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ours_cmd = [sys.executable, "-m", "detector", "train", "--data", str(data_yaml),
                 "--epochs", str(args.epochs),
                 "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--seed", str(args.seed),
                 "--project", str(out), "--name", "ours", "--exist-ok", "--quiet"]
-    procs = {"ours": subprocess.Popen(ours_cmd, cwd=ROOT, env=env, preexec_fn=pinned(cores[0]),
+    procs = {"ours": subprocess.Popen(ours_cmd, cwd=harness.ROOT, env=env, preexec_fn=pinned(cores[0]),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)}
     if have_peer:
         peer_args = {"data": str(data_yaml), "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
@@ -164,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         print(f"time to the peer's final mAP50-95 {target:.4f}: ours {reach:.1f} s, peer {peer_wall:.1f} s, "
               f"ratio {reach / peer_wall:.2f}x")
-    print(f"load average at the end {os.getloadavg()[0]:.2f}; runs and logs in {out}")
+    print(f"load average at the end {harness.load_text()}; runs and logs in {out}")
     return 0
 
 

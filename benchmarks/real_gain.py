@@ -25,14 +25,11 @@ Extra flags after ``--`` go to orchestrate.py unchanged (``-- --address auto``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -75,7 +72,7 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     """The benchmark's lines, from the run's records."""
     import pandas as pd
 
-    import orchestrate
+    from evolve.config import config_from_argv
     from evolve.loops.plan import prepare
     from evolve.loops.winners import choose_candidates
     from evolve.output.records import RunRecords
@@ -86,8 +83,7 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
         transfer_text,
     )
 
-    parser = orchestrate.build_parser()
-    plan = prepare(orchestrate.build_config(parser.parse_args(["--resume", str(run_dir)])))
+    plan = prepare(config_from_argv(["--resume", str(run_dir)]))
     rows = RunRecords(run_dir, plan.space.keyset).rows()
     validated = ValidationRecords(run_dir).rows()
     labels = {r.candidate for r in validated}
@@ -115,23 +111,21 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
         transfer_text(summary),
         f"wall time {seconds / 60:.1f} min; load average at the start "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at the end "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        + harness.load_text(),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
-    import orchestrate
+    from evolve.config import config_from_argv
     from evolve.driver import run
     from evolve.output.console import setup_console
 
     setup_console()
-    parser = orchestrate.build_parser()
-    cli = orchestrate_argv(args, extra)
-    load = os.getloadavg()
+    print(harness.machine_header(), flush=True)
+    load = harness.load_average()
     start = time.monotonic()
-    args_ = parser.parse_args(cli)
-    run_dir = run(orchestrate.build_config(args_, orchestrate._given_flags(parser, cli, args_)))
+    run_dir = run(config_from_argv(orchestrate_argv(args, extra)))
     seconds = time.monotonic() - start
     print("\n".join(report(run_dir, seconds, load)), flush=True)
     return 0

@@ -27,15 +27,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
 
 import torch  # noqa: E402
 
@@ -81,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 everywhere (default: fp16 on "
                    "CUDA, bf16 on CPUs with native bf16, detector/precision.py)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--project", default=str(ROOT / "runs" / "benchmarks"))
+    p.add_argument("--project", default=str(harness.ROOT / "runs" / "benchmarks"))
     p.add_argument("--profile-batches", type=int, default=12, help="batches timed in each profile")
     p.add_argument("--profile-only", action="store_true", help="print the two profiles, do not train")
     p.add_argument("--skip-profile", action="store_true", help="train only (needs --epochs)")
@@ -153,8 +150,7 @@ def plan_epochs(budget_s: float, step_ips: float, n_train: int, n_val: int) -> i
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    torch.set_num_threads(cpu_budget(args.threads))  # for the two profiles; training governs its own
+    harness.pin_threads(cpu_budget(args.threads))  # for the two profiles; training governs its own
     if args.yolov5_recipe:
         args.optimizer, args.nbs = args.optimizer or YOLOV5_OPTIMIZER, args.nbs or YOLOV5_NBS
     args.optimizer = args.optimizer or "auto"
@@ -170,10 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data_yaml = make_synthetic()
     data = load_data_config(data_yaml)
-    cuda = "yes" if torch.cuda.is_available() else "no"
-    print(f"machine: {os.cpu_count()} CPU cores (load average {load:.1f} at start), torch "
-          f"{torch.__version__}, {args.threads or f'up to {cpu_budget()}'} threads, CUDA {cuda}; "
-          f"data: {data_yaml} "
+    print(harness.machine_header())
+    print(f"training threads: {args.threads or f'up to {cpu_budget()}'}; data: {data_yaml} "
           f"({len(data.train)} train / {len(data.val)} val images)")
 
     step_ips = None

@@ -23,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+import harness  # first of the project's imports: puts the clone on sys.path
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
@@ -44,19 +46,18 @@ def copy_data(data: str | None, into: Path) -> Path:
 
 
 def ours(args: argparse.Namespace, data: Path, project: Path) -> dict:
-    import orchestrate
+    from evolve.config import config_from_argv
     from evolve.driver import run
 
-    # Two generations without elites: every individual is trained, trials = 2 x population.
+    # Two generations without elites: every individual is trained, trials = 2 x population. No winner
+    # validation after them: model.tune() has none, and the wall time compares the tuning alone.
     population = max(2, args.trials // 2)
     argv = ["--trainer", "ultralytics", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
             "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", "0", "--population",
-            str(population), "--generations", "2", "--elite", "0,0",
+            str(population), "--generations", "2", "--elite", "0,0", "--validate-top", "0",
             "--seed", str(args.seed), "--project", str(project), "--name", "ours", "--cpus-per-trial",
             str(args.cpus_per_trial)]
-    parser = orchestrate.build_parser()
-    parsed = parser.parse_args(argv)
-    cfg = orchestrate.build_config(parsed, orchestrate._given_flags(parser, argv, parsed))
+    cfg = config_from_argv(argv)
     start = time.time()
     run_dir = run(cfg)
     wall = time.time() - start
@@ -119,10 +120,10 @@ def main() -> None:
     work = Path(args.keep or tempfile.mkdtemp(prefix="ultralytics-tuner-"))
     work.mkdir(parents=True, exist_ok=True)
     data = copy_data(args.data, work)
-    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+    print(harness.machine_header())
     results = {"ours (--trainer ultralytics)": ours(args, data, work / "runs"),
                "Ultralytics model.tune()": theirs(args, data, work / "runs")}
-    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"load average at end: {harness.load_text()}")
     print(f"{args.model}, {args.trials} trials x {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}")
     print(f"{'':30s} {'trials':>6s} {'best fitness':>12s} {'wall s':>8s} {'at once':>7s}")
     for name, r in results.items():

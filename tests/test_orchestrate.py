@@ -18,7 +18,9 @@ import yaml
 import orchestrate
 import hyps
 from detector.hyp import DEFAULT_HYP_PATH
+from evolve.config import EvolveConfig, GAConfig, RayConfig, SurrogateOptions, TrialConfig, config_from_argv
 from evolve.contract import Metrics
+from evolve.errors import ConfigError
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import prepare
 from evolve.search.ga import GeneticAlgorithm
@@ -41,9 +43,7 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
 
 def make_run(project: Path, extra: list[str] = (), name: str = "exp") -> Path:
     """A run folder as a driver leaves it after one trial of generation 0 (built without Ray)."""
-    parser = orchestrate.build_parser()
-    args = parser.parse_args([*FAST, "--project", str(project), *extra])
-    plan = prepare(orchestrate.build_config(args))
+    plan = prepare(config_from_argv([*FAST, "--project", str(project), *extra]))
     run_dir = project / name
     run_dir.mkdir(parents=True)
     ga = GeneticAlgorithm(plan.cfg.ga, len(plan.space))
@@ -209,7 +209,7 @@ def test_help_lists_every_flag_with_defaults(capsys):
         assert flag in out, flag
     flat = " ".join(out.split())
     for default in ("the size of the current population (default: 50)", "(default: 300)",
-                    "(default: runs/evolve)", "(default: 2,5)", "(default: 10,2)", "(default: 1.0,0.5)",
+                    "(default: runs/evolve)", "(default: 2,5, at most a quarter of --population)", "(default: 10,2)", "(default: 1.0,0.5)",
                     "(default: 0.5,0.01)",
                     "(default: generational)", "(default: none)", "(default: 3.0)",
                     "unless it is one of the --elite best (0: the best ever keep their seats) (default: 1.0)"):
@@ -217,52 +217,77 @@ def test_help_lists_every_flag_with_defaults(capsys):
 
 
 def test_flags_build_the_config_and_remember_what_was_typed():
-    parser = orchestrate.build_parser()
     argv = ["--generations", "5", "--elite", "3", "--tournament", "4,2", "--mutation-rate", "0.3,0.02",
             "--address", "auto", "--trainer", "surrogate", "--surrogate-failure-rate", "0.2", "--seed", "9",
-            "--epochs", "2", "--data", "d.yaml"]
-    args = parser.parse_args(argv)
-    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+            "--epochs", "2", "--data", "d.yaml", "-v"]
+    cfg = config_from_argv(argv)
     assert (cfg.ga.generations, cfg.ga.population, cfg.ga.elite, cfg.ga.tournament) == (5, 50, (3, 3), (4, 2))
     assert cfg.ga.mutation_rate == (0.3, 0.02) and cfg.seed == 9 and cfg.train.seed == 9
     assert cfg.ray.address == "auto" and cfg.ray.cpus_per_trial == 1.0
     assert cfg.train.epochs == 2 and cfg.train.data == "d.yaml" and cfg.train.progress is False
     assert cfg.train.surrogate.failure_rate == 0.2
+    # --verbose is the command's own flag: accepted, and no setting of the run
     assert cfg.explicit == {"--generations", "--elite", "--tournament", "--mutation-rate", "--address",
                             "--trainer", "--surrogate-failure-rate", "--seed", "--epochs", "--data"}
 
 
 def test_scale_out_flags_reach_the_ray_config():
-    parser = orchestrate.build_parser()
     argv = ["--mode", "async", "--early-stop", "asha", "--grace-epochs", "2", "--reduction-factor", "2.5",
             "--workers-per-trial", "2", "--storage", "/shared/ray", "--epochs", "5"]
-    args = parser.parse_args(argv)
-    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    cfg = config_from_argv(argv)
     assert cfg.mode == "async"
     ray = cfg.ray
     assert (ray.early_stop, ray.grace_epochs, ray.reduction_factor) == ("asha", 2, 2.5)
     assert (ray.workers_per_trial, ray.storage) == (2, "/shared/ray")
     assert cfg.train.val_every == 1  # early stopping validates every epoch
-    default = orchestrate.build_config(parser.parse_args([]))
+    default = config_from_argv([])
     assert default.mode == "generational" and default.ray.early_stop == "none"
     assert default.ray.workers_per_trial is None and default.ray.storage is None
 
 
-@pytest.mark.parametrize("population, elite", [("2", (1, 1)), ("5", (1, 1)), ("8", (2, 2)), ("50", (2, 5))])
-def test_a_small_population_gets_the_default_elite_capped(population, elite):
-    parser = orchestrate.build_parser()
-    argv = ["--population", population]
-    args = parser.parse_args(argv)
-    cfg = orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
-    assert cfg.ga.elite == elite
+@pytest.mark.parametrize("population, elite", [(2, (1, 1)), (5, (1, 1)), (8, (2, 2)), (50, (2, 5))])
+def test_a_small_population_gets_the_default_elite_capped_from_flags_and_from_python(population, elite):
+    cfg = config_from_argv(["--population", str(population)])
+    assert cfg.ga.elite is None and cfg.ga.elite_schedule == elite
+    assert GAConfig(population=population).elite_schedule == elite
+
+
+@pytest.mark.parametrize("argv, python", [
+    (["--population", "4", "--seed", "5", "--address", ""],
+     lambda: EvolveConfig(ga=GAConfig(population=4, seed=5), ray=RayConfig(address=""))),
+    (["--population", "12", "--elite", "1,3", "--mode", "async", "--surrogate-landscape", "noisy"],
+     lambda: EvolveConfig(ga=GAConfig(population=12, elite=(1, 3)), mode="async",
+                          train=TrialConfig(surrogate=SurrogateOptions(landscape="noisy")))),
+    ([], EvolveConfig),
+])
+def test_flags_and_python_build_equal_configs(argv, python):
+    """Every policy is the config's own: the same settings typed or built in Python give equal configs
+    (the elite fitted to the population, the trials' seed, an empty address meaning an embedded Ray)."""
+    cfg, built = config_from_argv(argv), python()
+    built.explicit = cfg.explicit  # the one difference: which flags were typed
+    assert built == cfg
+    assert built.train.seed == cfg.seed and cfg.ray.address is None
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--population", "x"], ["--population", "'x'"]),
+    (["--no-such-flag"], ["unrecognized", "--no-such-flag"]),
+    (["--elite", "1,6", "--population", "6"], ["--elite must stay below --population (6)"]),
+    (["--mode", "steady"], ["--mode", "'steady'"]),
+])
+def test_config_from_argv_raises_one_line_config_errors(argv, fragments):
+    with pytest.raises(ConfigError) as err:
+        config_from_argv(argv)
+    assert "\n" not in str(err.value)
+    for fragment in fragments:
+        assert fragment in str(err.value), (fragment, str(err.value))
 
 
 def test_checkpoint_written_for_tests_is_loadable(project):
     # The fixture's run folder must look like a driver's, or the cases above would test the wrong thing.
     state = pickle.loads((project / "exp" / "checkpoint.pkl").read_bytes())
     assert state["generation"] == 0 and len(state["population"]) == 6
-    plan = prepare(orchestrate.build_config(orchestrate.build_parser().parse_args(
-        ["--resume", str(project / "exp")])))
+    plan = prepare(config_from_argv(["--resume", str(project / "exp")]))
     assert plan.run_dir == project / "exp" and plan.cfg.ga.population == 6 and plan.cfg.trainer == "surrogate"
 
 
@@ -322,7 +347,6 @@ def test_bad_inputs_of_issue_22_are_one_line_exit_2_and_write_nothing(case, tmp_
 
 
 def test_the_largest_seeds_and_plain_names_are_accepted():
-    parser = orchestrate.build_parser()
     for argv in (["--seed", str(2**32 - 3)], ["--seed", "0", "--name", "exp.v2 final"]):
-        cfg = orchestrate.build_config(parser.parse_args([*FAST, *argv]))
+        cfg = config_from_argv([*FAST, *argv])
         assert cfg.seed == int(argv[1])

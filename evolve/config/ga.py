@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Optional
 
 from evolve.config.fields import check_fields, pair, setting
 from evolve.errors import ConfigError
@@ -16,6 +17,7 @@ MUTATIONS = ("gaussian", "polynomial")
 INITS = ("mutants", "spread", "random")
 BOUNDS = ("clip", "reflect")
 SCHEDULES = ("elite", "tournament", "crossover_rate", "mutation_rate")
+DEFAULT_ELITE = (2, 5)
 _SCHED = "from the first bred generation to the last"
 # numpy seeds with 0 .. 2**32 - 1 (torch accepts more): every seed of a run, validation's included, fits it
 SEED_MAX = 2**32 - 1
@@ -34,9 +36,11 @@ class GAConfig:
     mutation: str = setting("gaussian", "--mutation", "mutation operator", choices=MUTATIONS)
     mutation_sigma: float = setting(0.05, "--mutation-sigma", "Gaussian mutation step, in normalised gene "
                                     "units", parse=float, low=0, low_open=True)
-    elite: tuple[int, int] = setting((2, 5), "--elite", f"elites carried unchanged, {_SCHED}; the default "
-                                     "is capped at a quarter of the population", parse=pair(int),
-                                     metavar="START,END", low=0, whole=True)
+    # None: DEFAULT_ELITE capped to the population (elite_schedule); a schedule given here is kept as given
+    elite: Optional[tuple[int, int]] = setting(None, "--elite", f"elites carried unchanged, {_SCHED}; each "
+                                               "below --population (default: 2,5, at most a quarter of "
+                                               "--population)", parse=pair(int), metavar="START,END", low=0,
+                                               whole=True, optional=True)
     tournament: tuple[int, int] = setting((10, 2), "--tournament", f"tournament size of parent selection, "
                                           f"{_SCHED}", parse=pair(int), metavar="START,END", low=1,
                                           whole=True)
@@ -68,6 +72,8 @@ class GAConfig:
     def __post_init__(self) -> None:
         for name in SCHEDULES:
             value = getattr(self, name)
+            if value is None and name == "elite":
+                continue  # the default, fitted to the population when it is read
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = (value, value)  # a single number holds for the whole run
             if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -80,18 +86,28 @@ class GAConfig:
             # A seed numpy or torch refuses would fail every trial, and a resumed run keeps its seed.
             raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX} (numpy's seed range), "
                               f"got {self.seed!r}")
+        if self.elite is not None and not all(e < self.population for e in self.elite):
+            # Every generation needs a bred child; the default is fitted to the population instead.
+            raise ConfigError(f"--elite must stay below --population ({self.population}): a generation needs "
+                              f"a bred child, got {self.elite[0]},{self.elite[1]}")
+
+    @property
+    def elite_schedule(self) -> tuple[int, int]:
+        """The elite schedule the GA runs: ``elite`` as given, or the default fitted to the population."""
+        return tuple(self.elite) if self.elite is not None else default_elite(self.population)  # type: ignore
 
     def age_births(self) -> int:
         """``age`` in children bred (at least 1 when ageing is on); 0 when it is off."""
         return max(1, round(self.age * self.population)) if self.age > 0 else 0
 
 
-def default_elite(elite: tuple[int, int], population: int) -> tuple[int, int]:
-    """The default elite schedule fitted to a small population: at most a quarter of it (at least 1).
+def default_elite(population: int) -> tuple[int, int]:
+    """The default elite schedule (``DEFAULT_ELITE``) fitted to a population: at most a quarter of it
+    (at least 1).
 
     With more elites than that, a small population breeds one or two new genomes a generation and
-    spends the rest of the generation re-listing old ones. Applied only where the user did not choose
-    ``--elite``; a schedule they typed is checked as given.
+    spends the rest of the generation re-listing old ones. Applied only where ``elite`` is left None,
+    from the command line and from Python alike; a schedule the user gave is checked as given.
     """
     cap = max(1, population // 4)
-    return (min(int(elite[0]), cap), min(int(elite[1]), cap))
+    return (min(DEFAULT_ELITE[0], cap), min(DEFAULT_ELITE[1], cap))

@@ -42,7 +42,8 @@ def nproc_for(gpus_per_trial: float, workers_per_trial: Optional[int]) -> int:
 
 @dataclass
 class RayConfig:
-    """Where and how trials run. ``address`` None starts an embedded local Ray sized to the machine."""
+    """Where and how trials run. ``address`` None (or empty) starts an embedded local Ray sized to the
+    machine."""
 
     address: Optional[str] = setting(None, "--address", "Ray cluster to join: auto or host:port (default: "
                                      "an embedded local Ray)")
@@ -76,6 +77,9 @@ class RayConfig:
                                       "trials go on at each rung", parse=float)
 
     def __post_init__(self) -> None:
+        if isinstance(self.address, str) and not self.address.strip():
+            self.address = None  # an empty address (--address "", RAY_ADDRESS="") means an embedded Ray
+
         def bad(flag: str, value: Any, why: str) -> ConfigError:
             return ConfigError(f"--{flag} {value!r}: {why}")
 

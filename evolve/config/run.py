@@ -39,12 +39,15 @@ _OUTPUT = "output"
 
 @dataclass
 class EvolveConfig:
-    """Everything one evolution needs; ``evolve.run(cfg)`` takes it, ``orchestrate.py`` builds it.
+    """Everything one evolution needs; ``evolve.run(cfg)`` takes it, ``evolve.config_from_argv`` (and so
+    ``orchestrate.py``) builds it from flags. Built in Python or from flags, the same settings give the
+    same run: every policy is applied here (see ``apply_policies``), none by the command line.
 
     ``resume`` is a run folder to continue, or a population YAML that seeds a new run. ``explicit``
     lists the flags the user gave (``"--generations"`` ...): on resuming a run folder an explicit
     ``--generations`` extends the run, and other explicit settings that differ from the saved run are
-    reported as ignored.
+    reported as ignored. ``config_from_argv`` fills it in; from Python, name the flags of the settings
+    you chose, e.g. ``explicit={"--generations"}`` to extend a resumed run.
     """
 
     ga: GAConfig = field(default_factory=GAConfig)
@@ -80,16 +83,32 @@ class EvolveConfig:
                                           metavar="N", group="trials")
     explicit: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        self.apply_policies()
+
     @property
     def seed(self) -> int:
         return self.ga.seed
 
+    def apply_policies(self) -> None:
+        """Apply the run-wide rules that tie one part of the configuration to another, in place.
+
+        Trials train with the run's seed (``ga.seed``): ``train.seed`` follows it and is not set on its
+        own. Rules within one part live in that part: the default elite schedule is fitted to the
+        population (``GAConfig.elite_schedule``), an empty Ray address means an embedded Ray
+        (``RayConfig``). Run on construction and again by ``validate``, so a field changed since counts.
+        """
+        self.explicit = frozenset(self.explicit)
+        self.train.seed = self.ga.seed
+
     def validate(self) -> None:
-        """Raise ``ConfigError`` naming the flag of the first setting out of range or out of step.
+        """Apply the policies (``apply_policies``), then raise ``ConfigError`` naming the flag of the first
+        setting out of range or out of step.
 
         Each part checks its own fields on construction (``evolve.config.fields``); they are checked
         again here because a caller may have changed a field since.
         """
+        self.apply_policies()
         self.ga.__post_init__()
         self.ray.__post_init__()
         self.train.__post_init__()
@@ -106,10 +125,6 @@ class EvolveConfig:
         if self.trainer == "detector" and self.train.model not in MODEL_SIZES:
             raise ConfigError(f"--model must be one of {', '.join(MODEL_SIZES)} for --trainer detector, got "
                               f"{self.train.model!r}")
-        if "--elite" in self.explicit and not all(e < self.ga.population for e in self.ga.elite):
-            # The GA caps a default schedule at population - 1; one the user typed must fit as given.
-            raise ConfigError(f"--elite must stay below --population ({self.ga.population}): a generation "
-                              f"needs a bred child, got {_show(self.ga.elite)}")
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
@@ -239,6 +254,8 @@ def _is_execution(path: str) -> bool:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "the default"
     if isinstance(value, (tuple, list)):
         return ",".join(str(v) for v in value)
     return str(value)

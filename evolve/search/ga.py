@@ -137,8 +137,8 @@ class GeneticAlgorithm:
         """Operator settings at ``progress`` in [0, 1]; the ends are exactly the configured pairs."""
         p = min(1.0, max(0.0, float(progress)))
         return Schedule(
-            # At least one slot is always bred, whatever the elite schedule says for a tiny population.
-            elite=min(self.cfg.population - 1, round(_ramp(self.cfg.elite, p))),
+            # At least one slot is always bred, even if the population was changed after the config was made.
+            elite=min(self.cfg.population - 1, round(_ramp(self.cfg.elite_schedule, p))),
             tournament=max(1, round(_ramp(self.cfg.tournament, p, TOURNAMENT_POWER))),
             crossover_rate=_ramp(self.cfg.crossover_rate, p),
             mutation_rate=_ramp(self.cfg.mutation_rate, p),

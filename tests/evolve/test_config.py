@@ -111,12 +111,40 @@ def test_asha_needs_epochs_after_the_grace_period():
     cfg.validate()
 
 
-def test_an_elite_typed_by_the_user_must_stay_below_the_population():
-    cfg = make(elite=(2, 6))
-    cfg.validate()  # a default schedule: the GA caps it at population - 1
-    cfg.explicit = frozenset({"--elite"})
+def test_an_elite_given_must_stay_below_the_population_and_the_default_fits_it():
+    cfg = make()
+    assert cfg.ga.elite is None and cfg.ga.elite_schedule == (1, 1)  # the default, fitted to 6
+    cfg.ga.elite = (2, 6)
     with pytest.raises(ConfigError, match=r"^--elite must stay below --population \(6\).*got 2,6$"):
         cfg.validate()
+    with pytest.raises(ConfigError, match=r"^--elite must stay below --population \(6\)"):
+        GAConfig(population=6, elite=(2, 6))
+    cfg.ga.elite = None
+    cfg.ga.population = 3  # changed after construction: the default follows
+    cfg.validate()
+    assert cfg.ga.elite_schedule == (1, 1)
+
+
+def test_trials_train_with_the_run_seed_however_the_config_was_made():
+    cfg = EvolveConfig(ga=GAConfig(seed=7), train=TrialConfig(seed=1))
+    assert cfg.train.seed == 7
+    cfg.ga.seed = 8  # changed after construction: validate applies the policy again
+    cfg.validate()
+    assert cfg.train.seed == 8
+
+
+@pytest.mark.parametrize("address, expected", [("", None), ("  ", None), (None, None), ("auto", "auto")])
+def test_an_empty_address_means_an_embedded_ray(address, expected):
+    assert RayConfig(address=address).address == expected
+    cfg = make()
+    cfg.ray.address = address
+    cfg.validate()
+    assert cfg.ray.address == expected
+
+
+def test_explicit_flags_may_be_given_as_any_collection():
+    cfg = EvolveConfig(explicit={"--generations"})  # type: ignore[arg-type]
+    assert cfg.explicit == frozenset({"--generations"}) and isinstance(cfg.explicit, frozenset)
 
 
 def test_workers_per_trial_must_fit_the_gpus_of_a_trial():
@@ -129,8 +157,9 @@ def test_workers_per_trial_must_fit_the_gpus_of_a_trial():
 @pytest.mark.parametrize("population, elite",
                          [(2, (1, 1)), (4, (1, 1)), (6, (1, 1)), (8, (2, 2)), (12, (2, 3)), (20, (2, 5)), (50, (2, 5))])
 def test_the_default_elite_schedule_fits_small_populations(population, elite):
-    assert default_elite((2, 5), population) == elite
-    GAConfig(population=population, elite=elite)  # accepted
+    assert default_elite(population) == elite
+    assert GAConfig(population=population).elite_schedule == elite
+    GAConfig(population=population, elite=elite)  # accepted when given
 
 
 def test_num_cpus_with_an_address_is_refused():
@@ -242,7 +271,7 @@ def test_every_flag_path_names_a_real_setting():
             assert (part in value) if isinstance(value, dict) else hasattr(value, part), path
             value = value[part] if isinstance(value, dict) else getattr(value, part)
         assert get_setting(cfg, path) == value
-    assert get_setting(cfg, "ga.elite") == (2, 5)
+    assert get_setting(cfg, "ga.tournament") == (10, 2) and get_setting(cfg, "ga.elite") is None
     assert get_setting(cfg, "train.surrogate.landscape") == "smooth"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import orchestrate
+from evolve.config import config_from_argv
 from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics, describe_weights
 from evolve.errors import ConfigError
@@ -59,8 +59,8 @@ def test_records_name_the_weights(tmp_path):
 
 
 def test_cli_parses_the_weights():
-    args = orchestrate.build_parser().parse_args([*FAST, "--fitness-weights", "0,0.5,0,0.5"])
-    assert orchestrate.build_config(args).train.fitness_weights == (0.0, 0.5, 0.0, 0.5)
+    cfg = config_from_argv([*FAST, "--fitness-weights", "0,0.5,0,0.5"])
+    assert cfg.train.fitness_weights == (0.0, 0.5, 0.0, 0.5)
 
 
 @pytest.mark.parametrize("text", ["1,2", "a,b,c,d", "0,0,0,0", "0,0,-1,2"])

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from cluster_job import run_job
 
-import orchestrate
-from evolve.config import RayConfig
+from evolve.config import RayConfig, config_from_argv
 from evolve.driver import run
 from evolve.errors import ConfigError
 from evolve.execution import cluster
@@ -119,9 +118,7 @@ def test_a_closed_port_is_refused_and_a_ray_gcs_is_accepted(ray_cluster):
 
 
 def _config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import orchestrate
-from evolve.config import TrialConfig
+from evolve.config import TrialConfig, config_from_argv
 from evolve.execution.detector_trainer import check_data
 from evolve.execution.trainers import trainer_for
 
@@ -115,8 +115,7 @@ def test_the_unreadable_count_reaches_the_console_before_the_run(tmp_path, caplo
 
     data = make_data(tmp_path / "data")
     (tmp_path / "data" / "images" / "val" / "0.png").write_bytes(b"\x00" * 10)
-    parser = orchestrate.build_parser()
-    cfg = orchestrate.build_config(parser.parse_args(argv(data, tmp_path / "runs")))
+    cfg = config_from_argv(argv(data, tmp_path / "runs"))
     with caplog.at_level("INFO"):
         prepare(cfg)
     assert "data checked: 4 images, every label file valid; 1 unreadable image(s) will be skipped" in caplog.text

@@ -16,6 +16,7 @@ import yaml
 import hyps
 import orchestrate
 from detector.errors import DataError
+from evolve.config import config_from_argv
 from evolve.config.trial import TrialConfig
 from evolve.contract import fitness
 from evolve.driver import run
@@ -34,9 +35,7 @@ TINY = ["--trainer", "ultralytics", "--model", "yolov8n.yaml", "--imgsz", "64", 
 
 
 def config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:

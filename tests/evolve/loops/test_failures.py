@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import orchestrate
+from evolve.config import config_from_argv
 from evolve.contract import Metrics
 from evolve.driver import run
 from evolve.errors import RunStopped
@@ -44,9 +44,7 @@ def test_async_stops_after_n_times_population_failures_in_a_row():
 
 
 def config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def test_a_generation_failing_for_one_reason_stops_the_run_which_resumes_once_fixed(ray_address, tmp_path):

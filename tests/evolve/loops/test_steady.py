@@ -21,14 +21,13 @@ import pandas as pd
 import pytest
 import yaml
 
-import orchestrate
 from detector.hyp import HYP_KEYS
 from evolve.contract import Metrics
 from evolve.contract import selection_value
 from evolve.driver import run
 from evolve.loops.plan import prepare
 from evolve.errors import ConfigError
-from evolve.config import GAConfig
+from evolve.config import GAConfig, config_from_argv
 from evolve.search.ga import GeneticAlgorithm
 from evolve.output.records import CSV_COLUMNS, RunRecords
 from evolve.output.rundir import load_checkpoint, save_checkpoint
@@ -46,9 +45,7 @@ ALL_IDS = [child_name(b, POP)[2] for b in range(POP * GENS)]
 
 
 def config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def rows(run_dir: Path) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import yaml
 
 import orchestrate
 from detector.hyp import HYP_KEYS
+from evolve.config import config_from_argv
 from evolve.contract import Metrics
 from evolve.driver import run
 from evolve.loops.checkpoint import checkpoint_state
@@ -55,9 +56,7 @@ LABELS = ["base", "sentinel1", "sentinel2", "top1", "top2", "top3"]
 
 
 def config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def snapshot(folder: Path, names=RECORDS) -> dict[str, bytes]:
@@ -235,10 +234,9 @@ def test_sigkill_during_validation_then_resume_runs_no_seed_twice(validated, ray
 
 def _finished_run(project: Path, trained: int, generations: int = 2) -> Path:
     """A run folder as a finished generational run leaves it, with ``trained`` trials (built without Ray)."""
-    parser = orchestrate.build_parser()
     argv = ["--trainer", "surrogate", "--generations", str(generations), "--population", "4",
             "--project", str(project)]
-    plan = prepare(orchestrate.build_config(parser.parse_args(argv)))
+    plan = prepare(config_from_argv(argv))
     run_dir = project / "exp"
     run_dir.mkdir(parents=True)
     ga = GeneticAlgorithm(plan.cfg.ga, len(plan.space))

@@ -51,6 +51,7 @@ def _run(ga: GeneticAlgorithm, generations: int, seeds=None):
         ({"bounds": "wrap"}, "--bounds"),
         ({"elite": (-1, 2)}, "--elite"),
         ({"elite": (1.5, 2)}, "--elite"),
+        ({"elite": (2, 6), "population": 6}, "--elite must stay below --population"),
         ({"tournament": (0, 2)}, "--tournament"),
         ({"crossover_rate": (1.2, 0.5)}, "--crossover-rate"),
         ({"mutation_rate": (0.5, -0.1)}, "--mutation-rate"),
@@ -64,13 +65,18 @@ def test_config_errors_name_the_flag(kwargs, flag) -> None:
 
 def test_config_defaults_and_single_values() -> None:
     cfg = GAConfig()
-    assert cfg.population == 50 and cfg.elite == (2, 5) and cfg.tournament == (10, 2)
+    assert cfg.population == 50 and cfg.elite is None and cfg.elite_schedule == (2, 5)
+    assert cfg.tournament == (10, 2)
     assert cfg.crossover_rate == (1.0, 0.5) and cfg.mutation_rate == (0.5, 0.01)
     assert cfg.crossover == "blend" and cfg.drift == 1.5 and cfg.bounds == "clip"
     assert GAConfig(elite=3).elite == (3, 3)
     assert GAConfig(mutation_rate=[0.2, 0.1]).mutation_rate == (0.2, 0.1)
-    # A tiny population keeps at least one bred slot whatever the elite schedule asks for.
-    assert GeneticAlgorithm(GAConfig(population=3), N).schedule(1.0).elite == 2
+    # The default schedule is fitted to a tiny population; a population changed after the config was
+    # made still leaves one bred slot.
+    assert GeneticAlgorithm(GAConfig(population=3), N).schedule(1.0).elite == 1
+    shrunk = GAConfig(elite=(2, 5))
+    shrunk.population = 3
+    assert GeneticAlgorithm(shrunk, N).schedule(1.0).elite == 2
 
 
 def test_schedule_endpoints_and_middle() -> None:
