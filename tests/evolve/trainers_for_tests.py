@@ -118,3 +118,19 @@ NOT_CALLABLE = 42
 def by_trial_id(hyp, cfg, report=None):
     """Behaves as the trainer named by the trial id's prefix: ``raises-3`` runs ``raises``."""
     return globals()[cfg.name.split("-")[0]](hyp, cfg, report)
+
+
+def starts_fast_or_slow(hyp, cfg, report=None):
+    """A trial whose number (generation x 100 + individual, from its id gGGGiIII) is even starts fast and
+    finishes poorly: fitness 0.8 + 0.001 x number at every epoch before the last, 0.3 - 0.001 x number at
+    the end (so rung and final fitness rank the finished trials in opposite orders). An odd one starts
+    slowly, 0.5 at every epoch before the last, and would finish at 0.6 if nothing stopped it."""
+    number = int(cfg.name[1:4]) * 100 + int(cfg.name[5:8])
+    fast = number % 2 == 0
+    for epoch in range(1, cfg.epochs + 1):
+        last = epoch == cfg.epochs
+        value = (0.3 - 0.001 * number if last else 0.8 + 0.001 * number) if fast else (0.6 if last else 0.5)
+        m = Metrics(map50=value, map50_95=value, epochs=epoch).with_fitness()
+        if report is not None:
+            report(epoch, m)
+    return m
