@@ -15,6 +15,7 @@ from evolve.config.fidelity import rungs, trial_configs, trial_epochs
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.runner import TrialRunner
+from evolve.execution.tune_glue import epoch_asha
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.execution.jobs import TrialJob
 from evolve.loops.plan import Plan
@@ -127,9 +128,14 @@ class Evolution:
         # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
         durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
         ray_cfg, train_cfg = trial_configs(self.cfg)  # the trials' length and early stopping (--fidelity)
+        scheduler = None
+        if ray_cfg.early_stop == "asha":  # its rungs start from the trials on record (a resumed run's)
+            scheduler = epoch_asha(train_cfg.epochs, ray_cfg.grace_epochs, ray_cfg.reduction_factor,
+                                   self.fidelity.history())
         if self.progress is not None:
             self.progress.note = self.fidelity.note()
-        with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, durations=durations) as runner:
+        with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, scheduler=scheduler,
+                         durations=durations) as runner:
             runner.run(FidelityWatch(source, self.fidelity, self.progress))
 
     def finish(self) -> None:

@@ -168,6 +168,11 @@ class FidelityRecords:
                 out.append(Agreement(epoch, rho, len(pairs)))
         return out
 
+    def history(self) -> dict[int, list[float]]:
+        """Rung epoch -> the fitness each trial on record had there (its last run), for a resumed ASHA."""
+        last = {r.trial_id: r for r in self._rows}
+        return {e: [r.at[e] for r in last.values() if e in r.at] for e in self.rungs}
+
     def _check(self, agreement: list[Agreement]) -> None:
         for a in agreement:
             if a.poor and a.epoch not in self._poor:

@@ -40,6 +40,7 @@ def test_rows_hold_epochs_and_rung_fitness_and_the_total_is_read_back(tmp_path):
     again = FidelityRecords(tmp_path, "prefix", 9, [1, 3])  # a resumed run goes on counting
     trial(again, "d", {1: 0.3}, None, 1)
     assert (again.trials, again.trial_epochs) == (4, 15)
+    assert again.history() == {1: [0.2, 0.1, 0.3], 3: [0.3]}  # what a resumed ASHA's rungs start from
     summary = yaml.safe_load((tmp_path / "fidelity.yaml").read_text())
     assert summary == {"fidelity": "prefix", "target_epochs": 9, "rungs": [1, 3], "trials": 4,
                        "trial_epochs": 15, "agreement": []}
