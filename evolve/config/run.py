@@ -230,8 +230,8 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         flag = "--validate-top" if (merged.validation.top > 0) != (saved.validation.top > 0) \
             else "--validate-epochs"
         raise ConfigError(f"{flag} {_show(get_setting(new, flag_path(flag)))}: the resumed run's trials "
-                          f"train {trial_epochs(saved)} epochs (--fidelity prefix trains the validation length); "
-                          f"start a new run to change it")
+                          f"train {trial_epochs(saved)} epochs (--fidelity prefix trains the validation "
+                          f"length); start a new run to change it")
     notes = []
     for path, flag in flag_paths().items():
         if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):

@@ -33,7 +33,7 @@ import yaml
 from evolve.contract import Metrics, sanitised
 from evolve.errors import ConfigError
 from evolve.output.rundir import atomic_write_text
-from evolve.output.winners import spearman
+from evolve.output.verdict_stats import spearman
 
 LOGGER = logging.getLogger(__name__)
 

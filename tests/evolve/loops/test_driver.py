@@ -178,7 +178,8 @@ def test_sigkill_mid_generation_then_resume_gives_the_same_rows(reference, ray_a
     # The trial-epochs count goes on from fidelity.csv: every trial that ended counts, none is lost.
     fid = pd.read_csv(run_dir / "fidelity.csv")
     assert set(fid["trial_id"]) == set(df["trial_id"]) and (fid["epochs"] == 2).all()
-    assert yaml.safe_load((run_dir / "fidelity.yaml").read_text())["trial_epochs"] == 2 * len(fid) >= 2 * len(df)
+    total = yaml.safe_load((run_dir / "fidelity.yaml").read_text())["trial_epochs"]
+    assert total == 2 * len(fid) >= 2 * len(df)
 
 
 def test_compressed_trials_count_their_epochs(reference):

@@ -82,7 +82,8 @@ def test_agreement_waits_for_enough_finished_trials_and_warns_once_when_poor(tmp
     trial(records, "t5", {1: 0.5, 3: 0.5}, 0.05, 9)
     assert records.trial_epochs == 1 + 7 * 9 and records.agreement()[0].n == 6
     summary = yaml.safe_load((tmp_path / "fidelity.yaml").read_text())
-    assert summary["agreement"] == [{"epoch": 1, "spearman": -1.0, "n": 6}, {"epoch": 3, "spearman": -1.0, "n": 6}]
+    assert summary["agreement"] == [{"epoch": 1, "spearman": -1.0, "n": 6},
+                                    {"epoch": 3, "spearman": -1.0, "n": 6}]
     assert records.line() == ("trial-epochs spent: 64 over 8 trials (--fidelity prefix, trials of 9 epochs); "
                               "rung-to-final agreement: epoch 1 Spearman -1.00 (n 6), epoch 3 Spearman -1.00 "
                               "(n 6)")
@@ -107,4 +108,5 @@ def test_compressed_without_rungs_counts_epochs_only(tmp_path):
     for i in range(6):
         records.finished(f"t{i}", Metrics(fitness=0.1 * i, epochs=3))
     assert records.agreement() == [] and records.note() == ""
-    assert records.line() == "trial-epochs spent: 18 over 6 trials (--fidelity compressed, trials of 3 epochs)"
+    assert records.line() == ("trial-epochs spent: 18 over 6 trials (--fidelity compressed, trials of 3 "
+                              "epochs)")
