@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Iterator, Mapping
 
+from evolve.config.fidelity import FIDELITIES, early_stop, target_source, trial_epochs
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import SEED_MAX, GAConfig
 from evolve.config.ray import RayConfig
@@ -57,6 +58,11 @@ class EvolveConfig:
     mode: str = setting("generational", "--mode", "generational: a barrier per generation; async: a "
                         "steady-state GA that breeds a child the moment any trial ends, so no slot waits "
                         "for the slowest trial", choices=MODES, group=_EVOLUTION)
+    fidelity: str = setting("compressed", "--fidelity", "what a trial is a proxy for: compressed: each trial "
+                            "a whole schedule of --epochs; prefix: each trial trains the validation length "
+                            "(--validate-epochs; --epochs with --validate-top 0), judged at ASHA rungs "
+                            "(--grace-epochs, --reduction-factor), survivors reach the full length",
+                            choices=FIDELITIES, group="trials")
     trainer: str = setting("detector", "--trainer", "what trains one hyp: the built-in detector, the "
                            "analytic surrogate, Ultralytics models (an optional extra), or your own function "
                            "trainer(hyp, cfg, report=None)",
@@ -128,11 +134,18 @@ class EvolveConfig:
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
-        if self.ray.early_stop != "none" and self.ray.grace_epochs >= self.train.epochs:
+        if self.fidelity == "prefix" and self.ray.early_stop == "none" and "--early-stop" in self.explicit:
+            raise ConfigError("--early-stop none: --fidelity prefix stops the hopeless trials at ASHA rungs; "
+                              "drop --early-stop or use --fidelity compressed")
+        length = trial_epochs(self)
+        if early_stop(self) != "none" and self.ray.grace_epochs >= length:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
+            if self.fidelity == "prefix":
+                raise ConfigError(f"--grace-epochs must be below the target length of --fidelity prefix "
+                                  f"({length} epochs, {target_source(self)}), got {self.ray.grace_epochs}")
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
-                                  f"--early-stop {self.ray.early_stop} to stop anything, got "
-                                  f"{self.ray.grace_epochs}")
+                              f"--early-stop {self.ray.early_stop} to stop anything, got "
+                              f"{self.ray.grace_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (nested dicts, tuples kept) for the checkpoint."""
@@ -227,6 +240,13 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         was = saved.train.data or "the embedded data set"
         raise ConfigError(f"--data {new.train.data}: the resumed run trains on {was}; start a new run to "
                           "change the data sets")
+    if trial_epochs(merged) != trial_epochs(saved):
+        # Under --fidelity prefix the validation length is the trials' length, a result setting.
+        flag = "--validate-top" if (merged.validation.top > 0) != (saved.validation.top > 0) \
+            else "--validate-epochs"
+        raise ConfigError(f"{flag} {_show(get_setting(new, flag_path(flag)))}: the resumed run's trials "
+                          f"train {trial_epochs(saved)} epochs (--fidelity prefix trains the validation "
+                          f"length); start a new run to change it")
     notes = []
     for path, flag in flag_paths().items():
         if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):
@@ -235,6 +255,11 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         if old_value != new_value:
             notes.append(f"{flag} {_show(new_value)} ignored: the resumed run keeps {_show(old_value)}")
     return merged, notes
+
+
+def flag_path(flag: str) -> str:
+    """The setting path of a command-line flag (``--validate-top`` -> ``validation.top``)."""
+    return next(path for path, spec in flag_paths().items() if spec == flag)
 
 
 def get_setting(cfg: EvolveConfig, path: str) -> Any:

@@ -14,9 +14,10 @@ Ray Tune is imported only when these are built: importing ``evolve`` must stay c
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from evolve.contract import Metrics, one_line
 from evolve.execution.jobs import WAIT, TrialJob
@@ -189,12 +190,15 @@ def tune_classes() -> tuple[Any, type, type, type]:
     return tune, JobSearcher, ResultRelay, StopOnError
 
 
-def epoch_asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
+def epoch_asha(max_t: int, grace_period: int, reduction_factor: float,
+               history: Optional[Mapping[int, Sequence[float]]] = None) -> Any:
     """ASHA on per-epoch ``fitness`` (maximised), epochs as time, deciding only between epochs.
 
     A trial's report of its last epoch and its ``final`` report are never acted on: the trial has done
     all its work by then, and stopping it there would record a finished trial as ``stopped``. Ray's ASHA
     also stops any trial reaching ``max_t``; that too is left to the trial, which ends by itself.
+    ``history`` (rung epoch -> fitness values the run's earlier trials had there) fills the rungs of a
+    resumed run, which would otherwise let every trial pass until the rungs filled again.
     """
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
@@ -204,8 +208,12 @@ def epoch_asha(max_t: int, grace_period: int, reduction_factor: float) -> Any:
                 return TrialScheduler.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
 
-    return EpochASHA(time_attr=EPOCH_KEY, metric="fitness", mode="max", max_t=max_t,
+    asha = EpochASHA(time_attr=EPOCH_KEY, metric="fitness", mode="max", max_t=max_t,
                      grace_period=grace_period, reduction_factor=reduction_factor)
+    for milestone, recorded in asha._brackets[0]._rungs:  # one bracket; its rungs are {trial: fitness}
+        for i, value in enumerate((history or {}).get(math.ceil(milestone - 1e-9), ())):
+            recorded[f"earlier-{i}"] = float(value)
+    return asha
 
 
 def record_callbacks() -> list[Any]:

@@ -11,11 +11,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from evolve.config.fidelity import rungs, trial_configs, trial_epochs
 from evolve.config.trial import data_names
-from evolve.contract import FAILED_STATUSES
+from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.runner import TrialRunner
+from evolve.execution.tune_glue import epoch_asha
 from evolve.loops.checkpoint import checkpoint_state
+from evolve.execution.jobs import TrialJob
 from evolve.loops.plan import Plan
+from evolve.output.fidelity import FidelityRecords
 from evolve.output.plotter import Plotter
 from evolve.output.progress import Progress
 from evolve.output.records import RunRecords, TrialRecord
@@ -58,9 +62,46 @@ def report_best(records: RunRecords, data: str | None, trainer: str = "detector"
 
 def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
     """``Progress`` keywords that carry a resumed run's earlier trials into its counts."""
-    best = max((r.metrics.fitness for r in rows if r.metrics.status not in FAILED_STATUSES), default=None)
+    best = max((r.metrics for r in rows if r.metrics.status not in FAILED_STATUSES), key=standing,
+               default=None)
     return {"done_before": len(rows), "failed_before": sum(r.metrics.status in FAILED_STATUSES for r in rows),
-            "best_before": best}
+            "best_before": best.fitness if best else None,
+            "best_status_before": best.status if best else "ok"}
+
+
+class FidelityWatch:
+    """A loop's job source with the run's fidelity records watching: every rung epoch a trial reports and
+    every trial that ends are recorded (``FidelityRecords``) before the loop sees the result, and the
+    progress line shows the rung-to-final agreement."""
+
+    def __init__(self, source: Any, fidelity: FidelityRecords, progress: Progress | None) -> None:
+        self.source = source
+        self.fidelity = fidelity
+        self.progress = progress
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its search algorithm with this source; only the driver's copy is used.
+        return {"source": self.source, "fidelity": None, "progress": None}
+
+    def next_job(self) -> Any:
+        return self.source.next_job()
+
+    def on_tick(self) -> None:
+        tick = getattr(self.source, "on_tick", None)
+        if tick is not None:
+            tick()
+
+    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
+        self.fidelity.epoch(job.trial_id, epoch, metrics)
+        inner = getattr(self.source, "on_epoch", None)
+        if inner is not None:
+            inner(job, epoch, metrics)
+
+    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
+        self.fidelity.finished(job.trial_id, metrics)  # first: its epochs were spent whatever follows
+        if self.progress is not None:
+            self.progress.note = self.fidelity.note()
+        self.source.on_result(job, metrics)
 
 
 class Evolution:
@@ -77,6 +118,7 @@ class Evolution:
                                   data_names(self.cfg.train.data))
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
+        self.fidelity = FidelityRecords(run_dir, self.cfg.fidelity, trial_epochs(self.cfg), rungs(self.cfg))
 
     def save_checkpoint(self, **state: Any) -> None:
         save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
@@ -85,11 +127,19 @@ class Evolution:
         """Run the source's jobs on one TrialRunner until it has no more."""
         # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
         durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
-        with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir,
+        ray_cfg, train_cfg = trial_configs(self.cfg)  # the trials' length and early stopping (--fidelity)
+        scheduler = None
+        if ray_cfg.early_stop == "asha":  # its rungs start from the trials on record (a resumed run's)
+            scheduler = epoch_asha(train_cfg.epochs, ray_cfg.grace_epochs, ray_cfg.reduction_factor,
+                                   self.fidelity.history())
+        if self.progress is not None:
+            self.progress.note = self.fidelity.note()
+        with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, scheduler=scheduler,
                          durations=durations) as runner:
-            runner.run(source)
+            runner.run(FidelityWatch(source, self.fidelity, self.progress))
 
     def finish(self) -> None:
         """Wait for the last plots and report the best trial."""
         self.plotter.close()
+        LOGGER.info("%s", self.fidelity.line())
         report_best(self.records, self.cfg.train.data, self.cfg.trainer, self.cfg.train.model)

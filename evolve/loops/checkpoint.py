@@ -37,6 +37,8 @@ def fingerprint(cfg: EvolveConfig, space: SearchSpace) -> str:
     settings["ga"].pop("generations")
     if not settings["ga"]["age"]:
         settings["ga"].pop("age")  # a run without ageing keeps the fingerprint it had before --age existed
+    if settings.get("fidelity") == "compressed":
+        settings.pop("fidelity")  # likewise a compressed run, the only kind before --fidelity existed
     blob = {"settings": settings, "base": space.base, "genes": [g.record() for g in space.genes]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from evolve.contract import Metrics, sanitised, selection_value
+from evolve.contract import Metrics, sanitised, selection_value, standing
 from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.loops.base import Evolution, Genome, progress_totals
@@ -217,5 +217,6 @@ class GenerationalEvolution(Evolution):
         self.records.write_population(self.generation, [self.space.decode(g) for g in self.population])
         self.plotter.request()
         ranked = sorted(self._metrics(g).fitness for g in self.population)
+        best = max((self._metrics(g) for g in self.population), key=standing)  # finished before stopped
         LOGGER.info("generation %d done: best %.5f, median %.5f of its population", self.generation,
-                    ranked[-1], ranked[len(ranked) // 2])
+                    best.fitness, ranked[len(ranked) // 2])

@@ -328,8 +328,10 @@ class SteadyEvolution(Evolution):
         generation = max(0, len(self.records) // self.size - 1)
         self.records.write_population(generation, [self.space.decode(m.genome) for m in self.state.members])
         ranked = sorted(m.fitness for m in self.state.members)
+        # The members are ranked by selection value: the first is the best finished one, if any finished.
         LOGGER.info("%d of %d trials done: best %.5f, median %.5f of the current population",
-                    len(self.records), self.state.budget, ranked[-1], ranked[len(ranked) // 2])
+                    len(self.records), self.state.budget, self.state.members[0].fitness,
+                    ranked[len(ranked) // 2])
 
 
 __all__ = ["Child", "Member", "SteadyEvolution", "SteadyState", "child_name"]

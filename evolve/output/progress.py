@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from evolve.contract import FAILED_STATUSES, Metrics
+from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.watchdog import median, slow
 
 TICK_S = 2.0  # how often a terminal's line is redrawn while nothing happens
@@ -45,7 +45,7 @@ class Progress:
 
     def __init__(self, generations: int, stream: TextIO | None = None, done_before: int = 0,
                  failed_before: int = 0, best_before: float | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, best_status_before: str = "ok") -> None:
         self.generations = generations
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
@@ -54,6 +54,10 @@ class Progress:
         self.done = done_before
         self.failed = failed_before
         self.best = best_before
+        # The best is ranked as selection ranks (evolve.contract.standing): a stopped trial's rung fitness
+        # never shows as the best while a finished trial exists.
+        self._best_rank = standing(Metrics(fitness=best_before, status=best_status_before)) \
+            if best_before is not None else (0, float("-inf"))
         self.running = 0
         self.generation = 0
         self._gen_trials = 0
@@ -66,6 +70,7 @@ class Progress:
         self._running_since: dict[str, float] = {}  # trial id -> start, for the slow ones
         self._warned_slow: set[str] = set()
         self._ticked = 0.0
+        self.note = ""  # set by the loop: a few more words for the line (rung-to-final agreement)
 
     def start_generation(self, generation: int, trials: int) -> None:
         """Generation ``generation`` (0-based) begins with ``trials`` trials to run."""
@@ -93,8 +98,8 @@ class Progress:
         self._gen_finished += 1
         if metrics.status in FAILED_STATUSES:
             self.failed += 1
-        elif self.best is None or metrics.fitness > self.best:
-            self.best = metrics.fitness
+        elif self.best is None or standing(metrics) > self._best_rank:
+            self.best, self._best_rank = metrics.fitness, standing(metrics)
         if seconds > 0:
             self._seconds.append(seconds)
         if self.tty:
@@ -148,6 +153,8 @@ class Progress:
         text = (f"gen {self.generation + 1}/{self.generations}"
                 f" | trials {self.done}/{self.running}/{self.failed}"
                 f" | best {best} | ETA {format_duration(self.eta_seconds())}")
+        if self.note:
+            text += f" | {self.note}"
         late = self.slow()
         if late:
             more = f" +{len(late) - 1}" if len(late) > 1 else ""

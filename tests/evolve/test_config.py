@@ -16,6 +16,8 @@ from evolve.config import (
     resumed_config,
     settings,
 )
+from evolve.config.fidelity import early_stop, rung_epochs, rungs, trial_configs, trial_epochs
+from evolve.config.winners import ValidationConfig
 from evolve.errors import ConfigError
 
 
@@ -279,3 +281,71 @@ def test_every_flag_is_declared_once_with_help():
     flags = [spec.flag for _, spec in settings()]
     assert len(flags) == len(set(flags)) and len(flags) >= 45
     assert all(spec.help and spec.flag.startswith("--") for _, spec in settings())
+
+
+def test_compressed_trials_run_epochs_with_the_early_stopping_asked_for():
+    cfg = make()
+    assert (cfg.fidelity, trial_epochs(cfg), early_stop(cfg), rungs(cfg)) == ("compressed", 2, "none", [])
+    cfg.ray.early_stop = "asha"
+    ray_cfg, train_cfg = trial_configs(cfg)
+    assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg)) == ("asha", 2, [1])
+
+
+def test_prefix_trials_run_the_validation_length_under_asha():
+    cfg = make()
+    cfg.fidelity = "prefix"  # validation on, no --validate-epochs: 3 x --epochs
+    cfg.validate()
+    ray_cfg, train_cfg = trial_configs(cfg)
+    assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg)) == ("asha", 6, [1, 3])
+    assert (cfg.ray.early_stop, cfg.train.epochs) == ("none", 2)  # the run's own configs are left alone
+    cfg.validation = ValidationConfig(epochs=20)
+    cfg.ray.reduction_factor = 2.0
+    assert (trial_epochs(cfg), rungs(cfg)) == (20, [1, 2, 4, 8, 16])
+    cfg.validation = ValidationConfig(top=0)  # no validation: the trials' target is --epochs
+    assert (trial_epochs(cfg), rungs(cfg)) == (2, [1])
+
+
+def test_prefix_refuses_an_explicit_early_stop_none_only():
+    cfg = make()
+    cfg.fidelity = "prefix"
+    cfg.validate()  # early_stop "none" by default: prefix runs ASHA all the same
+    cfg.explicit = frozenset({"--early-stop"})
+    with pytest.raises(ConfigError, match=r"^--early-stop none: --fidelity prefix stops the hopeless"):
+        cfg.validate()
+    cfg.ray.early_stop = "asha"
+    cfg.validate()
+
+
+def test_prefix_grace_must_stay_below_the_target_length():
+    cfg = make()
+    cfg.fidelity, cfg.ray.grace_epochs = "prefix", 6  # the target is 3 x 2 epochs
+    with pytest.raises(ConfigError, match=r"^--grace-epochs must be below the target length of --fidelity "
+                                          r"prefix \(6 epochs, --validate-epochs \(3x --epochs\)\), got 6$"):
+        cfg.validate()
+    cfg.ray.grace_epochs = 5
+    cfg.validate()
+
+
+@pytest.mark.parametrize("grace, reduction, max_t, epochs", [
+    (1, 3.0, 9, [1, 3]), (1, 3.0, 10, [1, 3, 9]), (2, 2.0, 20, [2, 4, 8, 16]), (1, 2.5, 10, [1, 3, 7]),
+    (3, 3.0, 3, []), (4, 3.0, 9, [4]),
+])
+def test_rung_epochs_are_those_asha_judges_at(grace, reduction, max_t, epochs):
+    assert rung_epochs(grace, reduction, max_t) == epochs
+
+
+def test_a_resumed_prefix_run_keeps_its_trial_length():
+    saved = make()
+    saved.fidelity = "prefix"
+    new = make()
+    new.validation = ValidationConfig(epochs=9)
+    new.explicit = frozenset({"--validate-epochs"})
+    with pytest.raises(ConfigError, match=r"^--validate-epochs 9: the resumed run's trials train 6 epochs"):
+        resumed_config(saved, new)
+    new.validation = ValidationConfig(top=0)
+    new.explicit = frozenset({"--validate-top"})
+    with pytest.raises(ConfigError, match=r"^--validate-top 0: the resumed run's trials train 6 epochs"):
+        resumed_config(saved, new)
+    saved.fidelity = "compressed"  # there the validation length is no trial's: it may change
+    merged, _ = resumed_config(saved, new)
+    assert merged.validation.top == 0 and merged.fidelity == "compressed"

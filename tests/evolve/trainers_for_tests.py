@@ -118,3 +118,23 @@ NOT_CALLABLE = 42
 def by_trial_id(hyp, cfg, report=None):
     """Behaves as the trainer named by the trial id's prefix: ``raises-3`` runs ``raises``."""
     return globals()[cfg.name.split("-")[0]](hyp, cfg, report)
+
+
+def starts_fast_or_slow(hyp, cfg, report=None):
+    """A trial whose number (generation x 10 + individual, from its id gGGGiIII) is even starts fast and
+    finishes poorly: fitness 0.8 + 0.001 x number at every epoch before the last, 0.3 - 0.001 x number at
+    the end (so rung and final fitness rank the finished trials in opposite orders). An odd one starts
+    slowly, 0.5 - 0.001 x number at every epoch before the last, and would finish at 0.6 if nothing
+    stopped it. Each fast trial's rung fitness is above every earlier trial's, each slow one's below."""
+    number = int(cfg.name[1:4]) * 10 + int(cfg.name[5:8])
+    fast = number % 2 == 0
+    for epoch in range(1, cfg.epochs + 1):
+        last = epoch == cfg.epochs
+        if fast:
+            value = 0.3 - 0.001 * number if last else 0.8 + 0.001 * number
+        else:
+            value = 0.6 if last else 0.5 - 0.001 * number
+        m = Metrics(map50=value, map50_95=value, epochs=epoch).with_fitness()
+        if report is not None:
+            report(epoch, m)
+    return m

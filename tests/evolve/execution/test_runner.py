@@ -273,6 +273,22 @@ def test_asha_flags_are_checked_and_give_the_scheduler(tmp_path):
     assert TrialRunner(RayConfig(), "surrogate", TrainConfig(), tmp_path)._scheduler() is None
 
 
+def test_asha_of_a_resumed_run_starts_from_the_rung_fitness_on_record():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from evolve.execution.tune_glue import epoch_asha
+
+    bracket = epoch_asha(9, 1, 3.0, history={1: [0.5, 0.7, 0.9], 5: [0.1]})._brackets[0]
+    assert [(m, sorted(r.values())) for m, r in bracket._rungs] == [(9, []), (3, []), (1, [0.5, 0.7, 0.9])]
+    # Below the top third of the trials on record: stopped at once, as the run before its resume would.
+    assert bracket.on_result(SimpleNamespace(trial_id="new"), 1, 0.6) == TrialScheduler.STOP
+    assert bracket.on_result(SimpleNamespace(trial_id="good"), 1, 0.8) == TrialScheduler.CONTINUE
+    fresh = epoch_asha(9, 1, 3.0)._brackets[0]
+    assert fresh.on_result(SimpleNamespace(trial_id="new"), 1, 0.6) == TrialScheduler.CONTINUE
+
+
 def test_an_error_in_the_source_stops_the_run_and_is_raised(tmp_path):
     class Failing(ListSource):
         def on_result(self, job, metrics):

@@ -201,6 +201,21 @@ def test_sigkill_mid_generation_then_resume_gives_the_same_rows(reference, ray_a
     assert not df.duplicated(["generation", "individual"]).any()
     assert row_set(run_dir) == row_set(reference[0])
     assert load_checkpoint(run_dir)["generation"] == 2
+    # The trial-epochs count goes on from fidelity.csv: every trial that ended counts, none is lost.
+    fid = pd.read_csv(run_dir / "fidelity.csv")
+    assert set(fid["trial_id"]) == set(df["trial_id"]) and (fid["epochs"] == 2).all()
+    total = yaml.safe_load((run_dir / "fidelity.yaml").read_text())["trial_epochs"]
+    assert total == 2 * len(fid) >= 2 * len(df)
+
+
+def test_compressed_trials_count_their_epochs(reference):
+    run_dir, _ = reference
+    fid = pd.read_csv(run_dir / "fidelity.csv")
+    assert list(fid.columns) == ["trial_id", "status", "epochs", "fitness"]  # no rungs without early stop
+    assert fid["trial_id"].tolist() == rows(run_dir)["trial_id"].tolist()
+    summary = yaml.safe_load((run_dir / "fidelity.yaml").read_text())
+    assert summary == {"fidelity": "compressed", "target_epochs": 2, "rungs": [], "trials": 16,
+                       "trial_epochs": 32, "agreement": []}
 
 
 def test_ctrl_c_exits_130_and_the_run_resumes(reference, ray_address, tmp_path):

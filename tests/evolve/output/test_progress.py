@@ -66,6 +66,25 @@ def test_resumed_totals_carry_over():
     assert (p.done, p.failed, p.best) == (8, 2, 0.5)
 
 
+def test_a_stopped_trial_never_shows_as_best_while_a_finished_one_exists():
+    p = Progress(generations=1, stream=io.StringIO(), log=lambda s: None)
+    p.finished("a", Metrics(fitness=0.6, status="stopped"), seconds=1.0)
+    assert p.best == 0.6  # the best there is, until a trial finishes
+    p.finished("b", ok(0.2), seconds=1.0)
+    p.finished("c", Metrics(fitness=0.9, status="stopped"), seconds=1.0)
+    assert p.best == 0.2
+    resumed = Progress(generations=1, stream=io.StringIO(), best_before=0.6, best_status_before="stopped",
+                       log=lambda s: None)
+    resumed.finished("d", ok(0.3), seconds=1.0)
+    assert resumed.best == 0.3
+
+
+def test_the_loop_note_is_shown_in_the_line():
+    p = Progress(generations=1, stream=io.StringIO(), log=lambda s: None)
+    p.note = "rung~final epoch 1 Spearman +0.62 (n 7)"
+    assert p.line() == "gen 1/1 | trials 0/0/0 | best - | ETA ? | rung~final epoch 1 Spearman +0.62 (n 7)"
+
+
 def test_tty_redraws_one_line_in_place():
     stream = FakeTTY()
     logged: list[str] = []

@@ -1,0 +1,66 @@
+"""What a trial is a proxy for (``--fidelity``): the one place that turns the setting into the length of a
+trial and its early stopping.
+
+- ``compressed`` (the default): every trial is a whole schedule of ``--epochs``, as it always was;
+  ``--early-stop`` applies as given.
+- ``prefix``: every trial trains the target schedule, the length the winners are validated at
+  (``--validate-epochs``, 3x ``--epochs`` by default; ``--epochs`` when validation is off), and is judged
+  at ASHA rungs (``--grace-epochs``, ``--reduction-factor``): the hopeless are stopped (recorded
+  ``stopped``, ranked below every finished trial by ``evolve.contract.standing``), survivors reach the full
+  length.
+
+The default stays ``compressed`` until the benchmark evidence (issue 18 item 4) says which one transfers
+better; no schedule-aware or extrapolating mode is offered without that evidence.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+# The functions take an EvolveConfig; it is not imported, since evolve.config.run imports this module.
+
+FIDELITIES = ("compressed", "prefix")
+
+
+def trial_epochs(cfg: Any) -> int:
+    """Epochs a trial of ``cfg`` trains when nothing stops it: its target length."""
+    if cfg.fidelity == "prefix" and cfg.validation.top > 0:
+        return cfg.validation.epochs_for(cfg.train.epochs)
+    return int(cfg.train.epochs)
+
+
+def target_source(cfg: Any) -> str:
+    """The flag that sets the trial length, for messages: ``--epochs`` or ``--validate-epochs``."""
+    if cfg.fidelity == "prefix" and cfg.validation.top > 0:
+        return "--validate-epochs" if cfg.validation.epochs is not None else "--validate-epochs (3x --epochs)"
+    return "--epochs"
+
+
+def early_stop(cfg: Any) -> str:
+    """The early stopping the trials run with: ``prefix`` always judges at ASHA rungs."""
+    return "asha" if cfg.fidelity == "prefix" else cfg.ray.early_stop
+
+
+def trial_configs(cfg: Any) -> tuple[Any, Any]:
+    """Copies of the run's RayConfig and TrialConfig as the trials of its fidelity run them."""
+    ray_cfg = copy.deepcopy(cfg.ray)
+    ray_cfg.early_stop = early_stop(cfg)
+    return ray_cfg, cfg.train.replace(epochs=trial_epochs(cfg))
+
+
+def rung_epochs(grace: int, reduction: float, max_t: int) -> list[int]:
+    """The epochs at which ASHA (``evolve.execution.tune_glue.epoch_asha``) judges a trial of ``max_t``
+    epochs: the first epoch at or past each milestone ``grace * reduction**k`` below ``max_t``."""
+    if grace < 1 or reduction <= 1 or max_t <= grace:
+        return []
+    count = int(math.log(max_t / grace) / math.log(reduction) + 1)  # Ray's number of rungs
+    epochs = {math.ceil(grace * reduction ** k - 1e-9) for k in range(count)}
+    return sorted(e for e in epochs if e < max_t)
+
+
+def rungs(cfg: Any) -> list[int]:
+    """The rung epochs of ``cfg``'s trials; none without early stopping."""
+    if early_stop(cfg) != "asha":
+        return []
+    return rung_epochs(cfg.ray.grace_epochs, cfg.ray.reduction_factor, trial_epochs(cfg))
