@@ -95,9 +95,9 @@ def test_seeds_at_the_top_of_the_range_leave_room_for_the_validation_seeds():
     import numpy as np
 
     make(seed=np.int64(7)).validate()  # a numpy integer is a whole number too
-    cfg = make(seed=2**32 - 3)
-    cfg.validate()  # validation seeds 2**32 - 2 and 2**32 - 1
-    cfg.validation.seeds = 3
+    cfg = make(seed=2**32 - 4)
+    cfg.validate()  # validation seeds 2**32 - 3 ... 2**32 - 1 (3 by default)
+    cfg.validation.seeds = 4
     with pytest.raises(ConfigError, match="validation seeds run to 4294967296"):
         cfg.validate()
 
