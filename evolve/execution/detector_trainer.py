@@ -3,8 +3,9 @@ contract. This is the one module of ``evolve`` that imports ``detector``, and it
 a trial trains.
 
 The detector keeps its own ``TrainConfig`` and ``Metrics`` (it knows nothing of evolution); here a
-``TrialConfig`` becomes a ``TrainConfig`` (its fields, plus the detector's own options given as
-``extra["detector"]``, such as ``cache_dir``), and the detector's results become ``evolve`` Metrics.
+``TrialConfig`` becomes a ``TrainConfig`` (the fields both have, and ``extra``; the detector's other
+settings keep their defaults), and the detector's ``Metrics`` become ``evolve``'s (``evolve_metrics``), the
+one place where the two meet.
 A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whatever ``--optimizer`` says:
 the detector takes the optimizer named in its hyps over its config.
 
@@ -22,9 +23,10 @@ from detector.config import TrainConfig
 from detector.data import img2label_path, load_data_config, read_labels
 from detector.errors import DataError
 from detector.hyp import HYP_KEYS, default_hyp_path
+from detector.results import Metrics as DetectorMetrics
 from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
-from evolve.config.trial import OTHER_SETTINGS, TrialConfig
+from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics
 from evolve.execution.trainers import DataSummary
 from evolve.search.keyset import YOLOV5
@@ -53,23 +55,25 @@ def data_root(data: str) -> str:
 def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
-    known = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in trial.to_dict().items() if k in known}
-    extra = dict(trial.extra)
-    values.update(extra.pop(OTHER_SETTINGS, None) or {})
-    values["extra"] = extra
+    values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
+    values["extra"] = dict(trial.extra)
     return TrainConfig(**values)
+
+
+def evolve_metrics(metrics: DetectorMetrics) -> Metrics:
+    """The detector's ``Metrics`` as the evolution's: the same fields, by name."""
+    return Metrics.from_any(metrics)
 
 
 def train(hyp: Mapping[str, float], cfg: Any,
           report: Optional[Callable[[int, Metrics], Any]] = None) -> Metrics:
     """Train the detector on ``hyp`` for one trial; per-epoch reports and the result as evolve Metrics."""
 
-    def forward(epoch: int, metrics: Any) -> None:
+    def forward(epoch: int, metrics: DetectorMetrics) -> None:
         if report is not None:
-            report(epoch, Metrics.from_any(metrics))
+            report(epoch, evolve_metrics(metrics))
 
-    return Metrics.from_any(train_detector(dict(hyp), train_config(cfg), forward))
+    return evolve_metrics(train_detector(dict(hyp), train_config(cfg), forward))
 
 
 def _readable(path: Path) -> bool:

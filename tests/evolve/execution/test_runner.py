@@ -238,7 +238,7 @@ def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
     cfg = TrainConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
     ray_cfg = RayConfig(cpus_per_trial=0.5, early_stop="asha", grace_epochs=1, reduction_factor=3)
     runner = TrialRunner(ray_cfg, "surrogate", cfg, tmp_path / "run")
-    assert runner._static()["train_cfg"]["val_every"] == 1  # early stopping needs every epoch validated
+    assert runner.trial_spec().cfg.val_every == 1  # early stopping needs every epoch validated
     runner.run(source)
     assert sorted(calls) == sorted(j.trial_id for j in jobs)  # each trial recorded exactly once
     statuses = {tid: m.status for tid, m in source.results.items()}
