@@ -1,9 +1,9 @@
 """What the generational and the steady-state loops share: the run's records, GA, plots and progress,
 the trial runner they hand their jobs to, and the report of the best trial at the end.
 
-A loop subclasses ``Evolution``, implements the runner's ``JobSource`` side (or hands the runner a
-source of its own) and calls ``run_trials`` once: every trial of a run goes through one runner, so Ray
-Tune and its workers start once per run.
+A loop subclasses ``Evolution`` and ``evolve.execution.jobs.JobSource`` (it is its own source of jobs) and
+calls ``run_trials(self)`` once: every trial of a run goes through one runner, so Ray Tune and its workers
+start once per run.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES
+from evolve.execution.jobs import JobSource
 from evolve.execution.runner import TrialRunner
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import Plan
@@ -81,7 +82,7 @@ class Evolution:
     def save_checkpoint(self, **state: Any) -> None:
         save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
 
-    def run_trials(self, source: Any) -> None:
+    def run_trials(self, source: JobSource) -> None:
         """Run the source's jobs on one TrialRunner until it has no more."""
         # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
         durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
