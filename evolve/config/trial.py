@@ -22,6 +22,9 @@ from evolve.errors import ConfigError
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
 MODEL_SIZES = ("n", "s", "m")
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
+# extra key of a foreign config's settings that TrialConfig lacks (the detector's own, such as cache_dir):
+# a typed field would change every run's checkpoint and fingerprint, so they stay in extra for now
+OTHER_SETTINGS = "detector"
 _SURROGATE = "surrogate trainer (--trainer surrogate)"
 
 
@@ -141,25 +144,23 @@ class TrialConfig:
 
     @classmethod
     def from_any(cls, value: Any) -> "TrialConfig":
-        """Accept a ``TrialConfig``, a mapping of its fields, or another package's config with ``to_dict()``
-        (the detector's ``TrainConfig``), of which only the settings a ``TrialConfig`` has are taken: the
-        others are the trainer's own, which a trial does not set. Surrogate options given as
+        """Accept a ``TrialConfig``, a mapping, or any config with ``to_dict()`` (the detector's
+        ``TrainConfig``). Settings this class does not have go to ``extra[OTHER_SETTINGS]`` (the
+        detector's adapter reads its own back from there); surrogate options given as
         ``extra["surrogate"]`` become ``surrogate``."""
         if isinstance(value, cls):
             return value
+        data = dict(value if isinstance(value, Mapping) else value.to_dict())
         known = {f.name for f in fields(cls)}
-        if isinstance(value, Mapping):
-            data = dict(value)
-            unknown = sorted(k for k in data if k not in known)
-            if unknown:
-                raise ConfigError(f"trial config: unknown setting '{unknown[0]}'")
-        else:
-            data = {k: v for k, v in value.to_dict().items() if k in known}
-        extra = dict(data.get("extra") or {})
-        if "surrogate" not in data and "surrogate" in extra:
-            data["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
-        data["extra"] = extra
-        return cls(**data)
+        out = {k: v for k, v in data.items() if k in known}
+        extra = dict(out.get("extra") or {})
+        if "surrogate" not in out and "surrogate" in extra:
+            out["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
+        others = {k: v for k, v in data.items() if k not in known}
+        if others:
+            extra[OTHER_SETTINGS] = {**others, **extra.get(OTHER_SETTINGS, {})}
+        out["extra"] = extra
+        return cls(**out)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,6 @@ def test_trials_get_a_trial_spec_not_a_static_dict(name):
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     assert "static" not in names, f"{name}: a 'static' dict; trials take a TrialSpec"
-    assert "OTHER_SETTINGS" not in path.read_text(), name
 
 
 def module_level_imports(path: Path) -> set[str]:
