@@ -55,9 +55,12 @@ def rss_mb() -> dict[str, float]:
 class TrialWorker:
     """A Ray actor running trials one after another, as a reused Tune trial worker does."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, cache_root: str):
+        import os
+
         import ray.tune
 
+        os.environ["YOLO_EVOLVE_CACHE"] = cache_root  # the detector's image cache, in the benchmark's tmp
         self.run_dir = run_dir
         self.reports = 0
         self.last: dict[str, Any] = {}
@@ -71,19 +74,19 @@ class TrialWorker:
     def rss(self) -> dict[str, float]:
         return rss_mb()
 
-    def run(self, trainer: str, train_cfg: dict[str, Any], hyps: list[dict[str, float]], prefix: str
+    def run(self, trainer: str, train_cfg: Any, hyps: list[dict[str, float]], prefix: str
             ) -> dict[str, Any]:
         """Run one trial per hyp; return statuses, RSS after each trial and the time taken."""
+        from evolve.config.trial import TrialSpec
         from evolve.execution.trainable import run_trial
 
         # as TrialRunner builds it for a one-process trial on one CPU
-        static = {"trainer": trainer, "train_cfg": train_cfg, "run_dir": self.run_dir, "nproc": 1,
-                  "cpus_per_trial": 1.0}
+        spec = TrialSpec(trainer=trainer, cfg=train_cfg, run_dir=self.run_dir, nproc=1, cpus_per_trial=1.0)
         statuses: dict[str, int] = {}
         rss_after: list[float] = []
         start = time.perf_counter()
         for i, hyp in enumerate(hyps):
-            run_trial({"trial_id": f"{prefix}{i}", "generation": 0, "individual": i, "hyp": hyp}, static)
+            run_trial({"trial_id": f"{prefix}{i}", "generation": 0, "individual": i, "hyp": hyp}, spec)
             assert self.last.get("final"), "a trial ended without its final report"
             status = str(self.last.get("status"))
             statuses[status] = statuses.get(status, 0) + 1
@@ -115,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
-    from detector.config import TrainConfig
     from detector.hyp import DEFAULT_HYP
     from detector.synthetic import make_synthetic
+    from evolve.config.trial import TrialConfig
 
     print(harness.machine_header(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="yolo-evolve-memory-"))
@@ -126,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
              logging_level=logging.WARNING)
     try:
         data = make_synthetic(root=tmp / "data", n_train=16, n_val=8, imgsz=64)
-        sur_cfg = TrainConfig(epochs=args.surrogate_epochs, progress=False,
-                              extra={"surrogate": {"landscape": "smooth"}}).to_dict()
-        det_cfg = TrainConfig(data=str(data), epochs=1, imgsz=64, batch=8, workers=args.workers,
-                              cache_dir=str(tmp / "image-cache"), progress=False).to_dict()
+        # save_weights as the detector's own runs do (and as this benchmark measured before)
+        sur_cfg = TrialConfig(epochs=args.surrogate_epochs, save_weights=True)
+        det_cfg = TrialConfig(data=str(data), epochs=1, imgsz=64, batch=8, workers=args.workers,
+                              save_weights=True)
         det_hyps = [dict(DEFAULT_HYP, lr0=0.004 + 0.0005 * i) for i in range(args.detector_trials + 1)]
-        worker = ray.remote(num_cpus=1)(TrialWorker).remote(str(tmp / "run"))
+        worker = ray.remote(num_cpus=1)(TrialWorker).remote(str(tmp / "run"), str(tmp / "image-cache"))
         t0 = time.perf_counter()
         start = ray.get(worker.rss.remote())
         rows = [("worker started", start["VmRSS"], "")]

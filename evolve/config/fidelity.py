@@ -50,7 +50,7 @@ def trial_configs(cfg: Any) -> tuple[Any, Any]:
 
 
 def rung_epochs(grace: int, reduction: float, max_t: int) -> list[int]:
-    """The epochs at which ASHA (``evolve.execution.tune_glue.epoch_asha``) judges a trial of ``max_t``
+    """The epochs at which ASHA (``evolve.execution.asha.epoch_asha``) judges a trial of ``max_t``
     epochs: the first epoch at or past each milestone ``grace * reduction**k`` below ``max_t``."""
     if grace < 1 or reduction <= 1 or max_t <= grace:
         return []

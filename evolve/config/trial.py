@@ -5,9 +5,13 @@ A trainer is called as ``train(hyp, cfg, report)`` with ``cfg`` a ``TrialConfig`
 size, epochs, image size, batch, device, loader workers, seed, the trial's own folder
 (``project``/``name``) and ``extra``, a mapping passed through untouched for a user's trainer. The
 built-in detector's adapter turns it into the detector's own ``TrainConfig``.
+
+``TrialSpec`` is what the runner hands every trial of one run (Ray ships it to each worker once): the
+trainer, the ``TrialConfig`` as trials see it and the run folder and process layout.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePath
 from typing import Any, Mapping, Optional
@@ -18,7 +22,9 @@ from evolve.errors import ConfigError
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
 MODEL_SIZES = ("n", "s", "m")
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
-OTHER_SETTINGS = "detector"  # extra key of a foreign config's settings that TrialConfig lacks
+# extra key of a foreign config's settings that TrialConfig lacks (the detector's own, such as cache_dir):
+# a typed field would change every run's checkpoint and fingerprint, so they stay in extra for now
+OTHER_SETTINGS = "detector"
 _SURROGATE = "surrogate trainer (--trainer surrogate)"
 
 
@@ -134,7 +140,7 @@ class TrialConfig:
 
     def replace(self, **changes: Any) -> "TrialConfig":
         """A copy with ``changes`` applied (and checked)."""
-        return TrialConfig(**{**self.to_dict(), **changes})
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_any(cls, value: Any) -> "TrialConfig":
@@ -155,3 +161,28 @@ class TrialConfig:
             extra[OTHER_SETTINGS] = {**others, **extra.get(OTHER_SETTINGS, {})}
         out["extra"] = extra
         return cls(**out)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of one ``TrialRunner.run`` shares, as the trainable receives it.
+
+    ``cfg`` is the ``TrialConfig`` as trials see it (data paths made absolute, the loader workers that fit
+    the trial's CPUs, the validation interval early stopping needs); ``nproc`` DDP ranks share
+    ``cpus_per_trial`` CPUs.
+    """
+
+    trainer: str
+    cfg: TrialConfig
+    run_dir: str
+    nproc: int = 1
+    cpus_per_trial: float = 1.0
+
+    def for_trial(self, trial_id: str, seed: Optional[int] = None) -> TrialConfig:
+        """One trial's config: the run's, writing under ``<run_dir>/trials/<trial_id>``, with its own seed
+        if it has one. Progress bars are off: nobody watches a worker's stderr; the log file has the story."""
+        changes: dict[str, Any] = {"project": str(PurePath(self.run_dir) / "trials"), "name": trial_id,
+                                   "exist_ok": True, "progress": False}
+        if seed is not None:
+            changes["seed"] = int(seed)
+        return self.cfg.replace(**changes)

@@ -3,8 +3,9 @@ contract. This is the one module of ``evolve`` that imports ``detector``, and it
 a trial trains.
 
 The detector keeps its own ``TrainConfig`` and ``Metrics`` (it knows nothing of evolution); here a
-``TrialConfig`` becomes a ``TrainConfig`` (its fields, plus the detector's own options given as
-``extra["detector"]``, such as ``cache_dir``), and the detector's results become ``evolve`` Metrics.
+``TrialConfig`` becomes a ``TrainConfig`` (the fields both have, plus the detector's own options given as
+``extra["detector"]``, such as ``cache_dir``), and the detector's ``Metrics`` become ``evolve``'s (``evolve_metrics``), the
+one place where the two meet.
 A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whatever ``--optimizer`` says:
 the detector takes the optimizer named in its hyps over its config.
 
@@ -22,6 +23,7 @@ from detector.config import TrainConfig
 from detector.data import img2label_path, load_data_config, read_labels
 from detector.errors import DataError
 from detector.hyp import HYP_KEYS, default_hyp_path
+from detector.results import Metrics as DetectorMetrics
 from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
 from evolve.config.trial import OTHER_SETTINGS, TrialConfig
@@ -60,23 +62,27 @@ def data_images(data: str) -> dict[str, list[str]]:
 def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
-    known = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in trial.to_dict().items() if k in known}
+    values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
     extra = dict(trial.extra)
-    values.update(extra.pop(OTHER_SETTINGS, None) or {})
+    values.update(extra.pop(OTHER_SETTINGS, None) or {})  # the detector's own settings, when given
     values["extra"] = extra
     return TrainConfig(**values)
+
+
+def evolve_metrics(metrics: DetectorMetrics) -> Metrics:
+    """The detector's ``Metrics`` as the evolution's: the same fields, by name."""
+    return Metrics.from_any(metrics)
 
 
 def train(hyp: Mapping[str, float], cfg: Any,
           report: Optional[Callable[[int, Metrics], Any]] = None) -> Metrics:
     """Train the detector on ``hyp`` for one trial; per-epoch reports and the result as evolve Metrics."""
 
-    def forward(epoch: int, metrics: Any) -> None:
+    def forward(epoch: int, metrics: DetectorMetrics) -> None:
         if report is not None:
-            report(epoch, Metrics.from_any(metrics))
+            report(epoch, evolve_metrics(metrics))
 
-    return Metrics.from_any(train_detector(dict(hyp), train_config(cfg), forward))
+    return evolve_metrics(train_detector(dict(hyp), train_config(cfg), forward))
 
 
 def _readable(path: Path) -> bool:

@@ -12,7 +12,8 @@ Tune's ``FailureConfig`` and recorded ``failed`` only once the retries are spent
 
 Scale-out: ``RayConfig`` sets the resources of a trial (fractional GPUs pack trials on one GPU), its DDP
 ranks (``--workers-per-trial`` on CPU, one per GPU from 2 GPUs up) and early stopping (``--early-stop
-asha``); the Tune-side classes live in ``evolve.execution.tune_glue``.
+asha``); the Tune-side classes live in ``evolve.execution.tune_glue`` and ``evolve.execution.asha``,
+imported only when trials run (they import Ray Tune at their top).
 """
 from __future__ import annotations
 
@@ -27,12 +28,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evolve.config.ray import RayConfig
-from evolve.config.trial import TrialConfig, data_sets
+from evolve.config.trial import TrialConfig, TrialSpec, data_sets
 from evolve.execution.cluster import check_resources, shutdown, start_or_join
 from evolve.execution.jobs import JobSource
 from evolve.execution.trainable import run_trial
 from evolve.execution.trainers import check
-from evolve.execution.tune_glue import MAX_FAILURES, RunState, epoch_asha, record_callbacks, tune_classes
 from evolve.execution.watchdog import TrialClock
 
 LOGGER = logging.getLogger(__name__)
@@ -72,13 +72,12 @@ def _quiet_tune() -> Iterator[None]:
             lg.setLevel(lvl)
 
 
-def _absolute_paths(cfg: TrialConfig) -> dict[str, Any]:
-    """TrialConfig as a dict with relative data paths made absolute against the driver's directory."""
-    d = cfg.to_dict()
-    if isinstance(d.get("data"), str) and d["data"]:
-        d["data"] = ",".join(str(Path(v).resolve()) if not os.path.isabs(v) and Path(v).exists() else v
-                             for v in data_sets(d["data"]))
-    return d
+def _absolute_paths(data: str | None) -> str | None:
+    """``--data`` with relative paths made absolute against the driver's directory."""
+    if not data:
+        return data
+    return ",".join(str(Path(v).resolve()) if not os.path.isabs(v) and Path(v).exists() else v
+                    for v in data_sets(data))
 
 
 class TrialRunner:
@@ -147,23 +146,24 @@ class TrialRunner:
         fit = max(0, math.floor(self.ray_cfg.cpus_per_trial / nproc + 1e-9) - 1)
         return nproc, min(self.train_cfg.workers, fit)
 
-    def _static(self) -> dict[str, Any]:
+    def trial_spec(self) -> TrialSpec:
         """What every trial of a run shares: trainer, TrialConfig (as trials see it) and layout."""
         nproc, workers = self.trial_layout()
-        train_cfg = _absolute_paths(self.train_cfg)
         if workers < self.train_cfg.workers:
             LOGGER.info("data-loading workers per trial process: %d (--workers %d does not fit "
                         "--cpus-per-trial %g with %d process(es) per trial)", workers, self.train_cfg.workers,
                         self.ray_cfg.cpus_per_trial, nproc)
-        train_cfg["workers"] = workers
-        if self.ray_cfg.early_stop != "none" and train_cfg.get("val_every") != 1:
+        val_every = self.train_cfg.val_every
+        if self.ray_cfg.early_stop != "none":
             # The one place of this rule: early stopping decides on per-epoch fitness, which needs a
             # validation every epoch; otherwise a trainer may ask to validate less often.
-            train_cfg["val_every"] = 1
-        elif self.ray_cfg.early_stop == "none" and self.plugin.val_every is not None:
-            train_cfg["val_every"] = self.plugin.val_every
-        return {"trainer": self.trainer, "train_cfg": train_cfg, "run_dir": str(self.run_dir),
-                "nproc": nproc, "cpus_per_trial": float(self.ray_cfg.cpus_per_trial)}
+            val_every = 1
+        elif self.plugin.val_every is not None:
+            val_every = self.plugin.val_every
+        cfg = self.train_cfg.replace(data=_absolute_paths(self.train_cfg.data), workers=workers,
+                                     val_every=val_every)
+        return TrialSpec(trainer=self.trainer, cfg=cfg, run_dir=str(self.run_dir), nproc=nproc,
+                         cpus_per_trial=float(self.ray_cfg.cpus_per_trial))
 
     def _scheduler(self) -> Any:
         """The scheduler given to the constructor, else ASHA when ``early_stop`` asks for it (fresh per run:
@@ -174,8 +174,10 @@ class TrialRunner:
             if self.ray_cfg.grace_epochs >= self.train_cfg.epochs:
                 LOGGER.warning("--grace-epochs %d with --epochs %d: ASHA can stop no trial",
                                self.ray_cfg.grace_epochs, self.train_cfg.epochs)
-            return epoch_asha(max_t=self.train_cfg.epochs, grace_period=self.ray_cfg.grace_epochs,
-                              reduction_factor=self.ray_cfg.reduction_factor)
+            from evolve.execution.asha import EpochASHA
+
+            return EpochASHA(max_t=self.train_cfg.epochs, grace_period=self.ray_cfg.grace_epochs,
+                             reduction_factor=self.ray_cfg.reduction_factor)
         return None
 
     def storage_path(self) -> str:
@@ -192,8 +194,18 @@ class TrialRunner:
         source stops the running trials and is re-raised here; Ctrl-C stops them and raises
         KeyboardInterrupt.
         """
+        from ray import tune
+
+        from evolve.execution.tune_glue import (
+            MAX_FAILURES,
+            JobSearcher,
+            ResultRelay,
+            RunState,
+            StopOnError,
+            record_callbacks,
+        )
+
         self._ensure_ray()
-        tune, JobSearcher, ResultRelay, StopOnError = tune_classes()
         state = RunState(source=source, clock=TrialClock(self.ray_cfg.trial_timeout, self.durations))
         limit = self.concurrency()
         self._runs += 1
@@ -201,7 +213,7 @@ class TrialRunner:
         if "://" not in storage:
             Path(storage).mkdir(parents=True, exist_ok=True)
         resources = {"cpu": self.ray_cfg.cpus_per_trial, "gpu": self.ray_cfg.gpus_per_trial}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, static=self._static()), resources)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, spec=self.trial_spec()), resources)
 
         def trial_name(trial: Any) -> str:
             return str(trial.config.get("trial_id", trial.trial_id))

@@ -1,9 +1,10 @@
 """The Ray Tune function trainable that runs one evolution trial inside a Ray worker.
 
-``run_trial(config, static)`` trains one hyp with the configured trainer, forwards every per-epoch report
-to ``ray.tune.report`` and ends with one report flagged ``final: True``. Whatever the trainer does
-(returns Metrics, a mapping, garbage, or raises) the trial ends with such a final report, so the driver
-records it once and Tune never retries it; only a trial lost with its worker reaches Tune's retries.
+``run_trial(config, spec)`` trains one hyp (``config``, one ``TrialJob``) as the run's ``TrialSpec`` says,
+forwards every per-epoch report to ``ray.tune.report`` and ends with one report flagged ``final: True``.
+Whatever the trainer does (returns Metrics, a mapping, garbage, or raises) the trial ends with such a
+final report, so the driver records it once and Tune never retries it; only a trial lost with its worker
+reaches Tune's retries.
 
 The trial's files go to ``<run_dir>/trials/<trial_id>/``, including ``trial.log`` with every log record
 emitted in the worker while the trial runs. Every report also says where the trial ran (``node_id``,
@@ -16,6 +17,10 @@ A trial on several data sets (``--data a.yaml,b.yaml``) trains on each in turn, 
 the data sets (data set k's epoch e is report (k-1) x epochs + e) and each per-epoch report is the mean of
 the finished data sets' results and the current one's epoch, so early stopping compares trials that are
 at the same point of the same sequence. Its result is ``mean_metrics`` of the data sets' results.
+
+Metrics cross two process boundaries, each converted once: what a trainer returns or reports becomes
+``Metrics`` as the evolution believes them in ``trial_metrics`` (in the worker), and a reported row becomes
+``Metrics`` again in ``metrics_from_result`` (in the driver).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from evolve.config.trial import TrialConfig, data_names, data_sets
+from evolve.config.trial import TrialConfig, TrialSpec, data_names, data_sets
 from evolve.contract import FAILED_STATUSES, PART_FIELDS, STATUSES, Metrics, mean_metrics, one_line, sanitised
 from evolve.execution.trainers import trainer_for
 
@@ -44,18 +49,17 @@ NOSET_CUDA_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # Ray's switch t
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def trial_config(cfg: Any, run_dir: Path, trial_id: str) -> TrialConfig:
-    """The TrialConfig of one trial: the run's config writing under ``<run_dir>/trials/<trial_id>``.
-
-    Progress bars are turned off because nobody watches a worker's stderr; the log file has the story.
-    """
-    return TrialConfig.from_any(cfg).replace(project=str(Path(run_dir) / "trials"), name=trial_id,
-                                             exist_ok=True, progress=False)
+def trial_metrics(value: Any, weights: tuple[float, ...]) -> Metrics:
+    """A trainer's result or per-epoch report as the evolution believes it: ``Metrics`` (``TypeError`` or
+    ``ValueError`` for anything else), the fitness of the run's ``--fitness-weights`` (selection and early
+    stopping use exactly those), judged by ``sanitised``. The one conversion on the trainer's side."""
+    return sanitised(Metrics.from_any(value).reweighted(weights))
 
 
 def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
                placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The flat dict reported to Tune for one epoch (or the end) of a trial.
+    """The flat dict reported to Tune for one epoch (or the end) of a trial, from ``metrics`` already judged
+    (``trial_metrics``).
 
     ``placement`` (where and since when the trial runs) is copied in, and ``end_time`` set to now, so that
     Ray Tune's own records tell which node and GPU ran each report, and when.
@@ -63,8 +67,7 @@ def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
     row: dict[str, Any] = dict(placement or {})
     if placement is not None:
         row[END_TIME_KEY] = time.time()
-    # Judged before NaN becomes 0 below: an epoch whose metrics make no sense is reported as failed.
-    row.update(sanitised(metrics).to_dict())
+    row.update(metrics.to_dict())
     # Tune's results are flat: each data set's part becomes per_data/<name>/<field>.
     for name, part in row.pop(PER_DATA_KEY).items():
         row.update({f"{PER_DATA_KEY}/{name}/{k}": float(v) for k, v in part.items()})
@@ -79,7 +82,8 @@ def result_row(metrics: Metrics, epoch: int, final: bool, error: str = "",
 
 
 def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = None) -> Metrics:
-    """Rebuild Metrics from a reported result (the driver side of ``result_row``)."""
+    """Rebuild Metrics from a reported result (the driver side of ``result_row``): the one conversion on
+    the driver's side; the job source judges them (``JobSource.on_result``)."""
     result = result or {}
     fields = Metrics.__dataclass_fields__
     kwargs = {k: result[k] for k in fields if k in result and k != "status"}
@@ -92,7 +96,7 @@ def metrics_from_result(result: Mapping[str, Any] | None, status: str | None = N
         parts = key.split("/") if key.startswith(PER_DATA_KEY + "/") else []
         if len(parts) == 3 and parts[2] in PART_FIELDS:
             kwargs[PER_DATA_KEY].setdefault(parts[1], {})[parts[2]] = float(value)
-    m = sanitised(Metrics(**kwargs, status=st if st in STATUSES else "failed"))
+    m = Metrics(**kwargs, status=st if st in STATUSES else "failed")
     # A per-epoch report (all a stopped trial leaves) may lack these; Tune's own bookkeeping has them.
     if not m.epochs:
         m.epochs = int(result.get(EPOCH_KEY, 0) or 0)
@@ -133,7 +137,6 @@ def trial_log(path: Path) -> Iterator[None]:
 
 
 def _finish(metrics: Metrics, seconds: float) -> Metrics:
-    metrics = sanitised(metrics)
     if not metrics.seconds or not math.isfinite(metrics.seconds) or metrics.seconds <= 0:
         metrics.seconds = seconds
     return metrics
@@ -158,7 +161,7 @@ def execute(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
     error = ""
     for k, (name, data) in enumerate(zip(names, data_sets(cfg.data))):
         def running(epoch: int, metrics: Any, k: int = k, name: str = name) -> None:
-            report(k * cfg.epochs + int(epoch), mean_metrics({**parts, name: Metrics.from_any(metrics)}))
+            report(k * cfg.epochs + int(epoch), mean_metrics({**parts, name: metrics}))
 
         LOGGER.info("data set %d of %d: %s (%s)", k + 1, len(names), name, data)
         parts[name], error = _execute_once(trainer_spec, hyp, cfg.replace(data=data, name=f"{cfg.name}/{name}"),
@@ -184,8 +187,7 @@ def _execute_once(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
 
     def _report(epoch: int, metrics: Any) -> None:
         epochs_seen[0] = int(epoch)
-        # Early stopping ranks per-epoch fitness, so it must use the run's weights too.
-        report(int(epoch), Metrics.from_any(metrics).reweighted(cfg.fitness_weights))
+        report(int(epoch), trial_metrics(metrics, cfg.fitness_weights))
 
     error = ""
     try:
@@ -196,11 +198,10 @@ def _execute_once(trainer_spec: str, hyp: Mapping[str, float], cfg: TrialConfig,
         else:
             out = trainer_for(trainer_spec).function()(dict(hyp), cfg, _report)
         try:
-            metrics = Metrics.from_any(out)
+            metrics = trial_metrics(out, cfg.fitness_weights)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"trainer '{trainer_spec}' returned an unusable result: {exc}") from exc
         metrics.epochs = metrics.epochs or epochs_seen[0]
-        metrics.reweighted(cfg.fitness_weights)  # selection uses exactly the run's --fitness-weights
     except Exception as exc:  # failure is data: the trial is recorded as failed, the run goes on
         error = one_line(f"{type(exc).__name__}: {exc}")
         LOGGER.error("trial failed: %s", error, exc_info=True)
@@ -236,34 +237,27 @@ def placement() -> dict[str, Any]:
             "start_time": time.time()}
 
 
-def run_trial(config: dict[str, Any], static: dict[str, Any]) -> None:
-    """Ray Tune function trainable: ``config`` is one TrialJob, ``static`` what all trials share.
-
-    ``static`` holds ``trainer`` (a trainer spec), ``train_cfg`` (TrialConfig as a dict), ``run_dir``,
-    and optionally ``nproc`` (DDP ranks, default 1) and ``cpus_per_trial`` (CPUs the ranks share).
-    """
+def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
+    """Ray Tune function trainable: ``config`` is one TrialJob (as ``JobSearcher`` suggests it), ``spec``
+    what all trials of the run share."""
     from ray import tune
 
     where = placement()
     trial_id = str(config["trial_id"])
-    run_dir = Path(static["run_dir"])
-    cfg = trial_config(static["train_cfg"], run_dir, trial_id)
-    if config.get("seed") is not None:
-        cfg = cfg.replace(seed=int(config["seed"]))
+    cfg = spec.for_trial(trial_id, config.get("seed"))
     trial_dir = Path(cfg.project) / cfg.name
-    nproc = int(static.get("nproc", 1))
 
-    def report(epoch: int, metrics: Any) -> None:
-        tune.report(result_row(Metrics.from_any(metrics), epoch, final=False, placement=where))
+    def report(epoch: int, metrics: Metrics) -> None:
+        tune.report(result_row(metrics, epoch, final=False, placement=where))
 
     with trial_log(trial_dir / "trial.log"):
         LOGGER.info("trial %s (generation %s, individual %s) starts with trainer '%s'", trial_id,
-                    config.get("generation"), config.get("individual"), static["trainer"])
+                    config.get("generation"), config.get("individual"), spec.trainer)
         LOGGER.info("on node %s (%s), pid %d, GPUs [%s], %d process(es), %d loader workers each",
-                    where["node_id"], where["node_ip"], where["pid"], where["cuda_visible_devices"], nproc,
+                    where["node_id"], where["node_ip"], where["pid"], where["cuda_visible_devices"], spec.nproc,
                     cfg.workers)
-        metrics, error = execute(static["trainer"], config["hyp"], cfg, report, nproc=nproc,
-                                 cpus=static.get("cpus_per_trial"))
+        metrics, error = execute(spec.trainer, config["hyp"], cfg, report, nproc=spec.nproc,
+                                 cpus=spec.cpus_per_trial)
         LOGGER.info("trial %s ends: status %s, fitness %.5f, %.1f s", trial_id, metrics.status,
                     metrics.fitness, metrics.seconds)
     tune.report(result_row(metrics, metrics.epochs, final=True, error=error, placement=where))

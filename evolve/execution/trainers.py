@@ -28,18 +28,16 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import hyps
 from evolve.config.trial import TrialConfig
-from evolve.contract import Metrics
 from evolve.errors import ConfigError
 from evolve.search.keyset import ULTRALYTICS, YOLOV5, KeySet
 
 if TYPE_CHECKING:  # pragma: no cover
     from evolve.config.run import EvolveConfig
 
-Report = Callable[[int, Any], None]
 TrainFn = Callable[..., object]
 
 # A dotted module path, a colon, and a (possibly dotted) attribute path: "pkg.mod:func" or "mod:Cls.meth".
@@ -96,10 +94,6 @@ class Trainer:
         """The training function itself (imports its module)."""
         return _load(self.name, self.entry)
 
-    def train(self, hyp: Mapping[str, float], cfg: TrialConfig, report: Optional[Report] = None) -> Metrics:
-        """Train ``hyp`` once; whatever Metrics-like result the function returns comes back as Metrics."""
-        return Metrics.from_any(self.function()(dict(hyp), cfg, report))
-
 
 BUILTIN_TRAINERS: dict[str, Trainer] = {
     # Both validate after the last epoch only unless early stopping needs every epoch, as YOLOv5's evolve
@@ -114,11 +108,6 @@ BUILTIN_TRAINERS: dict[str, Trainer] = {
                            distributed=False, requires="ultralytics",
                            preflight="evolve.execution.ultralytics_inputs:preflight", val_every=0),
 }
-
-
-def is_builtin(spec: str) -> bool:
-    """Whether ``spec`` names one of the trainers shipped with the project."""
-    return spec in BUILTIN_TRAINERS
 
 
 def _parse(spec: Any) -> str:

@@ -6,18 +6,23 @@
   on every step of Tune's loop ends the trials past their deadline (``evolve.execution.watchdog``) and
   lets the source refresh its progress (``on_tick``);
 - ``StopOnError`` ends the experiment once the source has raised;
-- ``epoch_asha`` builds the early-stopping scheduler that acts on per-epoch ``fitness``;
 - ``record_callbacks`` keeps Ray Tune's own per-trial records (``result.json``, ``progress.csv``).
 
-Ray Tune is imported only when these are built: importing ``evolve`` must stay cheap and side-effect free.
+This module imports Ray Tune at its top, so only ``TrialRunner.run`` imports it, when trials are about to
+run: importing ``evolve`` must stay cheap and side-effect free (as Ray Tune imports each searcher's
+optional dependency only in the searcher's own module). The early-stopping scheduler is in
+``evolve.execution.asha``.
 """
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
+
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
 from evolve.contract import Metrics, one_line
 from evolve.execution.jobs import WAIT, TrialJob
@@ -42,178 +47,144 @@ class RunState:
     timed_out: dict[str, float] = field(default_factory=dict)  # Tune trial id -> seconds it had run
 
 
-def tune_classes() -> tuple[Any, type, type, type]:
-    """``(tune, JobSearcher, ResultRelay, StopOnError)``, defined on first use."""
-    from ray import tune
-    from ray.tune.search import Searcher
-    from ray.tune.stopper import Stopper
+class JobSearcher(Searcher):
+    """Suggests the source's next job as a trial config (None while the source says WAIT)."""
 
-    class JobSearcher(Searcher):
-        """Suggests the source's next job as a trial config (None while the source says WAIT)."""
+    def __init__(self, state: RunState):
+        super().__init__()
+        self.state = state
 
-        def __init__(self, state: RunState):
-            super().__init__()
-            self.state = state
-
-        def suggest(self, trial_id: str):
-            state = self.state
-            if state.error is not None or state.exhausted:
+    def suggest(self, trial_id: str):
+        state = self.state
+        if state.error is not None or state.exhausted:
+            return Searcher.FINISHED
+        try:
+            job = state.source.next_job()
+            if job is WAIT:
+                if not state.jobs:
+                    raise RuntimeError("JobSource.next_job returned WAIT while no trial is running; "
+                                       "nothing could ever end the wait")
+                return None
+            if job is None:
+                state.exhausted = True
                 return Searcher.FINISHED
+            if not isinstance(job, TrialJob):
+                raise TypeError(f"JobSource.next_job returned {type(job).__name__}, expected TrialJob")
+        except Exception as exc:  # surfaces from run() once Tune has stopped the running trials
+            state.error = exc
+            return Searcher.FINISHED
+        state.jobs[trial_id] = job
+        config = {"trial_id": job.trial_id, "generation": int(job.generation),
+                  "individual": int(job.individual), "hyp": dict(job.hyp)}
+        if job.seed is not None:
+            config["seed"] = int(job.seed)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+        pass  # the callback records results: it also sees the error of a lost trial
+
+    def save(self, checkpoint_path: str) -> None:
+        pass  # the evolution keeps its own checkpoint; Tune's experiment restore is not used
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+class ResultRelay(tune.Callback):
+    """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+
+    def _deliver(self, trial: Any, metrics: Metrics) -> None:
+        # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
+        job = self.state.jobs.pop(trial.trial_id, None)
+        self.state.clock.finish(trial.trial_id, ok=metrics.status == "ok")
+        if job is None or self.state.error is not None:
+            return
+        self.state.finished += 1
+        try:
+            self.state.source.on_result(job, metrics)
+        except Exception as exc:
+            self.state.error = exc
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
+        self.state.clock.start(trial.trial_id)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any):
+        state = self.state
+        late = dict(state.clock.overdue())
+        for trial in trials:
+            if trial.trial_id in late and trial.status == "RUNNING":
+                self._end_overdue(trial, late[trial.trial_id])
+        on_tick = getattr(state.source, "on_tick", None)
+        if on_tick is not None and state.error is None:
             try:
-                job = state.source.next_job()
-                if job is WAIT:
-                    if not state.jobs:
-                        raise RuntimeError("JobSource.next_job returned WAIT while no trial is running; "
-                                           "nothing could ever end the wait")
-                    return None
-                if job is None:
-                    state.exhausted = True
-                    return Searcher.FINISHED
-                if not isinstance(job, TrialJob):
-                    raise TypeError(f"JobSource.next_job returned {type(job).__name__}, expected TrialJob")
-            except Exception as exc:  # surfaces from run() once Tune has stopped the running trials
+                on_tick()
+            except Exception as exc:
                 state.error = exc
-                return Searcher.FINISHED
-            state.jobs[trial_id] = job
-            config = {"trial_id": job.trial_id, "generation": int(job.generation),
-                      "individual": int(job.individual), "hyp": dict(job.hyp)}
-            if job.seed is not None:
-                config["seed"] = int(job.seed)
-            return config
 
-        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
-            pass  # the callback records results: it also sees the error of a lost trial
+    def _end_overdue(self, trial: Any, seconds: float) -> None:
+        # Killing the worker ends what the trial started: DDP ranks die with their parent (PDEATHSIG)
+        # and data-loader workers leave once they see theirs gone. Tune then reports the trial as
+        # errored; with no failures left to spend it is not retried but delivered once, as failed.
+        import ray
 
-        def save(self, checkpoint_path: str) -> None:
-            pass  # the evolution keeps its own checkpoint; Tune's experiment restore is not used
+        self.state.timed_out[trial.trial_id] = seconds
+        trial.max_failures = 0
+        LOGGER.warning("trial %s timed out after %.0f s (deadline %.0f s); ending it and its processes",
+                       trial.config.get("trial_id"), seconds, self.state.clock.timeout() or seconds)
+        actor = getattr(trial.temporary_state, "ray_actor", None)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
 
-        def restore(self, checkpoint_path: str) -> None:
-            pass
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+        on_epoch = getattr(self.state.source, "on_epoch", None)
+        job = self.state.jobs.get(trial.trial_id)
+        if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
+            return
+        try:
+            on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
+        except Exception as exc:
+            self.state.error = exc
 
-    class ResultRelay(tune.Callback):
-        """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+        result = trial.last_result or {}
+        if result.get(FINAL_KEY):
+            metrics = metrics_from_result(result)
+            if result.get(ERROR_KEY):
+                LOGGER.warning("trial %s failed: %s", trial.config.get("trial_id"), result[ERROR_KEY])
+        else:  # ended by a scheduler before its final report: keep what it reached
+            metrics = metrics_from_result(result, status="stopped")
+        self._deliver(trial, metrics)
 
-        def __init__(self, state: RunState):
-            self.state = state
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
+        LOGGER.warning("trial %s lost its worker on attempt %d of %d; retrying: %s",
+                       trial.config.get("trial_id"), trial.run_metadata.num_failures, MAX_FAILURES + 1,
+                       error_line(trial))
 
-        def _deliver(self, trial: Any, metrics: Metrics) -> None:
-            # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
-            job = self.state.jobs.pop(trial.trial_id, None)
-            self.state.clock.finish(trial.trial_id, ok=metrics.status == "ok")
-            if job is None or self.state.error is not None:
-                return
-            self.state.finished += 1
-            try:
-                self.state.source.on_result(job, metrics)
-            except Exception as exc:
-                self.state.error = exc
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+        epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
+        seconds = self.state.timed_out.pop(trial.trial_id, None)
+        if seconds is not None:
+            reason = f"timeout: ended after {seconds:.0f} s"
+            self._deliver(trial, Metrics(status="failed", epochs=epochs, seconds=seconds, reason=reason))
+            return
+        LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
+                       trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
+        reason = one_line(f"worker lost {MAX_FAILURES + 1} times: {error_line(trial)}")
+        self._deliver(trial, Metrics(status="failed", epochs=epochs, reason=reason))
 
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
-            self.state.clock.start(trial.trial_id)
+class StopOnError(Stopper):
+    """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
 
-        def on_step_begin(self, iteration: int, trials: list, **info: Any):
-            state = self.state
-            late = dict(state.clock.overdue())
-            for trial in trials:
-                if trial.trial_id in late and trial.status == "RUNNING":
-                    self._end_overdue(trial, late[trial.trial_id])
-            on_tick = getattr(state.source, "on_tick", None)
-            if on_tick is not None and state.error is None:
-                try:
-                    on_tick()
-                except Exception as exc:
-                    state.error = exc
+    def __init__(self, state: RunState):
+        self.state = state
 
-        def _end_overdue(self, trial: Any, seconds: float) -> None:
-            # Killing the worker ends what the trial started: DDP ranks die with their parent (PDEATHSIG)
-            # and data-loader workers leave once they see theirs gone. Tune then reports the trial as
-            # errored; with no failures left to spend it is not retried but delivered once, as failed.
-            import ray
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
 
-            self.state.timed_out[trial.trial_id] = seconds
-            trial.max_failures = 0
-            LOGGER.warning("trial %s timed out after %.0f s (deadline %.0f s); ending it and its processes",
-                           trial.config.get("trial_id"), seconds, self.state.clock.timeout() or seconds)
-            actor = getattr(trial.temporary_state, "ray_actor", None)
-            if actor is not None:
-                ray.kill(actor, no_restart=True)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-            on_epoch = getattr(self.state.source, "on_epoch", None)
-            job = self.state.jobs.get(trial.trial_id)
-            if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
-                return
-            try:
-                on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
-            except Exception as exc:
-                self.state.error = exc
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-            result = trial.last_result or {}
-            if result.get(FINAL_KEY):
-                metrics = metrics_from_result(result)
-                if result.get(ERROR_KEY):
-                    LOGGER.warning("trial %s failed: %s", trial.config.get("trial_id"), result[ERROR_KEY])
-            else:  # ended by a scheduler before its final report: keep what it reached
-                metrics = metrics_from_result(result, status="stopped")
-            self._deliver(trial, metrics)
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
-            LOGGER.warning("trial %s lost its worker on attempt %d of %d; retrying: %s",
-                           trial.config.get("trial_id"), trial.run_metadata.num_failures, MAX_FAILURES + 1,
-                           error_line(trial))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
-            epochs = int((trial.last_result or {}).get(EPOCH_KEY, 0) or 0)
-            seconds = self.state.timed_out.pop(trial.trial_id, None)
-            if seconds is not None:
-                reason = f"timeout: ended after {seconds:.0f} s"
-                self._deliver(trial, Metrics(status="failed", epochs=epochs, seconds=seconds, reason=reason))
-                return
-            LOGGER.warning("trial %s lost %d times (worker died or node lost); recorded as failed: %s",
-                           trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
-            reason = one_line(f"worker lost {MAX_FAILURES + 1} times: {error_line(trial)}")
-            self._deliver(trial, Metrics(status="failed", epochs=epochs, reason=reason))
-
-    class StopOnError(Stopper):
-        """Ends the whole experiment once the source has raised (the error is re-raised by run)."""
-
-        def __init__(self, state: RunState):
-            self.state = state
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return self.state.error is not None
-
-    return tune, JobSearcher, ResultRelay, StopOnError
-
-
-def epoch_asha(max_t: int, grace_period: int, reduction_factor: float,
-               history: Optional[Mapping[int, Sequence[float]]] = None) -> Any:
-    """ASHA on per-epoch ``fitness`` (maximised), epochs as time, deciding only between epochs.
-
-    A trial's report of its last epoch and its ``final`` report are never acted on: the trial has done
-    all its work by then, and stopping it there would record a finished trial as ``stopped``. Ray's ASHA
-    also stops any trial reaching ``max_t``; that too is left to the trial, which ends by itself.
-    ``history`` (rung epoch -> fitness values the run's earlier trials had there) fills the rungs of a
-    resumed run, which would otherwise let every trial pass until the rungs filled again.
-    """
-    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
-
-    class EpochASHA(AsyncHyperBandScheduler):
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            if result.get(FINAL_KEY) or int(result.get(EPOCH_KEY, 0) or 0) >= max_t:
-                return TrialScheduler.CONTINUE
-            return super().on_trial_result(tune_controller, trial, result)
-
-    asha = EpochASHA(time_attr=EPOCH_KEY, metric="fitness", mode="max", max_t=max_t,
-                     grace_period=grace_period, reduction_factor=reduction_factor)
-    for milestone, recorded in asha._brackets[0]._rungs:  # one bracket; its rungs are {trial: fitness}
-        for i, value in enumerate((history or {}).get(math.ceil(milestone - 1e-9), ())):
-            recorded[f"earlier-{i}"] = float(value)
-    return asha
+    def stop_all(self) -> bool:
+        return self.state.error is not None
 
 
 def record_callbacks() -> list[Any]:

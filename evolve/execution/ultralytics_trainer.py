@@ -46,7 +46,6 @@ METRIC_KEYS = {
     "box_loss": "val/box_loss",
     "cls_loss": "val/cls_loss",
 }
-_TRAINER_CLASS: Any = None
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colours and line erasing, noise in a log file
 
 
@@ -120,19 +119,11 @@ class _Epochs:
 
 
 def _trainer_class() -> Any:
-    """Ultralytics' detection trainer without its final re-validation of best.pt: a trial's result is its
-    last epoch (as in YOLOv5's evolution), already validated."""
-    global _TRAINER_CLASS
-    if _TRAINER_CLASS is None:
-        import_ultralytics()
-        from ultralytics.models.yolo.detect import DetectionTrainer
+    """``TrialTrainer``, imported once Ultralytics is in offline mode."""
+    import_ultralytics()
+    from evolve.execution.ultralytics_trial import TrialTrainer
 
-        class TrialTrainer(DetectionTrainer):
-            def final_eval(self) -> None:
-                return None
-
-        _TRAINER_CLASS = TrialTrainer
-    return _TRAINER_CLASS
+    return TrialTrainer
 
 
 @contextmanager

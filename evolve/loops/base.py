@@ -1,9 +1,9 @@
 """What the generational and the steady-state loops share: the run's records, GA, plots and progress,
 the trial runner they hand their jobs to, and the report of the best trial at the end.
 
-A loop subclasses ``Evolution``, implements the runner's ``JobSource`` side (or hands the runner a
-source of its own) and calls ``run_trials`` once: every trial of a run goes through one runner, so Ray
-Tune and its workers start once per run.
+A loop subclasses ``Evolution`` and ``evolve.execution.jobs.JobSource`` (it is its own source of jobs) and
+calls ``run_trials(self)`` once: every trial of a run goes through one runner, so Ray Tune and its workers
+start once per run.
 """
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from typing import Any
 from evolve.config.fidelity import rungs, trial_configs, trial_epochs
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
+from evolve.execution.jobs import JobSource, TrialJob
 from evolve.execution.runner import TrialRunner
-from evolve.execution.tune_glue import epoch_asha
 from evolve.loops.checkpoint import checkpoint_state
-from evolve.execution.jobs import TrialJob
 from evolve.loops.plan import Plan
 from evolve.output.fidelity import FidelityRecords
 from evolve.output.plotter import Plotter
@@ -69,41 +68,6 @@ def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
             "best_status_before": best.status if best else "ok"}
 
 
-class FidelityWatch:
-    """A loop's job source with the run's fidelity records watching: every rung epoch a trial reports and
-    every trial that ends are recorded (``FidelityRecords``) before the loop sees the result, and the
-    progress line shows the rung-to-final agreement."""
-
-    def __init__(self, source: Any, fidelity: FidelityRecords, progress: Progress | None) -> None:
-        self.source = source
-        self.fidelity = fidelity
-        self.progress = progress
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Ray Tune pickles its search algorithm with this source; only the driver's copy is used.
-        return {"source": self.source, "fidelity": None, "progress": None}
-
-    def next_job(self) -> Any:
-        return self.source.next_job()
-
-    def on_tick(self) -> None:
-        tick = getattr(self.source, "on_tick", None)
-        if tick is not None:
-            tick()
-
-    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
-        self.fidelity.epoch(job.trial_id, epoch, metrics)
-        inner = getattr(self.source, "on_epoch", None)
-        if inner is not None:
-            inner(job, epoch, metrics)
-
-    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        self.fidelity.finished(job.trial_id, metrics)  # first: its epochs were spent whatever follows
-        if self.progress is not None:
-            self.progress.note = self.fidelity.note()
-        self.source.on_result(job, metrics)
-
-
 class Evolution:
     """One run of a loop in a locked run folder: records, GA, plots and the checkpoint it saves."""
 
@@ -123,20 +87,33 @@ class Evolution:
     def save_checkpoint(self, **state: Any) -> None:
         save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
 
-    def run_trials(self, source: Any) -> None:
+    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
+        """A running trial's per-epoch report: its rung fitness goes to the fidelity records."""
+        self.fidelity.epoch(job.trial_id, epoch, metrics)
+
+    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
+        # Counted first: a trial's epochs were spent whatever the loop then makes of its result.
+        self.fidelity.finished(job.trial_id, metrics)
+        if self.progress is not None:
+            self.progress.note = self.fidelity.note()
+        super().on_result(job, metrics)  # type: ignore[misc]  # the loop's JobSource
+
+    def run_trials(self, source: JobSource) -> None:
         """Run the source's jobs on one TrialRunner until it has no more."""
         # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
         durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
         ray_cfg, train_cfg = trial_configs(self.cfg)  # the trials' length and early stopping (--fidelity)
         scheduler = None
         if ray_cfg.early_stop == "asha":  # its rungs start from the trials on record (a resumed run's)
+            from evolve.execution.asha import epoch_asha  # Ray Tune is imported only where it is needed
+
             scheduler = epoch_asha(train_cfg.epochs, ray_cfg.grace_epochs, ray_cfg.reduction_factor,
                                    self.fidelity.history())
         if self.progress is not None:
             self.progress.note = self.fidelity.note()
         with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, scheduler=scheduler,
                          durations=durations) as runner:
-            runner.run(FidelityWatch(source, self.fidelity, self.progress))
+            runner.run(source)
 
     def finish(self) -> None:
         """Wait for the last plots and report the best trial."""

@@ -1,5 +1,23 @@
 """The generational GA: a barrier per generation, the classic YOLOv5-style evolution.
 
+The loop, written as DEAP writes ``eaSimple``::
+
+    population = ga.initial_population(seeds)             # the base hyp, --population-dir, their mutants
+    for g in range(generations):
+        save_checkpoint(g, population, ga.get_state())
+        jobs = [TrialJob(p) for p in population if key(p) not in cache]   # a carried elite is not retrained
+        for job in jobs:                                   # as many at once as Ray Tune has slots for
+            metrics = train(job)                           # one Ray Tune trial (evolve.execution)
+            cache[key(job)] = metrics; append a row to evolve.csv
+        write evolve_population.yaml; draw the plots       # the barrier: every result is in
+        values = [selection_value(cache[key(p)]) for p in population]
+        population = ga.next_generation(zip(population, values), g + 1)   # elites, tournament, crossover,
+                                                                            # mutation at g's schedule
+Ray Tune turns this inside out (it asks its searcher for the next trial): the runner pulls
+``next_job()``, which at a barrier calls ``_advance()`` (the loop body from the barrier to the next
+generation's jobs), and hands each result to ``_record``. A stop raised at a barrier (``RunStopped``) ends
+the running trials and surfaces from ``TrialRunner.run``.
+
 Generation ``g``: the checkpoint is saved (population and GA state, before any trial of ``g`` runs), every
 individual whose rounded genome has no result yet becomes one trial, each finished trial is appended to
 ``evolve.csv`` at once, then the population file is written, the plots are drawn (in the background) and
@@ -19,9 +37,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from evolve.contract import Metrics, sanitised, selection_value, standing
+from evolve.contract import Metrics, selection_value, standing
 from evolve.errors import RunStopped
-from evolve.execution.jobs import WAIT, TrialJob
+from evolve.execution.jobs import WAIT, JobSource, TrialJob
 from evolve.loops.base import Evolution, Genome, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
@@ -31,41 +49,22 @@ from evolve.output.records import TrialRecord
 LOGGER = logging.getLogger(__name__)
 
 
-class GenerationSource:
-    """The runner's job source for a whole generational run, one generation after another.
+class GenerationSource(JobSource):
+    """The job source of a whole generational run, one generation after another.
 
-    ``advance()`` is called at the start and at every generation barrier (all results in, nothing
+    ``_advance()`` is called at the start and at every generation barrier (all results in, nothing
     running): it closes the generation that ended and returns the jobs of the next one, or None when the
     run is over. Between barriers the source hands out the generation's jobs, then answers ``WAIT``.
     """
 
-    def __init__(self, advance: Callable[[], Sequence[TrialJob] | None],
-                 on_result: Callable[[TrialJob, Metrics, float], None],
-                 on_start: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_tick: Callable[[], None] | None = None) -> None:
-        self._advance = advance
-        self._on_result = on_result
-        self._on_start = on_start
-        self._on_tick = on_tick
-        self._clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
         self._queue: deque[TrialJob] = deque()
-        self._started: dict[str, float] = {}  # trial id -> start time, while running
         self._over = False
-        self.results: dict[str, Metrics] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Ray Tune pickles its search algorithm, and with it this source, into its experiment folder. The
-        # callbacks reach into the driver (open files, the terminal) and mean nothing in another process;
-        # the evolution never restores from Tune's copy, so only plain data goes.
-        return {"_queue": deque(self._queue), "_started": dict(self._started), "_over": self._over,
-                "results": dict(self.results), "_advance": None, "_on_result": None, "_on_start": None,
-                "_on_tick": None,
-                "_clock": time.monotonic}
 
     def has_jobs(self) -> bool:
         """Pass barriers until a generation has a job to run; False when the run is over."""
-        while not self._queue and not self._started and not self._over:
+        while not self._queue and not self.running() and not self._over:
             jobs = self._advance()
             if jobs is None:
                 self._over = True
@@ -73,36 +72,24 @@ class GenerationSource:
                 self._queue.extend(jobs)
         return bool(self._queue)
 
-    def next_job(self) -> Any:
+    def _next(self) -> Any:
         if not self._queue:
-            if self._started:
+            if self.running():
                 return WAIT  # the generation barrier: its last results are not in yet
             if not self.has_jobs():
                 return None
-        job = self._queue.popleft()
-        self._started[job.trial_id] = self._clock()
-        if self._on_start is not None:
-            self._on_start(job.trial_id)
-        return job
+        return self._queue.popleft()
 
-    def on_tick(self) -> None:
-        if self._on_tick is not None:
-            self._on_tick()
-
-    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        if job.trial_id in self.results or job.trial_id not in self._started:
-            LOGGER.warning("trial %s reported twice or was never started; result ignored", job.trial_id)
-            return
-        seconds = self._clock() - self._started.pop(job.trial_id)
-        self.results[job.trial_id] = metrics
-        self._on_result(job, metrics, seconds)
+    def _advance(self) -> Sequence[TrialJob] | None:
+        raise NotImplementedError
 
 
-class GenerationalEvolution(Evolution):
-    """One run of the generational GA in a locked run folder."""
+class GenerationalEvolution(Evolution, GenerationSource):
+    """One run of the generational GA in a locked run folder; it is the runner's job source."""
 
     def __init__(self, plan: Plan, run_dir: Path) -> None:
-        super().__init__(plan, run_dir)
+        Evolution.__init__(self, plan, run_dir)
+        GenerationSource.__init__(self)
         self.cache: dict[tuple, Metrics] = {}
         self.generation = 0
         self.population: list[Genome] = []
@@ -116,12 +103,8 @@ class GenerationalEvolution(Evolution):
         cfg = self.cfg
         LOGGER.info("evolving %d hyperparameters: %d generations of %d in %s (trainer %s)",
                     len(self.space), cfg.ga.generations, cfg.ga.population, self.run_dir, cfg.trainer)
-        progress = self.progress
-        assert progress is not None
-        source = GenerationSource(self._advance, self._record, on_start=progress.started,
-                                  on_tick=progress.tick)
-        if source.has_jobs():
-            self.run_trials(source)
+        if self.has_jobs():
+            self.run_trials(self)
         self.finish()
 
     def _start(self) -> tuple[int, list[Genome]]:
@@ -203,8 +186,16 @@ class GenerationalEvolution(Evolution):
                                  hyp=self.space.decode(genome)))
         return jobs
 
+    # JobSource ----------------------------------------------------------------------------------------
+    def _on_start(self, job: TrialJob) -> None:
+        assert self.progress is not None
+        self.progress.started(job.trial_id)
+
+    def on_tick(self) -> None:
+        if self.progress is not None:
+            self.progress.tick()
+
     def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
-        metrics = sanitised(metrics)
         self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
         self.cache[self.space.genome_key(self.population[job.individual])] = metrics
         self._results.append(metrics)

@@ -1,5 +1,20 @@
 """The async (steady-state) evolution: a child is bred the moment a trial slot frees, with no barrier.
 
+The loop, written as DEAP writes its algorithms (budget = generations x population children)::
+
+    queue = ga.initial_population(seeds); members = []; bred = len(queue)
+    while bred < budget or queue or running:
+        if a trial slot is free and (queue or bred < budget):
+            child = queue.pop() if queue else ga.breed_one(members, bred / budget)   # never a duplicate
+            save_checkpoint(); start a trial of child      # one Ray Tune trial (evolve.execution)
+        when a trial ends with metrics:
+            append a row to evolve.csv
+            members = best `population` of members + [child] by selection_value (ageing: recent ones only)
+            save_checkpoint()
+
+Ray Tune asks for the next trial, so the runner pulls ``next_job()`` (the first branch) and hands each
+result to ``_record`` (the second); nothing else drives the loop.
+
 At the start the initial population (generation 0, seeded as in generational mode) is queued. Whenever
 the runner has a free slot it asks for a job: a queued child if there is one, else ONE child bred at
 once by ``GeneticAlgorithm.breed_one`` from the current population, at progress ``bred / budget`` (budget
@@ -29,15 +44,14 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evolve.contract import Metrics, sanitised, selection_value
+from evolve.contract import Metrics, selection_value
 from evolve.errors import RunStopped
-from evolve.execution.jobs import WAIT, TrialJob
+from evolve.execution.jobs import WAIT, JobSource, TrialJob
 from evolve.loops.base import Evolution, Genome, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
@@ -218,22 +232,18 @@ class _SteadyProgress(Progress):
         return max(0, self.budget - self.done)
 
 
-class SteadyEvolution(Evolution):
-    """One async evolution in a locked run folder; it is the runner's ``JobSource``."""
+class SteadyEvolution(Evolution, JobSource):
+    """One async evolution in a locked run folder; it is the runner's job source."""
 
     def __init__(self, plan: Plan, run_dir: Path) -> None:
-        super().__init__(plan, run_dir)
+        Evolution.__init__(self, plan, run_dir)
+        JobSource.__init__(self)
         self.size = self.cfg.ga.population
         self.state = SteadyState(self.ga, self.space, self.size, self.cfg.ga.generations * self.size,
                                  self.cfg.ga.age_births())
         self.progress: _SteadyProgress | None = None
-        self._started: dict[str, float] = {}
         self._population_at = -1  # number of records when evolve_population.yaml was last written
         self._streak = FailureStreak(self.cfg.max_failed_generations)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Ray Tune pickles its search algorithm, and with it this source; only the driver's copy is used.
-        return {"plan": None}
 
     def run(self) -> None:
         self._start()
@@ -283,34 +293,29 @@ class SteadyEvolution(Evolution):
         self.save_checkpoint(**self.state.state())
 
     # JobSource ----------------------------------------------------------------------------------------
-    def next_job(self) -> Any:
+    def _next(self) -> Any:
         bred = self.state.bred
         child = self.state.next_child()
         if child is None or child is WAIT:
             return child
         if self.state.bred != bred:
             self._save_checkpoint()  # before the child starts, so a resumed run trains it exactly once
-        self._started[child.trial_id] = time.monotonic()
-        assert self.progress is not None
-        self.progress.started(trial_id=child.trial_id)
         generation, individual, trial_id = child_name(child.index, self.size)
         return TrialJob(trial_id=trial_id, generation=generation, individual=individual,
                         hyp=self.space.decode(child.genome))
+
+    def _on_start(self, job: TrialJob) -> None:
+        assert self.progress is not None
+        self.progress.started(trial_id=job.trial_id)
 
     def on_tick(self) -> None:
         if self.progress is not None:
             self.progress.tick()
 
-    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        child = self.state.running.get(job.trial_id)
-        if child is None:
-            LOGGER.warning("trial %s reported twice or was never started; result ignored", job.trial_id)
-            return
-        metrics = sanitised(metrics)
+    def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
         self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
         self.state.finish(job.trial_id, metrics)
         self._save_checkpoint()
-        seconds = time.monotonic() - self._started.pop(job.trial_id, time.monotonic())
         assert self.progress is not None
         self.progress.finished(job.trial_id, metrics, seconds)
         if len(self.records) % self.size == 0:

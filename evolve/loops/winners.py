@@ -22,9 +22,9 @@ import yaml
 
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_names
-from evolve.contract import Metrics, sanitised, standing
+from evolve.contract import Metrics, standing
 from evolve.errors import ConfigError
-from evolve.execution.jobs import TrialJob
+from evolve.execution.jobs import JobSource, TrialJob
 from evolve.execution.runner import TrialRunner
 from evolve.loops.plan import Plan, prepare
 from evolve.output.records import CSV_NAME, POPULATION_NAME, RunRecords, TrialRecord
@@ -208,10 +208,11 @@ def _check_earlier(vplan: ValidationPlan) -> None:
                           f"move it away, or validate with --validate-epochs {other[0]}")
 
 
-class ValidationSource:
+class ValidationSource(JobSource):
     """The runner's job source of a validation: one job per (candidate, seed) without a row yet."""
 
     def __init__(self, vplan: ValidationPlan, records: ValidationRecords) -> None:
+        super().__init__()
         self.records = records
         self.epochs = vplan.epochs
         done = {(r.candidate, r.source_trial_id, r.seed) for r in records.rows()}
@@ -229,23 +230,15 @@ class ValidationSource:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its searcher and this with it; the open records mean nothing in another process.
-        return {"_queue": deque(), "_running": {}, "records": None, "epochs": self.epochs, "skipped": 0}
-
-    def next_job(self) -> Any:
+    def _next(self) -> Any:
         if not self._queue:
             return None
         job, cand = self._queue.popleft()
         self._running[job.trial_id] = cand
         return job
 
-    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        cand = self._running.pop(job.trial_id, None)
-        if cand is None:
-            LOGGER.warning("validation trial %s reported twice or was never started; ignored", job.trial_id)
-            return
-        metrics = sanitised(metrics)
+    def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
+        cand = self._running.pop(job.trial_id)
         self.records.append(ValidationRow(cand.label, cand.source_trial_id, int(job.seed or 0), self.epochs,
                                           metrics))
         LOGGER.info("validated %s (%s) seed %s: %s, fitness %.5f", cand.label, cand.source_trial_id or "base",

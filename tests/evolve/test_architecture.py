@@ -1,6 +1,8 @@
 """The shape of evolve/, checked from its source: the import graph (every import, function-level ones
 included) has no cycle, the configs import no execution code, ``detector`` is imported by exactly one
-module (the built-in trainer's adapter), and no file is over 400 lines."""
+module (the built-in trainer's adapter), no file is over 400 lines, the execution seam defines no class
+inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict), and Ray Tune and Ultralytics are
+imported at module level only by the modules that need them, which nothing imports at module level."""
 from __future__ import annotations
 
 import ast
@@ -119,3 +121,48 @@ def test_detector_cli_takes_its_flags_and_defaults_from_train_config():
     train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     assert field_flags & {s for a in train._actions for s in a.option_strings} == \
         {spec.flag for _, spec in flagged_fields() if "train" in spec.commands}
+
+
+EXECUTION = sorted(n for n in MODULES if n.startswith("evolve.execution"))
+# Modules whose optional or heavy dependency is imported at their top; each is imported by others only
+# inside a function, where the dependency is needed (as Ray Tune does for its searchers).
+LAZY = {"evolve.execution.tune_glue": "ray", "evolve.execution.asha": "ray",
+        "evolve.execution.ultralytics_trial": "ultralytics"}
+
+
+@pytest.mark.parametrize("name", EXECUTION)
+def test_no_class_is_defined_inside_a_function_in_execution(name):
+    tree = ast.parse(MODULES[name].read_text())
+    for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        inner = [n.name for n in ast.walk(func) if isinstance(n, ast.ClassDef)]
+        assert not inner, f"{name}: class {inner[0]} defined inside {func.name}()"
+
+
+@pytest.mark.parametrize("name", EXECUTION + ["benchmarks.memory"])
+def test_trials_get_a_trial_spec_not_a_static_dict(name):
+    path = MODULES.get(name) or ROOT / (name.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text())
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    assert "static" not in names, f"{name}: a 'static' dict; trials take a TrialSpec"
+
+
+def module_level_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(LAZY))
+def test_optional_dependencies_live_in_modules_imported_only_where_needed(name):
+    assert any(m.split(".")[0] == LAZY[name] for m in module_level_imports(MODULES[name])), name
+    eager = sorted(other for other in MODULES if name in module_level_imports(MODULES[other]))
+    assert not eager, f"{name} (which imports {LAZY[name]} at its top) is imported at module level by {eager}"
+    for other in MODULES:  # and nothing else imports the dependency at its top
+        if other not in LAZY:
+            top = {m.split(".")[0] for m in module_level_imports(MODULES[other])}
+            assert not top & {"ray", "ultralytics"}, f"{other} imports ray or ultralytics at its top"

@@ -120,3 +120,19 @@ def test_the_unreadable_count_reaches_the_console_before_the_run(tmp_path, caplo
         prepare(cfg)
     assert "data checked: 4 images, every label file valid; 1 unreadable image(s) will be skipped" in caplog.text
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_config_becomes_the_detectors_train_config_and_its_metrics_ours():
+    from detector.results import Metrics as DetectorMetrics
+    from evolve.contract import Metrics
+    from evolve.execution.detector_trainer import evolve_metrics, train_config
+
+    trial = TrialConfig(epochs=3, batch=4, imgsz=64, seed=5, val_every=0, extra={"note": 1})
+    cfg = train_config(trial)
+    assert (cfg.epochs, cfg.batch, cfg.imgsz, cfg.seed, cfg.val_every, cfg.extra) == (3, 4, 64, 5, 0, {"note": 1})
+    assert cfg.cache_dir is None and cfg.save_weights is False  # the trial's, not the detector's default
+    assert train_config(trial.replace(extra={"detector": {"cache_dir": "/c"}})).cache_dir == "/c"
+    theirs = DetectorMetrics(precision=0.5, recall=0.4, map50=0.3, map50_95=0.2, fitness=0.21, epochs=3)
+    ours = evolve_metrics(theirs)
+    assert type(ours) is Metrics
+    assert (ours.map50, ours.map50_95, ours.fitness, ours.epochs) == (0.3, 0.2, 0.21, 3)

@@ -73,9 +73,9 @@ def test_trial_layout_fits_ranks_and_loader_workers_to_the_cpus(tmp_path, ray_kw
                                                                    expected):
     runner = TrialRunner(RayConfig(**ray_kwargs), trainer, TrainConfig(workers=workers), tmp_path)
     assert runner.trial_layout() == expected
-    static = runner._static()
-    assert (static["nproc"], static["train_cfg"]["workers"]) == expected
-    assert static["cpus_per_trial"] == ray_kwargs["cpus_per_trial"]
+    spec = runner.trial_spec()
+    assert (spec.nproc, spec.cfg.workers) == expected
+    assert spec.cpus_per_trial == ray_kwargs["cpus_per_trial"]
 
 
 def test_placement_sets_cuda_visible_devices_from_rays_gpu_ids(monkeypatch):

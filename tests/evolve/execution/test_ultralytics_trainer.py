@@ -139,10 +139,10 @@ def test_validation_every_epoch_only_under_early_stopping(tmp_path):
     cfg = TrialConfig(epochs=4)
     for early_stop, val_every in (("none", 0), ("asha", 1)):
         runner = TrialRunner(RayConfig(early_stop=early_stop), "ultralytics", cfg, tmp_path)
-        assert runner._static()["train_cfg"]["val_every"] == val_every
+        assert runner.trial_spec().cfg.val_every == val_every
     for early_stop, val_every in (("none", 0), ("asha", 1)):  # the detector too
         runner = TrialRunner(RayConfig(early_stop=early_stop), "detector", cfg, tmp_path)
-        assert runner._static()["train_cfg"]["val_every"] == val_every
+        assert runner.trial_spec().cfg.val_every == val_every
 
 
 # -- results ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Tests of evolve/loops/base.py: what both loops share, here the fidelity of their trials (``FidelityWatch``
-and ``--fidelity``), in whole runs of each mode on the session's Ray.
+"""Tests of evolve/loops/base.py: what both loops share, here the fidelity of their trials (the fidelity records and
+``--fidelity``), in whole runs of each mode on the session's Ray.
 
 The trainer ``starts_fast_or_slow`` makes every odd trial a slow starter that ASHA stops at its first rung
 with fitness near 0.5, and every even one a fast starter that finishes at about 0.3: a stopped trial's rung
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import orchestrate
 from detector.hyp import HYP_KEYS
+from evolve.config import config_from_argv
 from evolve.driver import run
 from evolve.output.rundir import load_checkpoint
 from evolve.search.space import SearchSpace
@@ -30,9 +30,7 @@ TARGET = 2  # --validate-top 0: a prefix trial trains --epochs
 
 
 def config(argv: list[str]):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
+    return config_from_argv(argv)
 
 
 def number(trial_id: str) -> int:
