@@ -77,6 +77,9 @@ class EvolveConfig:
     name: str = setting("exp", "--name", "run name; exp2, exp3 ... when taken", group=_OUTPUT)
     exist_ok: bool = setting(False, "--exist-ok", "use PROJECT/NAME even if it exists (a run with "
                              "evolve.csv is refused: use --resume)", parse=bool, group=_OUTPUT)
+    report: str | None = setting(None, "--report", "write RUN_DIR/report.html from that run's files and exit "
+                                 "(no trial runs); also while the run goes on (default: none)",
+                                 metavar="RUN_DIR", optional=True, group=_OUTPUT)
     max_failed_generations: int = setting(1, "--max-failed-generations", "stop the run after N generations "
                                           "in a row whose trials all failed with one reason (async: N x "
                                           "population such trials in a row); 0: never", parse=int, low=0,
@@ -125,6 +128,9 @@ class EvolveConfig:
         if self.trainer == "detector" and self.train.model not in MODEL_SIZES:
             raise ConfigError(f"--model must be one of {', '.join(MODEL_SIZES)} for --trainer detector, got "
                               f"{self.train.model!r}")
+        if self.report and (self.resume or self.validation.run_dir):
+            raise ConfigError("--report RUN_DIR only writes the report of a run: it excludes --resume and "
+                              "--validate")
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
@@ -163,7 +169,7 @@ class EvolveConfig:
         """The settings that decide a run's results (everything but execution, run folder and resume)."""
         out = self.to_dict()
         out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
-        for name in ("ray", VALIDATION, "resume", "project", "name", "exist_ok", "explicit",
+        for name in ("ray", VALIDATION, "resume", "report", "project", "name", "exist_ok", "explicit",
                      "population_dir", "max_failed_generations"):
             out.pop(name)
         for name in ("device", "workers"):
