@@ -11,13 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES
 from evolve.execution.runner import TrialRunner
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import Plan
 from evolve.output.plotter import Plotter
-from evolve.output.progress import Progress
+from evolve.output.progress import Budget, Progress
 from evolve.output.records import RunRecords, TrialRecord
 from evolve.output.rundir import save_checkpoint
 from evolve.search.ga import GeneticAlgorithm
@@ -63,6 +64,17 @@ def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
             "best_before": best}
 
 
+def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, Any]:
+    """``Progress`` keywords of the run's display mode and its planned budget of ``trials`` trials;
+    ``--quiet`` keeps the plain display of old, without budget or cost lines."""
+    if cfg.quiet:
+        return {"live": False, "budget": None}
+    parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
+    runs = (cfg.validation.top + 1) * cfg.validation.seeds if cfg.validation.top > 0 else 0
+    return {"live": not cfg.quiet, "budget": Budget(trials, cfg.train.epochs * parts, runs,
+                                                     cfg.validation.epochs_for(cfg.train.epochs) * parts, exact)}
+
+
 class Evolution:
     """One run of a loop in a locked run folder: records, GA, plots and the checkpoint it saves."""
 
@@ -85,9 +97,13 @@ class Evolution:
         """Run the source's jobs on one TrialRunner until it has no more."""
         # Durations of the trials on record feed the derived --trial-timeout from the first trial on.
         durations = [r.metrics.seconds for r in self.records.rows() if r.metrics.status == "ok"]
-        with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir,
-                         durations=durations) as runner:
-            runner.run(source)
+        try:
+            with TrialRunner(self.cfg.ray, self.cfg.trainer, self.cfg.train, self.run_dir,
+                             durations=durations) as runner:
+                runner.run(source)
+        finally:
+            if self.progress is not None:
+                self.progress.close()  # a live display hands the terminal back, also on Ctrl-C
 
     def finish(self) -> None:
         """Wait for the last plots and report the best trial."""

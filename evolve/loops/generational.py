@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from evolve.contract import Metrics, sanitised, selection_value
 from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, TrialJob
-from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.base import Evolution, Genome, progress_options, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
@@ -43,8 +43,10 @@ class GenerationSource:
                  on_result: Callable[[TrialJob, Metrics, float], None],
                  on_start: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None,
+                 on_epoch: Callable[[str, int, Metrics], None] | None = None) -> None:
         self._advance = advance
+        self._on_epoch = on_epoch
         self._on_result = on_result
         self._on_start = on_start
         self._on_tick = on_tick
@@ -60,7 +62,7 @@ class GenerationSource:
         # the evolution never restores from Tune's copy, so only plain data goes.
         return {"_queue": deque(self._queue), "_started": dict(self._started), "_over": self._over,
                 "results": dict(self.results), "_advance": None, "_on_result": None, "_on_start": None,
-                "_on_tick": None,
+                "_on_tick": None, "_on_epoch": None,
                 "_clock": time.monotonic}
 
     def has_jobs(self) -> bool:
@@ -88,6 +90,10 @@ class GenerationSource:
     def on_tick(self) -> None:
         if self._on_tick is not None:
             self._on_tick()
+
+    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
+        if self._on_epoch is not None:
+            self._on_epoch(job.trial_id, epoch, metrics)
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         if job.trial_id in self.results or job.trial_id not in self._started:
@@ -119,7 +125,7 @@ class GenerationalEvolution(Evolution):
         progress = self.progress
         assert progress is not None
         source = GenerationSource(self._advance, self._record, on_start=progress.started,
-                                  on_tick=progress.tick)
+                                  on_tick=progress.tick, on_epoch=progress.epoch)
         if source.has_jobs():
             self.run_trials(source)
         self.finish()
@@ -127,7 +133,9 @@ class GenerationalEvolution(Evolution):
     def _start(self) -> tuple[int, list[Genome]]:
         """Generation index and population to run first: from the checkpoint, or a fresh generation 0."""
         rows = self.records.rows()
-        self.progress = Progress(self.cfg.ga.generations, **progress_totals(rows))
+        self.progress = Progress(self.cfg.ga.generations, **progress_totals(rows),
+                                 **progress_options(self.cfg, self.cfg.ga.generations * self.cfg.ga.population,
+                                                    exact=False))
         for row in rows:
             self.cache.setdefault(self.space.genome_key(self.space.encode(row.hyp)), row.metrics)
         state = self.plan.checkpoint

@@ -38,7 +38,7 @@ from typing import Any
 from evolve.contract import Metrics, sanitised, selection_value
 from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, TrialJob
-from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.base import Evolution, Genome, progress_options, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
@@ -252,7 +252,8 @@ class SteadyEvolution(Evolution):
     def _start(self) -> None:
         rows = self.records.rows()
         self.progress = _SteadyProgress(self.state.budget, self.size, self.cfg.ga.generations,
-                                        **progress_totals(rows))
+                                        **progress_totals(rows),
+                                        **progress_options(self.cfg, self.state.budget, exact=True))
         state, ckpt = self.state, self.plan.checkpoint
         for row in rows:
             state.known.add(self.space.genome_key(self.space.encode(row.hyp)))
@@ -300,6 +301,10 @@ class SteadyEvolution(Evolution):
     def on_tick(self) -> None:
         if self.progress is not None:
             self.progress.tick()
+
+    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
+        if self.progress is not None:
+            self.progress.epoch(job.trial_id, epoch, metrics)
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         child = self.state.running.get(job.trial_id)
