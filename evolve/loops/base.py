@@ -68,10 +68,10 @@ def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, A
     """``Progress`` keywords of the run's display mode and its planned budget of ``trials`` trials;
     ``--quiet`` keeps the plain display of old, without budget or cost lines."""
     if cfg.quiet:
-        return {"live": False, "budget": None}
+        return {"live": False, "planned": None}
     parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
     runs = (cfg.validation.top + 1) * cfg.validation.seeds if cfg.validation.top > 0 else 0
-    return {"live": not cfg.quiet, "budget": Budget(trials, cfg.train.epochs * parts, runs,
+    return {"live": not cfg.quiet, "planned": Budget(trials, cfg.train.epochs * parts, runs,
                                                      cfg.validation.epochs_for(cfg.train.epochs) * parts, exact)}
 
 

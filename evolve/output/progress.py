@@ -86,13 +86,13 @@ class Progress:
 
     ``done_before``/``failed_before``/``best_before`` carry the totals of a resumed run's earlier part so
     the counts cover the whole run. ``live`` picks the live mode over the plain one (see the module);
-    ``budget`` the planned trial-epochs, from which the cost is estimated.
+    ``planned`` the run's budget in trial-epochs, from which the cost is estimated.
     """
 
     def __init__(self, generations: int, stream: TextIO | None = None, done_before: int = 0,
                  failed_before: int = 0, best_before: float | None = None,
                  log: Callable[[str], None] | None = None, live: bool = False,
-                 budget: Budget | None = None) -> None:
+                 planned: Budget | None = None) -> None:
         self.generations = generations
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
@@ -114,15 +114,15 @@ class Progress:
         self._warned_slow: set[str] = set()
         self._ticked = 0.0
         self.live = live
-        self.budget = budget
+        self.planned = planned
         self._epochs: dict[str, tuple[int, float, float]] = {}  # running trial -> (epoch, fitness, when)
         self._epoch_seconds: list[float] = []  # wall seconds of trial-epochs after a trial's first
         self._first_epoch_seconds: list[float] = []  # of trials' first epochs, start-up included
         self._estimated = False
         self._heartbeat: float | None = None  # when the last heartbeat was due; set by the first tick
         self._display: Any = None  # the rich display, started at the first draw on a terminal
-        if budget is not None:
-            self._log(budget.line())
+        if planned is not None:
+            self._log(planned.line())
 
     def start_generation(self, generation: int, trials: int) -> None:
         """Generation ``generation`` (0-based) begins with ``trials`` trials to run."""
@@ -204,9 +204,9 @@ class Progress:
         """Measured wall seconds of one trial-epoch, start-up shared out: the finished trials' median
         seconds per epoch once a trial has finished, before that a trial's median first epoch plus E - 1
         median later epochs, over E; None before any epoch or trial (or without a budget)."""
-        if self.budget is None:
+        if self.planned is None:
             return None
-        epochs = max(1, self.budget.epochs)
+        epochs = max(1, self.planned.epochs)
         if self._seconds:
             return median([s / epochs for s in self._seconds])
         first, later = median(self._first_epoch_seconds), median(self._epoch_seconds)
@@ -216,10 +216,10 @@ class Progress:
 
     def remaining_epochs(self) -> int | None:
         """Trial-epochs still to run: the evolution's (less what running trials have done) and validation."""
-        if self.budget is None:
+        if self.planned is None:
             return None
         done_now = sum(epoch for epoch, _, _ in self._epochs.values())
-        return max(0, self.remaining_trials() * self.budget.epochs - done_now) + self.budget.validation
+        return max(0, self.remaining_trials() * self.planned.epochs - done_now) + self.planned.validation
 
     def eta_seconds(self) -> float | None:
         """Estimated seconds to the end of the run (validation included with a budget); None before the
@@ -234,7 +234,7 @@ class Progress:
 
     def _estimate_once(self) -> None:
         # Printed once a later epoch or a whole trial has been timed: a first epoch alone is mostly start-up.
-        if self._estimated or self.budget is None or not (self._seconds or self._epoch_seconds):
+        if self._estimated or self.planned is None or not (self._seconds or self._epoch_seconds):
             return
         self._estimated = True
         self._log(f"estimated wall time of the whole run: {format_duration(self.eta_seconds())} "
@@ -275,14 +275,14 @@ class Progress:
     def _trial_text(self, trial_id: str, epoch: int | None, fitness: float | None, seconds: float) -> str:
         if epoch is None:
             return f"{trial_id} {format_duration(seconds)}, no epoch reported"
-        of = f"/{self.budget.epochs}" if self.budget is not None else ""
+        of = f"/{self.planned.epochs}" if self.planned is not None else ""
         return f"{trial_id} epoch {epoch}{of} fitness {fitness:.5f} ({format_duration(seconds)})"
 
     def line(self) -> str:
         best = "-" if self.best is None else f"{self.best:.5f}"
         budget = ""
-        if self.budget is not None:
-            budget = f" of {'' if self.budget.exact else '<='}{self.budget.trials}"
+        if self.planned is not None:
+            budget = f" of {'' if self.planned.exact else '<='}{self.planned.trials}"
         text = (f"gen {self.generation + 1}/{self.generations}"
                 f" | trials {self.done}/{self.running}/{self.failed}{budget}"
                 f" | best {best} | ETA {format_duration(self.eta_seconds())}")

@@ -191,7 +191,7 @@ def render(d: ReportData, made: str | None = None) -> str:
         others = [(f"<code>{_e(f)}</code>", _e(v)) for f, v, typed in d.settings if not typed]
         parts.append("<p>Given on the command line:</p>" + (_table(["flag", "value"], given) if given else
                                                           "<p class=\"muted\">none</p>"))
-        parts.append(f"<details><summary>every other setting ({len(others)}, at its default)</summary>"
+        parts.append(f"<details><summary>the other {len(others)} settings, not given</summary>"
                      + _table(["flag", "value"], others) + "</details>")
     parts.append("</body></html>\n")
     return "".join(parts)

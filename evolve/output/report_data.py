@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,8 +290,7 @@ def _read_validation(run_dir: Path, cfg: EvolveConfig | None, df: pd.DataFrame, 
     if not (run_dir / winners.CSV_NAME).is_file():
         return
     try:
-        names = data_names(cfg.train.data) if cfg is not None else []
-        rows = winners.ValidationRecords(run_dir, names).rows()
+        rows = _validation_rows(run_dir, data_names(cfg.train.data) if cfg is not None else [])
     except ConfigError as exc:
         data.notes.append(f"verdict not shown: {exc}")
         return
@@ -306,6 +306,15 @@ def _read_validation(run_dir: Path, cfg: EvolveConfig | None, df: pd.DataFrame, 
     data.verdict = [winners.summary_line(summary), winners.transfer_text(summary)]
     data.standings = [(s.candidate.label, s.candidate.source_trial_id, s.candidate.trial_fitness, s.mean, s.sd,
                        len(s.values)) for s in summary.standings]
+
+
+def _validation_rows(run_dir: Path, names: list[str]) -> list[winners.ValidationRow]:
+    """The rows of validation.csv, read without touching it: the validation may be appending to it right now,
+    and ``ValidationRecords`` rewrites a file whose last line is torn, so it reads a copy of the whole lines."""
+    text = (run_dir / winners.CSV_NAME).read_text(encoding="utf-8", errors="replace")
+    with tempfile.TemporaryDirectory(prefix="report-") as folder:
+        (Path(folder) / winners.CSV_NAME).write_text(text[:text.rfind("\n") + 1], encoding="utf-8")
+        return winners.ValidationRecords(folder, names).rows()
 
 
 def best_so_far_png(curve: np.ndarray, area: float) -> bytes:

@@ -157,7 +157,7 @@ def test_the_budget_line_counts_evolution_and_validation_trial_epochs():
 
 
 def live_progress(now, lines, stream=None, **kw):
-    p = Progress(generations=2, stream=stream or io.StringIO(), log=lines.append, live=True, budget=budget(),
+    p = Progress(generations=2, stream=stream or io.StringIO(), log=lines.append, live=True, planned=budget(),
                  **kw)
     p._clock = lambda: now[0]
     return p

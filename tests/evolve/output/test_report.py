@@ -3,6 +3,7 @@
 installed."""
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -26,11 +27,40 @@ def config(argv):
     return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
 
 
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+PROGRESS_LINES: list[str] = []  # what the run's progress logged
+
+
 @pytest.fixture(scope="module")
 def finished(ray_address, tmp_path_factory):
     """A finished run with failed trials and a validation: its folder."""
     project = tmp_path_factory.mktemp("report")
-    return run(config([*FLAGS, "--project", str(project), "--address", ray_address]))
+    logger, handler = logging.getLogger("evolve.output.progress"), Collect()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return run(config([*FLAGS, "--project", str(project), "--address", ray_address]))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        PROGRESS_LINES[:] = handler.messages
+
+
+def test_the_run_logged_its_planned_budget_first_and_one_cost_estimate(finished):
+    assert PROGRESS_LINES[0] == ("planned: at most 36 trial-epochs = evolution at most 12 trials x 2 epochs + "
+                                 "validation 2 runs x 6 epochs")
+    estimates = [m for m in PROGRESS_LINES if m.startswith("estimated wall time of the whole run: ")]
+    assert len(estimates) == 1 and re.search(r"\(\d+ trial-epochs left at [\d.]+ s each, [12] at once\)$",
+                                             estimates[0]), estimates
 
 
 def test_a_finished_run_leaves_a_self_contained_report(finished):
@@ -97,3 +127,15 @@ def test_the_page_renders_in_a_headless_browser_with_every_image(finished, tmp_p
     assert image.size == (1200, 900)
     low, high = image.getextrema()
     assert low < 100 and high > 200  # dark text on a light page, not a blank or an error page
+
+
+def test_a_report_made_while_validation_appends_leaves_its_records_alone(finished):
+    path = finished / "validation.csv"
+    whole = path.read_bytes()
+    try:
+        path.write_bytes(whole + b"top1,g001i00")  # a row being written right now
+        data = gather(finished)
+        assert path.read_bytes() == whole + b"top1,g001i00"
+        assert sum(n for *_, n in data.standings) == len(whole.decode().splitlines()) - 1
+    finally:
+        path.write_bytes(whole)
