@@ -113,19 +113,21 @@ def _hyps(d: ReportData) -> str:
 
 
 def _verdict(d: ReportData) -> str:
-    if not d.verdict and d.summary_table is None:
+    if not d.verdict:
         return "<p class=\"muted\">No validation yet (it runs after the last generation unless " \
                "<code>--validate-top 0</code>; or: <code>python orchestrate.py --validate RUN_DIR</code>).</p>"
-    out = "".join(f"<p><b>{_e(line)}</b></p>" if i == 0 else f"<p>{_e(line)}</p>"
-                  for i, line in enumerate(d.verdict))
+    out = "".join(f"<p><b>{_e(line)}</b></p>" if line.startswith("validated:") else f"<p>{_e(line)}</p>"
+                  for line in d.verdict)
     if d.standings:
-        out += _table(["candidate", "trial", "trial fitness", "validated mean", "sd", "seeds"],
-                      [(_e(c), f"<code>{_e(t)}</code>", tf, m, sd, n) for c, t, tf, m, sd, n in d.standings],
-                      numeric=(2, 3, 4, 5))
-    if d.summary_table is not None:
-        t = d.summary_table
-        out += "<h3>validation_summary.csv</h3>" + _table(
-            list(map(str, t.columns)), ([_num(v) for v in row] for row in t.itertuples(index=False)))
+        rows = []
+        for label, trial, trial_fitness, mean, sd, seeds, paired, chosen in d.standings:
+            diff = "-" if paired is None else (f"{paired.mean:+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]")
+            rows.append((f"<b>{_e(label)}</b>" if chosen else _e(label), f"<code>{_e(trial or '-')}</code>",
+                         trial_fitness, mean, sd, seeds, _e(diff)))
+        out += ("<p>Paired difference to the base over the same seeds, with its 95% interval; the bold "
+                "candidate is the one <code>hyp_validated.yaml</code> holds.</p>")
+        out += _table(["candidate", "trial", "trial fitness", "validated mean", "sd", "seeds",
+                       "difference to the base [95% interval]"], rows, numeric=(2, 3, 4, 5))
     return out
 
 

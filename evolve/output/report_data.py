@@ -37,7 +37,6 @@ from evolve.search.space import Gene, SearchSpace
 LOGGER = logging.getLogger(__name__)
 
 PLOTS = ("fitness.png", "evolve.png", winners.PLOT_NAME)
-SUMMARY_NAME = "validation_summary.csv"  # the verdict table, where the run wrote one: shown as it is
 BOUND_EPS = 0.01  # a gene within 1% of its normalised range from an end sits at that bound
 BOUND_SHARE = 0.3  # from this share of trials at one bound on (or the best trial there), hint to widen it
 MIN_IMPORTANCE_TRIALS = 5  # fewer finished trials than this tell nothing about importance
@@ -79,8 +78,8 @@ class ReportData:
     best_row: dict[str, Any] | None = None
     validated: dict[str, Any] | None = None
     verdict: list[str] = field(default_factory=list)
-    standings: list[tuple[str, str, float, float, float, int]] = field(default_factory=list)
-    summary_table: pd.DataFrame | None = None
+    # label, source trial, trial fitness, validated mean, sd, seeds, paired difference to the base, chosen
+    standings: list[tuple[str, str, float, float, float, int, Any, bool]] = field(default_factory=list)
     best_so_far: np.ndarray = field(default_factory=lambda: np.zeros(0))
     area: float = math.nan
     bounds: list[GeneBounds] = field(default_factory=list)
@@ -274,7 +273,9 @@ def _within(dist: Any, value: Any) -> Any:
 
 
 def _read_validation(run_dir: Path, cfg: EvolveConfig | None, df: pd.DataFrame, data: ReportData) -> None:
-    """The validated hyp, the verdict lines and the per-candidate standings, where the run has them."""
+    """The validated hyp, the verdict lines and the per-candidate standings, where the run has them: the
+    verdict is summed up by the validation's own ``summarise`` from the rows of validation.csv, for the
+    candidates of validation_summary.csv (written when the validation ends) or, while it runs, of the rows."""
     hyp_path = run_dir / winners.HYP_NAME
     if hyp_path.is_file():
         try:
@@ -282,30 +283,41 @@ def _read_validation(run_dir: Path, cfg: EvolveConfig | None, df: pd.DataFrame, 
             data.validated = dict(loaded) if isinstance(loaded, dict) else None
         except yaml.YAMLError as exc:
             data.notes.append(f"{hyp_path.name} not shown: {str(exc).splitlines()[0]}")
-    if (run_dir / SUMMARY_NAME).is_file():
-        try:
-            data.summary_table = pd.read_csv(run_dir / SUMMARY_NAME)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            data.notes.append(f"{SUMMARY_NAME} not shown: {str(exc).splitlines()[0]}")
     if not (run_dir / winners.CSV_NAME).is_file():
         return
     try:
         rows = _validation_rows(run_dir, data_names(cfg.train.data) if cfg is not None else [])
-    except ConfigError as exc:
+        candidates = _summary_candidates(run_dir)
+    except (ConfigError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         data.notes.append(f"verdict not shown: {exc}")
         return
-    fitness_of = dict(zip(df["trial_id"].astype(str), df["fitness"])) if "trial_id" in df.columns else {}
-    labels: dict[str, winners.Candidate] = {}
-    for r in rows:
-        labels.setdefault(r.candidate, winners.Candidate(
-            r.candidate, {}, r.source_trial_id, float(fitness_of.get(r.source_trial_id, math.nan))))
-    if winners.BASE not in labels:
+    if candidates is None:  # the validation is under way: its candidates are those with a row so far
+        fitness_of = dict(zip(df["trial_id"].astype(str), df["fitness"])) if "trial_id" in df.columns else {}
+        candidates = {}
+        for r in rows:
+            candidates.setdefault((r.candidate, r.source_trial_id), winners.Candidate(
+                r.candidate, {}, r.source_trial_id, float(fitness_of.get(r.source_trial_id, math.nan))))
+        data.verdict = ["validation under way: the verdict below is of the seeds validated so far"]
+    if not rows or not any(c.label == winners.BASE for c in candidates.values()):
         data.verdict = ["validation under way: the base hyp has no validated seed yet"]
         return
-    summary = winners.summarise(list(labels.values()), rows, len({r.seed for r in rows}), rows[0].epochs)
-    data.verdict = [winners.summary_line(summary), winners.transfer_text(summary)]
+    summary = winners.summarise(list(candidates.values()), rows, len({r.seed for r in rows}), rows[0].epochs)
+    data.verdict += [winners.summary_line(summary), winners.transfer_text(summary)]
     data.standings = [(s.candidate.label, s.candidate.source_trial_id, s.candidate.trial_fitness, s.mean, s.sd,
-                       len(s.values)) for s in summary.standings]
+                       len(s.values), s.paired, s is summary.winner) for s in summary.standings]
+
+
+def _summary_candidates(run_dir: Path) -> dict[tuple[str, str], winners.Candidate] | None:
+    """The candidates of validation_summary.csv (with their rank among the run's hyps), None without it."""
+    path = run_dir / winners.SUMMARY_NAME
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"source_trial_id": str}, keep_default_na=False)
+    out = {}
+    for _, row in table.iterrows():
+        key = (str(row["candidate"]), str(row["source_trial_id"]))
+        out[key] = winners.Candidate(key[0], {}, key[1], float(row["trial_fitness"]), int(row["rank"]))
+    return out
 
 
 def _validation_rows(run_dir: Path, names: list[str]) -> list[winners.ValidationRow]:

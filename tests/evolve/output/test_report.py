@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -18,7 +19,8 @@ from evolve.output.report_data import gather
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--trainer", "surrogate", "--generations", "2", "--population", "6", "--epochs", "2", "--seed", "3",
-         "--surrogate-failure-rate", "0.2", "--validate-top", "1", "--validate-seeds", "1"]
+         "--surrogate-failure-rate", "0.2", "--validate-top", "1", "--validate-sentinels", "1",
+         "--validate-seeds", "2"]
 
 
 def config(argv):
@@ -56,8 +58,9 @@ def finished(ray_address, tmp_path_factory):
 
 
 def test_the_run_logged_its_planned_budget_first_and_one_cost_estimate(finished):
-    assert PROGRESS_LINES[0] == ("planned: at most 36 trial-epochs = evolution at most 12 trials x 2 epochs + "
-                                 "validation 2 runs x 6 epochs")
+    # validation: the base, top1 and a sentinel, 2 seeds each
+    assert PROGRESS_LINES[0] == ("planned: at most 60 trial-epochs = evolution at most 12 trials x 2 epochs + "
+                                 "validation 6 runs x 6 epochs")
     estimates = [m for m in PROGRESS_LINES if m.startswith("estimated wall time of the whole run: ")]
     assert len(estimates) == 1 and re.search(r"\(\d+ trial-epochs left at [\d.]+ s each, [12] at once\)$",
                                              estimates[0]), estimates
@@ -70,8 +73,17 @@ def test_a_finished_run_leaves_a_self_contained_report(finished):
     assert set(data.images) == {"fitness.png", "evolve.png", "validation.png", "best_so_far.png"}
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 4
     assert not re.search(r'(src|href)="(?!data:)', page) and "://" not in page
-    assert f"<b>{data.verdict[0]}</b>" in page.replace("&#x27;", "'")
+    # the verdict is the validation's own, as it logged it and as validation_summary.csv has it
     assert data.verdict[0].startswith("validated: ") and data.verdict[1].startswith("transfer: ")
+    assert f"<b>{data.verdict[0]}</b>" in page.replace("&#x27;", "'")
+    summary = pd.read_csv(finished / "validation_summary.csv", dtype={"source_trial_id": str},
+                          keep_default_na=False)
+    assert sorted(label for label, *_ in data.standings) == sorted(summary["candidate"])
+    chosen = [label for label, *rest in data.standings if rest[-1]]
+    assert chosen == list(summary.loc[summary["chosen"] == 1, "candidate"])
+    for label, _, _, mean, _, seeds, _, _ in data.standings:
+        row = summary[summary["candidate"] == label].iloc[0]
+        assert mean == pytest.approx(float(row["mean"]), rel=1e-5, abs=1e-9) and seeds == int(row["seeds"])
     assert f"{len(data.trials)} trials over 2 generation(s)" in page
     assert f"<b>{data.area:.4f}</b>" in page
     failed = data.statuses.get("failed", 0)
@@ -136,6 +148,6 @@ def test_a_report_made_while_validation_appends_leaves_its_records_alone(finishe
         path.write_bytes(whole + b"top1,g001i00")  # a row being written right now
         data = gather(finished)
         assert path.read_bytes() == whole + b"top1,g001i00"
-        assert sum(n for *_, n in data.standings) == len(whole.decode().splitlines()) - 1
+        assert sum(s[5] for s in data.standings) == len(whole.decode().splitlines()) - 1
     finally:
         path.write_bytes(whole)
