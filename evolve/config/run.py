@@ -80,9 +80,9 @@ class EvolveConfig:
     report: str | None = setting(None, "--report", "write RUN_DIR/report.html from that run's files and exit "
                                  "(no trial runs); also while the run goes on (default: none)",
                                  metavar="RUN_DIR", optional=True, group=_OUTPUT)
-    quiet: bool = setting(False, "--quiet", "no live display on a terminal and no heartbeat lines elsewhere: "
-                          "one line per finished trial (on a terminal, one line redrawn in place)", parse=bool,
-                          group=_OUTPUT)
+    quiet: bool = setting(False, "--quiet", "no live display on a terminal and no heartbeat lines "
+                          "elsewhere: one line per finished trial (on a terminal, one line redrawn in place)",
+                          parse=bool, group=_OUTPUT)
     max_failed_generations: int = setting(1, "--max-failed-generations", "stop the run after N generations "
                                           "in a row whose trials all failed with one reason (async: N x "
                                           "population such trials in a row); 0: never", parse=int, low=0,
@@ -172,8 +172,8 @@ class EvolveConfig:
         """The settings that decide a run's results (everything but execution, run folder and resume)."""
         out = self.to_dict()
         out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
-        for name in ("ray", VALIDATION, "resume", "report", "quiet", "project", "name", "exist_ok", "explicit",
-                     "population_dir", "max_failed_generations"):
+        for name in ("ray", VALIDATION, "resume", "report", "quiet", "project", "name", "exist_ok",
+                     "explicit", "population_dir", "max_failed_generations"):
             out.pop(name)
         for name in ("device", "workers"):
             out["train"].pop(name)

@@ -145,7 +145,8 @@ class Progress:
     def epoch(self, trial_id: str, epoch: int, metrics: Metrics) -> None:
         """A running trial reported its epoch ``epoch`` (from 1) with ``metrics``."""
         now = self._clock()
-        last_epoch, _, last_time = self._epochs.get(trial_id, (0, 0.0, self._running_since.get(trial_id, now)))
+        started = self._running_since.get(trial_id, now)
+        last_epoch, _, last_time = self._epochs.get(trial_id, (0, 0.0, started))
         if epoch > last_epoch and now > last_time:
             # A trial's first epoch also holds its start-up (a worker, imports, data), which every trial
             # pays once: it is kept apart from the later epochs.

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from evolve.output.report_data import ReportData, gather
+from evolve.output.report_data import BOUND_EPS, ReportData, gather
 from evolve.output.rundir import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -99,14 +99,15 @@ def _hyps(d: ReportData) -> str:
     rows = []
     for k in keys:
         base, best = d.base.get(k), d.best.get(k)
-        row = [f"<code>{_e(k)}</code>", _num(base) if base is not None else "-", _num(best), _change(base, best)]
+        row = [f"<code>{_e(k)}</code>", _num(base) if base is not None else "-", _num(best),
+               _change(base, best)]
         if d.validated is not None:
             row += [_num(d.validated.get(k, "-")), _change(base, d.validated.get(k))]
         rows.append(row)
     best = d.best_row or {}
-    intro = (f"<p>Best trial <code>{_e(best.get('trial_id', '?'))}</code> (generation {_e(best.get('generation'))}"
-             f", {_e(best.get('status'))}), fitness <b>{_num(best.get('fitness'))}</b>: its evolved keys next to "
-             "the base hyp's")
+    intro = (f"<p>Best trial <code>{_e(best.get('trial_id', '?'))}</code> (generation "
+             f"{_e(best.get('generation'))}, {_e(best.get('status'))}), fitness "
+             f"<b>{_num(best.get('fitness'))}</b>: its evolved keys next to the base hyp's")
     intro += (" and the validated hyp's (<code>hyp_validated.yaml</code>)" if d.validated is not None else "")
     frozen = "" if not d.evolved else f"; the {len(d.best) - len(keys)} frozen keys are the base's"
     return intro + f"{frozen}.</p>" + _table(head, rows)
@@ -114,8 +115,9 @@ def _hyps(d: ReportData) -> str:
 
 def _verdict(d: ReportData) -> str:
     if not d.verdict:
-        return "<p class=\"muted\">No validation yet (it runs after the last generation unless " \
-               "<code>--validate-top 0</code>; or: <code>python orchestrate.py --validate RUN_DIR</code>).</p>"
+        return ("<p class=\"muted\">No validation yet (it runs after the last generation unless "
+                "<code>--validate-top 0</code>; or: <code>python orchestrate.py --validate RUN_DIR</code>)."
+                "</p>")
     out = "".join(f"<p><b>{_e(line)}</b></p>" if line.startswith("validated:") else f"<p>{_e(line)}</p>"
                   for line in d.verdict)
     if d.standings:
@@ -134,8 +136,8 @@ def _verdict(d: ReportData) -> str:
 def _diagnostics(d: ReportData) -> str:
     out = ["<h3>Best so far</h3>"]
     if len(d.best_so_far):
-        out.append(f"<p>Area under the best-so-far curve, per trial: <b>{d.area:.4f}</b> (the mean of the best "
-                   f"fitness after each of the {len(d.best_so_far)} trials; between runs of the same trial "
+        out.append(f"<p>Area under the best-so-far curve, per trial: <b>{d.area:.4f}</b> (the mean of the "
+                   f"best fitness after each of the {len(d.best_so_far)} trials; between runs of the same trial "
                    "budget, higher means good hyps were found sooner).</p>")
         out.append(_image("best_so_far.png", d.images["best_so_far.png"], "best fitness so far per trial"))
     out.append("<h3>Genes at a bound</h3>")
@@ -144,8 +146,8 @@ def _diagnostics(d: ReportData) -> str:
         rows = [(f"<code>{_e(b.key)}</code>", b.low, b.high, b.at_low, b.at_high, _e(b.best_at or ""),
                  f"<span class=\"note\">{_e(h)}</span>" if h else "")
                 for b, h in sorted(hints, key=lambda bh: (not bh[1], bh[0].key))]
-        out.append(f"<p>Trials with a result whose value lay within {_num(1)}% of a bound's end of the range "
-                   f"({d.bounds[0].trials} trials). A gene pressing on a bound may be held back by it.</p>")
+        out.append(f"<p>Trials with a result whose value lay within {BOUND_EPS:.0%} of the range from a "
+                   f"bound ({d.bounds[0].trials} trials). A gene pressing on a bound may be held back by it.</p>")
         out.append(_table(["gene", "low", "high", "at low", "at high", "best at", "hint"], rows,
                           numeric=(1, 2, 3, 4)))
     else:
@@ -178,10 +180,10 @@ def render(d: ReportData, made: str | None = None) -> str:
         f"<title>Evolution report: {_e(d.run_dir.name)}</title><style>{STYLE}</style>",
         f"<script>{SCRIPT}</script></head><body>",
         f"<h1>Evolution report: {_e(d.run_dir.name)}</h1>",
-        f"<p class=\"muted\">{_e(d.run_dir)} &middot; made {_e(made)} from the files there &middot; refresh with "
-        f"<code>python orchestrate.py --report {_e(d.run_dir)}</code></p>",
-        f"<p>{trials} trials over {gens} generation(s); best fitness <b>{_num(best) if best is not None else '-'}"
-        "</b>.</p><p id=\"broken\" class=\"note\"></p>",
+        f"<p class=\"muted\">{_e(d.run_dir)} &middot; made {_e(made)} from the files there &middot; refresh "
+        f"with <code>python orchestrate.py --report {_e(d.run_dir)}</code></p>",
+        f"<p>{trials} trials over {gens} generation(s); best fitness "
+        f"<b>{_num(best) if best is not None else '-'}</b>.</p><p id=\"broken\" class=\"note\"></p>",
     ]
     parts += [f"<p class=\"note\">{_e(n)}</p>" for n in d.notes]
     parts += ["<h2>Verdict</h2>", _verdict(d), "<h2>Hyperparameters</h2>", _hyps(d), "<h2>Plots</h2>"]

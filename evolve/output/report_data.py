@@ -108,7 +108,8 @@ def gather(run_dir: str | Path) -> ReportData:
     cfg, space = _config_and_space(path, data.notes)
     if cfg is not None:
         explicit = cfg.explicit
-        data.settings = [(flag, _show(get_setting(cfg, p)), flag in explicit) for p, flag in flag_paths().items()]
+        data.settings = [(flag, _show(get_setting(cfg, p)), flag in explicit)
+                         for p, flag in flag_paths().items()]
     if space is not None:
         data.base = dict(space.base)
         data.evolved = list(space.keys)
@@ -140,7 +141,8 @@ def _config_and_space(run_dir: Path, notes: list[str]) -> tuple[EvolveConfig | N
         notes.append(f"no {CHECKPOINT_NAME} yet: settings, base hyp and bounds are not shown")
         return None, None
     try:
-        cfg = EvolveConfig.from_dict(load_checkpoint(run_dir)["config"], source=str(run_dir / CHECKPOINT_NAME))
+        cfg = EvolveConfig.from_dict(load_checkpoint(run_dir)["config"],
+                                     source=str(run_dir / CHECKPOINT_NAME))
     except (ConfigError, KeyError) as exc:
         notes.append(f"settings not shown: {exc}")
         return None, None
@@ -237,7 +239,8 @@ def importance(df: pd.DataFrame, space: SearchSpace | None) -> tuple[dict[str, f
     trials = []
     for _, row in valid.iterrows():
         params = {k: _within(d, row[k]) for k, d in dists.items()}
-        trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["fitness"])))
+        trials.append(optuna.trial.create_trial(params=params, distributions=dists,
+                                                value=float(row["fitness"])))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -303,8 +306,8 @@ def _read_validation(run_dir: Path, cfg: EvolveConfig | None, df: pd.DataFrame, 
         return
     summary = winners.summarise(list(candidates.values()), rows, len({r.seed for r in rows}), rows[0].epochs)
     data.verdict += [winners.summary_line(summary), winners.transfer_text(summary)]
-    data.standings = [(s.candidate.label, s.candidate.source_trial_id, s.candidate.trial_fitness, s.mean, s.sd,
-                       len(s.values), s.paired, s is summary.winner) for s in summary.standings]
+    data.standings = [(s.candidate.label, s.candidate.source_trial_id, s.candidate.trial_fitness, s.mean,
+                       s.sd, len(s.values), s.paired, s is summary.winner) for s in summary.standings]
 
 
 def _summary_candidates(run_dir: Path) -> dict[tuple[str, str], winners.Candidate] | None:
@@ -321,8 +324,9 @@ def _summary_candidates(run_dir: Path) -> dict[tuple[str, str], winners.Candidat
 
 
 def _validation_rows(run_dir: Path, names: list[str]) -> list[winners.ValidationRow]:
-    """The rows of validation.csv, read without touching it: the validation may be appending to it right now,
-    and ``ValidationRecords`` rewrites a file whose last line is torn, so it reads a copy of the whole lines."""
+    """The rows of validation.csv, read without touching it: the validation may be appending to it right
+    now, and ``ValidationRecords`` rewrites a file whose last line is torn, so it reads a copy of the whole
+    lines."""
     text = (run_dir / winners.CSV_NAME).read_text(encoding="utf-8", errors="replace")
     with tempfile.TemporaryDirectory(prefix="report-") as folder:
         (Path(folder) / winners.CSV_NAME).write_text(text[:text.rfind("\n") + 1], encoding="utf-8")

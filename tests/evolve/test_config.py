@@ -267,8 +267,8 @@ def test_resume_takes_quiet_from_the_new_command_and_report_excludes_resume_and_
         cfg.report = "runs/evolve/exp"
         for name, value in other.items():
             setattr(cfg, name, value)
-        with pytest.raises(ConfigError, match="^--report RUN_DIR only writes the report of a run: it excludes "
-                                              "--resume and --validate$"):
+        with pytest.raises(ConfigError, match="^--report RUN_DIR only writes the report of a run: it "
+                                              "excludes --resume and --validate$"):
             cfg.validate()
 
 

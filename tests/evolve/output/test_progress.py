@@ -208,8 +208,8 @@ def test_without_a_terminal_a_heartbeat_names_running_trials_at_most_once_a_minu
     p.tick()
     beats = [line for line in lines if line.startswith("running:")]
     assert len(beats) == 1
-    assert beats[0].startswith("running: g000i000 epoch 3/5 fitness 0.25000 (1m01s), g000i001 1m01s, no epoch "
-                               "reported | gen 1/2 | trials 0/2/0 of <=8")
+    assert beats[0].startswith("running: g000i000 epoch 3/5 fitness 0.25000 (1m01s), g000i001 1m01s, no "
+                               "epoch reported | gen 1/2 | trials 0/2/0 of <=8")
     now[0] = 121.0
     p.tick()
     assert len([line for line in lines if line.startswith("running:")]) == 2

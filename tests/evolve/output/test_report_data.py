@@ -32,11 +32,13 @@ def frame(rows):
 
 
 def test_best_so_far_follows_valid_trials_in_finishing_order_and_its_area_is_the_mean():
-    df = frame([("failed", 0.0, {}), ("ok", 0.2, {}), ("ok", 0.1, {}), ("diverged", 0.0, {}), ("ok", 0.4, {})])
+    df = frame([("failed", 0.0, {}), ("ok", 0.2, {}), ("ok", 0.1, {}), ("diverged", 0.0, {}),
+                ("ok", 0.4, {})])
     curve, area = report_data.best_so_far(df)
     assert curve.tolist() == [0.0, 0.2, 0.2, 0.2, 0.4]
     assert area == pytest.approx(1.0 / 5)
-    assert report_data.best_so_far(df.iloc[:0])[0].size == 0 and math.isnan(report_data.best_so_far(df.iloc[:0])[1])
+    empty_curve, empty_area = report_data.best_so_far(df.iloc[:0])
+    assert empty_curve.size == 0 and math.isnan(empty_area)
 
 
 def test_stopped_trials_count_only_when_none_finished():
@@ -91,8 +93,8 @@ def test_importance_ranks_the_gene_fitness_depends_on_first():
 
 def test_importance_says_why_when_it_cannot_be_estimated(monkeypatch):
     few = frame([("ok", 0.5, {})] * 4)
-    assert report_data.importance(few, SPACE) == (None, "no importance estimate yet: 4 trial(s) with a result, "
-                                                        "5 needed")
+    assert report_data.importance(few, SPACE) == (None, "no importance estimate yet: 4 trial(s) with a "
+                                                        "result, 5 needed")
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
     scores, note = report_data.importance(few, SPACE)
     assert scores is None and note.startswith("Optuna is not installed") and ".[report]" in note
