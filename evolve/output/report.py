@@ -86,7 +86,10 @@ def _change(base: Any, value: Any) -> str:
         return f"{_e(base)} &rarr; {_e(value)}"
     if math.isclose(b, v, rel_tol=1e-9, abs_tol=1e-12):
         return ""
-    return f"{(v - b) / abs(b) * 100:+.0f}%" if b else f"{v - b:+.4g}"
+    if not b:
+        return f"{v - b:+.4g}"
+    percent = (v - b) / abs(b) * 100
+    return f"{percent:+.1f}%" if abs(percent) < 1 else f"{percent:+.0f}%"
 
 
 def _hyps(d: ReportData) -> str:
@@ -125,11 +128,11 @@ def _verdict(d: ReportData) -> str:
         for label, trial, trial_fitness, mean, sd, seeds, paired, chosen in d.standings:
             diff = "-" if paired is None else (f"{paired.mean:+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]")
             rows.append((f"<b>{_e(label)}</b>" if chosen else _e(label), f"<code>{_e(trial or '-')}</code>",
-                         trial_fitness, mean, sd, seeds, _e(diff)))
+                         trial_fitness, mean, f"{sd:.4f}", seeds, _e(diff)))
         out += ("<p>Paired difference to the base over the same seeds, with its 95% interval; the bold "
                 "candidate is the one <code>hyp_validated.yaml</code> holds.</p>")
         out += _table(["candidate", "trial", "trial fitness", "validated mean", "sd", "seeds",
-                       "difference to the base [95% interval]"], rows, numeric=(2, 3, 4, 5))
+                       "difference to the base [95% interval]"], rows, numeric=(2, 3, 5))
     return out
 
 

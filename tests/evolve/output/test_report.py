@@ -109,6 +109,7 @@ def test_report_command_rewrites_the_page_and_bad_folders_exit_2(finished, tmp_p
 
 def test_changes_read_as_percent_absolute_or_choice():
     assert _change(0.01, 0.0125) == "+25%"
+    assert _change(0.05, 0.049907) == "-0.2%"
     assert _change(0.0, 0.2) == "+0.2"
     assert _change(0.5, 0.5) == ""
     assert _change("SGD", "AdamW") == "SGD &rarr; AdamW"
