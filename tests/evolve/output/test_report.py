@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import orchestrate
+from evolve import config_from_argv
 from evolve.driver import run
 from evolve.output.report import REPORT_NAME, _change, write_report
 from evolve.output.report_data import gather
@@ -23,10 +24,6 @@ FLAGS = ["--trainer", "surrogate", "--generations", "2", "--population", "6", "-
          "--validate-seeds", "2"]
 
 
-def config(argv):
-    parser = orchestrate.build_parser()
-    args = parser.parse_args(argv)
-    return orchestrate.build_config(args, orchestrate._given_flags(parser, argv, args))
 
 
 class Collect(logging.Handler):
@@ -50,7 +47,7 @@ def finished(ray_address, tmp_path_factory):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return run(config([*FLAGS, "--project", str(project), "--address", ray_address]))
+        return run(config_from_argv([*FLAGS, "--project", str(project), "--address", ray_address]))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
