@@ -1,7 +1,8 @@
 """The entry point of an evolution: ``run(cfg)`` plans it (every input checked), starts or joins Ray (the
 resources checked), only then takes the run folder, runs the loop of its mode (``generational`` or
-``async``) and then validates its winners, with the run's records logged to ``evolve.log`` in its folder;
-with ``--validate RUN_DIR`` it only validates a finished run (logged to ``validation.log``). Everything
+``async``) and then validates its winners, with the run's records logged to ``evolve.log`` in its folder,
+and last writes ``report.html``; with ``--validate RUN_DIR`` it only validates a finished run (logged to
+``validation.log``), with ``--report RUN_DIR`` it only writes that run's report. Everything
 else lives in the subpackages (see ``evolve``)."""
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from evolve.loops.plan import Plan, prepare
 from evolve.loops.steady import SteadyEvolution
 from evolve.loops.winners import ValidationPlan, plan_after_run, plan_standalone, run_validation
 from evolve.output.console import run_log
+from evolve.output.report import REPORT_NAME, write_report
 from evolve.output.rundir import RunLock, make_run_dir
 from evolve.signals import terminate_as_interrupt
 
@@ -37,6 +39,9 @@ def run(cfg: EvolveConfig) -> Path:
     Raises ``Interrupted`` on Ctrl-C or SIGTERM, ``RunStopped`` when the run stopped itself (trials all
     failing for one reason, a run folder that cannot be written), after logging the resume command.
     """
+    if cfg.report:  # only reads the run's files: no Ray, no lock, so it works while the run goes on
+        cfg.validate()
+        return write_report(cfg.report).parent
     with terminate_as_interrupt() as catch_sigterm:
         if cfg.validation.run_dir:
             vplan = plan_standalone(cfg)
@@ -79,6 +84,7 @@ def _run_loop(plan: Plan, run_dir: Path) -> None:
         vplan = plan_after_run(plan, run_dir)
         if vplan is not None:
             run_validation(vplan)
+        _refresh_report(run_dir)
     except KeyboardInterrupt as exc:
         LOGGER.warning("interrupted; resume with: %s", resume)
         raise Interrupted(run_dir) from exc
@@ -99,7 +105,17 @@ def _validate(vplan: ValidationPlan) -> Path:
     with RunLock(vplan.run_dir), run_log(vplan.run_dir, "validation.log"):
         try:
             run_validation(vplan)
+            _refresh_report(vplan.run_dir)
         except KeyboardInterrupt as exc:
             LOGGER.warning("interrupted; continue with: python orchestrate.py --validate %s", vplan.run_dir)
             raise Interrupted(vplan.run_dir) from exc
     return vplan.run_dir
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """Write report.html; a report that cannot be made is a warning, never the end of a finished run."""
+    try:
+        write_report(run_dir)
+    except Exception as exc:
+        LOGGER.warning("%s not written: %s (retry with: python orchestrate.py --report %s)",
+                       Path(run_dir) / REPORT_NAME, exc, run_dir)

@@ -27,7 +27,7 @@ MODES = ("generational", "async")
 
 # Settings that decide where and how fast trials run but never what they return; a resumed run takes
 # them from the new command (it may well run on another machine or cluster).
-EXECUTION_SETTINGS = ("ray", "train.device", "train.workers", "max_failed_generations")
+EXECUTION_SETTINGS = ("ray", "train.device", "train.workers", "max_failed_generations", "quiet")
 # Early stopping lives in RayConfig (the runner builds the scheduler) but decides which trials finish,
 # so it is a setting of the run like the GA's, kept on resume.
 EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
@@ -83,6 +83,12 @@ class EvolveConfig:
     name: str = setting("exp", "--name", "run name; exp2, exp3 ... when taken", group=_OUTPUT)
     exist_ok: bool = setting(False, "--exist-ok", "use PROJECT/NAME even if it exists (a run with "
                              "evolve.csv is refused: use --resume)", parse=bool, group=_OUTPUT)
+    report: str | None = setting(None, "--report", "write RUN_DIR/report.html from that run's files and exit "
+                                 "(no trial runs); also while the run goes on (default: none)",
+                                 metavar="RUN_DIR", optional=True, group=_OUTPUT)
+    quiet: bool = setting(False, "--quiet", "no live display on a terminal and no heartbeat lines "
+                          "elsewhere: one line per finished trial (on a terminal, one line redrawn in place)",
+                          parse=bool, group=_OUTPUT)
     max_failed_generations: int = setting(1, "--max-failed-generations", "stop the run after N generations "
                                           "in a row whose trials all failed with one reason (async: N x "
                                           "population such trials in a row); 0: never", parse=int, low=0,
@@ -131,6 +137,9 @@ class EvolveConfig:
         if self.trainer == "detector" and self.train.model not in MODEL_SIZES:
             raise ConfigError(f"--model must be one of {', '.join(MODEL_SIZES)} for --trainer detector, got "
                               f"{self.train.model!r}")
+        if self.report and (self.resume or self.validation.run_dir):
+            raise ConfigError("--report RUN_DIR only writes the report of a run: it excludes --resume and "
+                              "--validate")
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
@@ -176,8 +185,8 @@ class EvolveConfig:
         """The settings that decide a run's results (everything but execution, run folder and resume)."""
         out = self.to_dict()
         out["early_stop"] = {name: out["ray"][name] for name in EARLY_STOP_SETTINGS}
-        for name in ("ray", VALIDATION, "resume", "project", "name", "exist_ok", "explicit",
-                     "population_dir", "max_failed_generations"):
+        for name in ("ray", VALIDATION, "resume", "report", "quiet", "project", "name", "exist_ok",
+                     "explicit", "population_dir", "max_failed_generations"):
             out.pop(name)
         for name in ("device", "workers"):
             out["train"].pop(name)
@@ -224,6 +233,7 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
     merged.train.device = new.train.device
     merged.train.workers = new.train.workers
     merged.max_failed_generations = new.max_failed_generations
+    merged.quiet = new.quiet
     for path, flag in flag_paths().items():
         if path.startswith(VALIDATION + ".") and flag in new.explicit:
             setattr(merged.validation, path.split(".", 1)[1], get_setting(new, path))

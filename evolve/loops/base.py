@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve.config.fidelity import rungs, trial_configs, trial_epochs
+from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.jobs import JobSource, TrialJob
@@ -20,7 +21,7 @@ from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import Plan
 from evolve.output.fidelity import FidelityRecords
 from evolve.output.plotter import Plotter
-from evolve.output.progress import Progress
+from evolve.output.progress import Budget, Progress
 from evolve.output.records import RunRecords, TrialRecord
 from evolve.output.rundir import save_checkpoint
 from evolve.search.ga import GeneticAlgorithm
@@ -68,6 +69,18 @@ def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
             "best_status_before": best.status if best else "ok"}
 
 
+def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, Any]:
+    """``Progress`` keywords of the run's display mode and its planned budget of ``trials`` trials;
+    ``--quiet`` keeps the plain display of old, without budget or cost lines."""
+    if cfg.quiet:
+        return {"live": False, "planned": None}
+    parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
+    v = cfg.validation
+    runs = (v.top + v.sentinels + 1) * v.seeds if v.top > 0 else 0  # the base, the top K, the sentinels
+    budget = Budget(trials, cfg.train.epochs * parts, runs, v.epochs_for(cfg.train.epochs) * parts, exact)
+    return {"live": True, "planned": budget}
+
+
 class Evolution:
     """One run of a loop in a locked run folder: records, GA, plots and the checkpoint it saves."""
 
@@ -88,8 +101,11 @@ class Evolution:
         save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
 
     def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
-        """A running trial's per-epoch report: its rung fitness goes to the fidelity records."""
+        """A running trial's per-epoch report: its rung fitness goes to the fidelity records, its epoch to
+        the progress display."""
         self.fidelity.epoch(job.trial_id, epoch, metrics)
+        if self.progress is not None:
+            self.progress.epoch(job.trial_id, epoch, metrics)
 
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         # Counted first: a trial's epochs were spent whatever the loop then makes of its result.
@@ -111,9 +127,13 @@ class Evolution:
                                    self.fidelity.history())
         if self.progress is not None:
             self.progress.note = self.fidelity.note()
-        with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, scheduler=scheduler,
-                         durations=durations) as runner:
-            runner.run(source)
+        try:
+            with TrialRunner(ray_cfg, self.cfg.trainer, train_cfg, self.run_dir, scheduler=scheduler,
+                             durations=durations) as runner:
+                runner.run(source)
+        finally:
+            if self.progress is not None:
+                self.progress.close()  # a live display hands the terminal back, also on Ctrl-C
 
     def finish(self) -> None:
         """Wait for the last plots and report the best trial."""

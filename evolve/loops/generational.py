@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 from evolve.contract import Metrics, selection_value, standing
 from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, JobSource, TrialJob
-from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.base import Evolution, Genome, progress_options, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
@@ -110,7 +110,9 @@ class GenerationalEvolution(Evolution, GenerationSource):
     def _start(self) -> tuple[int, list[Genome]]:
         """Generation index and population to run first: from the checkpoint, or a fresh generation 0."""
         rows = self.records.rows()
-        self.progress = Progress(self.cfg.ga.generations, **progress_totals(rows))
+        self.progress = Progress(self.cfg.ga.generations, **progress_totals(rows),
+                                 **progress_options(self.cfg, self.cfg.ga.generations * self.cfg.ga.population,
+                                                    exact=False))
         for row in rows:
             self.cache.setdefault(self.space.genome_key(self.space.encode(row.hyp)), row.metrics)
         state = self.plan.checkpoint

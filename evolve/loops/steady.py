@@ -52,7 +52,7 @@ from typing import Any
 from evolve.contract import Metrics, selection_value
 from evolve.errors import RunStopped
 from evolve.execution.jobs import WAIT, JobSource, TrialJob
-from evolve.loops.base import Evolution, Genome, progress_totals
+from evolve.loops.base import Evolution, Genome, progress_options, progress_totals
 from evolve.loops.failures import FailureStreak
 from evolve.loops.plan import Plan
 from evolve.output.progress import Progress
@@ -262,7 +262,8 @@ class SteadyEvolution(Evolution, JobSource):
     def _start(self) -> None:
         rows = self.records.rows()
         self.progress = _SteadyProgress(self.state.budget, self.size, self.cfg.ga.generations,
-                                        **progress_totals(rows))
+                                        **progress_totals(rows),
+                                        **progress_options(self.cfg, self.state.budget, exact=True))
         state, ckpt = self.state, self.plan.checkpoint
         for row in rows:
             state.known.add(self.space.genome_key(self.space.encode(row.hyp)))

@@ -1,7 +1,8 @@
 """The console and the log file of a run.
 
 On the console: log records at INFO as plain lines (``warning: ...`` for warnings), no timestamps or
-module names; on a terminal each line first erases the progress line that ``Progress`` redraws in place.
+module names; on a terminal each line first erases the progress line that ``Progress`` redraws in place,
+or, while the live display (``LiveDisplay``, drawn with ``rich``) holds the terminal, is printed above it.
 In the run folder: ``evolve.log`` with every record in full (time, level, module). Ray's start-up
 warnings (token authentication, ...) are held back and summed up in one line of ours.
 """
@@ -11,7 +12,7 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Any, Iterator, Sequence, TextIO
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,3 +106,67 @@ def quiet_ray_startup() -> Iterator[None]:
     for message in held.messages:
         # Ray's lines run to several sentences and a URL; the first sentence is the news.
         LOGGER.info("Ray: %s", message.split(". ")[0].rstrip("."))
+
+
+def _console_handler() -> logging.StreamHandler | None:
+    """The handler ``setup_console`` installed, if it is there."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, ConsoleFormatter):
+            return handler
+    return None
+
+
+class _Lines:
+    """A stream for a logging handler that prints each record through a rich console: while a live display
+    runs, what that console prints appears above the display instead of through it."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+
+    def write(self, text: str) -> None:
+        text = text.rstrip("\n")
+        if text:
+            self.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+    def flush(self) -> None:
+        pass
+
+
+class LiveDisplay:
+    """The live progress on a terminal: a status line and one line per running trial, redrawn in place by
+    ``rich`` on each ``update``; the console's log lines are printed above it while it runs."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=stream, force_terminal=True, highlight=False)
+        # No refresh thread: Progress redraws on every change and tick, and a thread would keep drawing
+        # a stale ETA between them.
+        self.live = Live(console=self.console, auto_refresh=False, redirect_stdout=False,
+                         redirect_stderr=False)
+        self._handler: logging.StreamHandler | None = None
+        self._stream: Any = None
+        self._prefix = ""
+
+    def start(self) -> None:
+        self.live.start()
+        handler = _console_handler()
+        if handler is not None:
+            self._handler, self._prefix = handler, handler.formatter.prefix  # type: ignore[union-attr]
+            handler.formatter.prefix = ""  # type: ignore[union-attr]
+            self._stream = handler.setStream(_Lines(self.console))  # type: ignore[arg-type]
+
+    def update(self, status: str, trials: Sequence[str]) -> None:
+        from rich.console import Group
+        from rich.text import Text
+
+        lines = [Text(status, style="bold")] + [Text("  " + t) for t in trials]
+        self.live.update(Group(*lines), refresh=True)
+
+    def stop(self) -> None:
+        self.live.stop()
+        if self._handler is not None:
+            self._handler.setStream(self._stream)
+            self._handler.formatter.prefix = self._prefix  # type: ignore[union-attr]
+            self._handler = None

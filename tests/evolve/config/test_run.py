@@ -10,6 +10,7 @@ from evolve.config import (
     RayConfig,
     SurrogateOptions,
     TrialConfig,
+    ValidationConfig,
     default_elite,
     flag_paths,
     get_setting,
@@ -209,6 +210,7 @@ def test_result_settings_leave_out_execution_and_folders():
     b.ray = RayConfig(address="auto", cpus_per_trial=2.0)
     b.train.device, b.train.workers = "cpu", 0
     b.project, b.name, b.exist_ok, b.resume = "elsewhere", "x", True, "runs/evolve/exp"
+    b.quiet, b.report = True, "runs/evolve/exp"  # what the console shows, a report: no result changes
     assert a.result_settings() == b.result_settings()
     b.train.epochs = 3
     assert a.result_settings() != b.result_settings()
@@ -255,6 +257,21 @@ def test_resume_keeps_mode_and_early_stopping_but_takes_storage_and_ddp_workers(
     assert notes == ["--early-stop none ignored: the resumed run keeps asha",
                      "--reduction-factor 4.0 ignored: the resumed run keeps 2.0",
                      "--mode generational ignored: the resumed run keeps async"]
+
+
+def test_resume_takes_quiet_from_the_new_command_and_report_excludes_resume_and_validate():
+    saved, new = make(), make()
+    new.quiet, new.explicit = True, frozenset({"--quiet"})
+    merged, notes = resumed_config(saved, new)
+    assert merged.quiet and notes == []
+    for other in ({"resume": "runs/evolve/exp"}, {"validation": ValidationConfig(run_dir="runs/evolve/exp")}):
+        cfg = make()
+        cfg.report = "runs/evolve/exp"
+        for name, value in other.items():
+            setattr(cfg, name, value)
+        with pytest.raises(ConfigError, match="^--report RUN_DIR only writes the report of a run: it "
+                                              "excludes --resume and --validate$"):
+            cfg.validate()
 
 
 def test_resume_without_generations_flag_keeps_the_saved_count():

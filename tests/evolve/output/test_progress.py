@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import pytest
 
 from evolve.contract import Metrics
-from evolve.output.progress import Progress, format_duration
+from evolve.output.console import ERASE_LINE, ConsoleFormatter
+from evolve.output.progress import Budget, Progress, format_duration
 
 
 class FakeTTY(io.StringIO):
@@ -158,3 +160,116 @@ def test_tick_redraws_a_terminal_line_while_nothing_finishes():
     p.tick()
     p.tick()  # within TICK_S of the last redraw: nothing
     assert stream.getvalue().count("\r") == drawn + 1
+
+
+# --- live mode: epochs of running trials, the budget and the cost, the heartbeat, the rich display -----
+
+def budget(**kw):
+    return Budget(**{"trials": 8, "epochs": 5, "validation_runs": 2, "validation_epochs": 15, "exact": False,
+                     **kw})
+
+
+def test_the_budget_line_counts_evolution_and_validation_trial_epochs():
+    assert budget().line() == ("planned: at most 70 trial-epochs = evolution at most 8 trials x 5 epochs + "
+                               "validation 2 runs x 15 epochs")
+    assert Budget(12, 3).line() == "planned: 36 trial-epochs = evolution 12 trials x 3 epochs (no validation)"
+
+
+def live_progress(now, lines, stream=None, **kw):
+    p = Progress(generations=2, stream=stream or io.StringIO(), log=lines.append, live=True, planned=budget(),
+                 **kw)
+    p._clock = lambda: now[0]
+    return p
+
+
+def test_epochs_of_running_trials_give_the_speed_the_eta_and_one_estimate_line():
+    now, lines = [0.0], []
+    p = live_progress(now, lines)
+    assert lines == [budget().line()]  # before the first trial
+    p.start_generation(0, trials=4)
+    p.started("a")
+    p.started("b")
+    now[0] = 12.0
+    p.epoch("a", 1, ok(0.2))  # the first epoch: 12 s, start-up included
+    assert p.seconds_per_epoch() == pytest.approx(12.0)
+    assert len(lines) == 1  # a first epoch alone is mostly start-up: no estimate yet
+    now[0] = 16.0
+    p.epoch("a", 2, ok(0.3))  # a later epoch: 4 s
+    # per trial: 12 + 4 x 4 = 28 s over 5 epochs; left: (4 in this generation + 4 in the next) x 5 epochs,
+    # less the 2 done, plus 30 of validation
+    assert p.seconds_per_epoch() == pytest.approx(28.0 / 5)
+    assert p.remaining_epochs() == (4 + 4) * 5 - 2 + 30
+    assert p.eta_seconds() == pytest.approx(28.0 / 5 * 68 / 2)
+    assert lines[1] == ("estimated wall time of the whole run: 3m10s (68 trial-epochs left at 5.6 s each, "
+                        "2 at once)")
+    assert p.running_trials() == [("a", 2, 0.3, 16.0), ("b", None, None, 16.0)]
+    assert p.line() == "gen 1/2 | trials 0/2/0 of <=8 | best - | ETA 3m10s"
+    now[0] = 30.0
+    p.finished("a", ok(0.35), seconds=30.0)  # a whole trial now sets the speed: 30 s / 5 epochs
+    assert p.seconds_per_epoch() == pytest.approx(6.0)
+    assert len([line for line in lines if line.startswith("estimated")]) == 1  # printed once
+
+
+def test_without_a_terminal_a_heartbeat_names_running_trials_at_most_once_a_minute():
+    now, lines = [0.0], []
+    p = live_progress(now, lines)
+    p.start_generation(0, trials=2)
+    p.started("g000i000")
+    p.started("g000i001")
+    p.tick()
+    now[0] = 20.0
+    p.epoch("g000i000", 3, ok(0.25))
+    now[0] = 59.0
+    p.tick()
+    assert not [line for line in lines if line.startswith("running:")]
+    now[0] = 61.0
+    p.tick()
+    p.tick()
+    beats = [line for line in lines if line.startswith("running:")]
+    assert len(beats) == 1
+    assert beats[0].startswith("running: g000i000 epoch 3/5 fitness 0.25000 (1m01s), g000i001 1m01s, no "
+                               "epoch reported | gen 1/2 | trials 0/2/0 of <=8")
+    now[0] = 121.0
+    p.tick()
+    assert len([line for line in lines if line.startswith("running:")]) == 2
+
+
+def test_the_plain_mode_has_no_heartbeat_and_no_budget():
+    now, lines = [0.0], []
+    p = Progress(generations=1, stream=io.StringIO(), log=lines.append)
+    p._clock = lambda: now[0]
+    p.start_generation(0, trials=1)
+    p.started("x")
+    p.tick()
+    now[0] = 500.0
+    p.epoch("x", 1, ok(0.1))
+    p.tick()
+    assert lines == [] and p.seconds_per_epoch() is None
+
+
+def test_on_a_terminal_rich_draws_the_status_and_each_running_trial_and_logs_print_above(caplog):
+    stream = FakeTTY()
+    now, lines = [0.0], []
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(ConsoleFormatter(erase=True))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        p = live_progress(now, lines, stream=stream)
+        p.start_generation(0, trials=2)
+        p.started("g000i000")
+        p.started("g000i001")
+        now[0] = 10.0
+        p.epoch("g000i000", 2, ok(0.125))
+        logging.getLogger("evolve.test").warning("a line from the run")
+        assert handler.formatter.prefix == ""  # routed through the display while it runs
+        p.close()
+        assert handler.stream is stream and handler.formatter.prefix == ERASE_LINE
+    finally:
+        root.removeHandler(handler)
+    out = stream.getvalue()
+    assert "gen 1/2 | trials 0/2/0 of <=8" in out
+    assert "g000i000 epoch 2/5 fitness 0.12500 (10s)" in out
+    assert "g000i001 10s, no epoch reported" in out
+    assert "warning: a line from the run" in out
+    assert "\x1b[?25l" in out and out.rstrip().endswith("\x1b[?25h")  # cursor hidden while live, shown after
