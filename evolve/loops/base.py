@@ -8,13 +8,14 @@ Tune and its workers start once per run.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES
 from evolve.execution.runner import TrialRunner
-from evolve.loops.checkpoint import checkpoint_state
+from evolve.loops.checkpoint import checkpoint_state, claim_identity
 from evolve.loops.plan import Plan
 from evolve.output.plotter import Plotter
 from evolve.output.progress import Progress
@@ -77,9 +78,11 @@ class Evolution:
                                   data_names(self.cfg.train.data))
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
+        self.identity = claim_identity(run_dir, plan.checkpoint)
 
     def save_checkpoint(self, **state: Any) -> None:
-        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
+        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, run=asdict(self.identity),
+                                                       records=self.records.mark(), **state))
 
     def run_trials(self, source: Any) -> None:
         """Run the source's jobs on one TrialRunner until it has no more."""

@@ -12,6 +12,7 @@ such columns, so its file is as it always was.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -252,11 +253,13 @@ class RunRecords:
         self._count = 0
         self._best: TrialRecord | None = None
         self._has_header = False
+        self._digest = hashlib.sha256()  # of the file's bytes: a checkpoint names the records it saw
         if self.csv_path.is_file():
             records, clean = _read_csv(self.csv_path, keyset, self.data)
             if clean is not None:
                 LOGGER.warning("%s: %s", self.csv_path, _repair_note(self.csv_path, keyset))
                 atomic_write_text(self.csv_path, clean)
+            self._digest.update(self.csv_path.read_bytes())
             self._has_header = self.csv_path.stat().st_size > 0
             for rec in records:
                 self._consider(rec)
@@ -264,6 +267,12 @@ class RunRecords:
 
     def __len__(self) -> int:
         return self._count
+
+    def mark(self) -> dict[str, Any]:
+        """The records as they are now (rows and the digest of the file's bytes), for a checkpoint: a
+        resumed run checks that its evolve.csv begins with exactly these (``records_mark``). No rows: no
+        digest (whether the header was written yet says nothing about the run)."""
+        return {"rows": self._count, "sha256": self._digest.hexdigest() if self._count else None}
 
     def _consider(self, rec: TrialRecord) -> bool:
         """Make ``rec`` the best if it beats the current best (earliest wins ties); True if it did."""
@@ -287,6 +296,7 @@ class RunRecords:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        self._digest.update(line.encode("utf-8"))
         self._has_header = True
         self._count += 1
         changed = self._consider(rec)
