@@ -56,7 +56,12 @@ def run(cfg: EvolveConfig) -> Path:
 def _run_loop(plan: Plan, run_dir: Path) -> None:
     resume = f"python orchestrate.py --resume {run_dir}"
     try:
-        LOOPS[plan.cfg.mode](plan, run_dir).run()
+        evolution = LOOPS[plan.cfg.mode](plan, run_dir)
+        try:
+            evolution.run()
+        finally:
+            # Whichever way the loop ended, no drawing may outlive it: the process ends soon after.
+            evolution.plotter.close(finish=False)
         vplan = plan_after_run(plan, run_dir)
         if vplan is not None:
             run_validation(vplan)

@@ -12,6 +12,7 @@ such columns, so its file is as it always was.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -25,7 +26,7 @@ import yaml
 
 from evolve.contract import DEFAULT_FITNESS_WEIGHTS, Metrics, describe_weights, one_line, standing
 from evolve.errors import ConfigError
-from evolve.output.rundir import atomic_write_text
+from evolve.output.rundir import atomic_write_text, disk_full
 from evolve.search.keyset import YOLOV5, KeySet
 
 LOGGER = logging.getLogger(__name__)
@@ -286,7 +287,14 @@ class RunRecords:
         return False
 
     def append(self, rec: TrialRecord) -> None:
-        """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed."""
+        """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed.
+
+        OSError(ENOSPC), nothing written, for a trial that failed because a disk is full: the run stops
+        (resumable) and the trial runs again on resume instead of staying failed."""
+        if rec.metrics.status == "failed" and disk_full(rec.metrics.reason, self.run_dir):
+            raise OSError(errno.ENOSPC, f"No space left on device (trial {rec.trial_id} failed for want of disk "
+                                        f"space: {rec.metrics.reason or 'the run folder is full'})",
+                          str(self.run_dir))
         hyp = self.keyset.validate(rec.hyp, source=f"trial {rec.trial_id} hyp")
         rec = TrialRecord(int(rec.generation), int(rec.individual), str(rec.trial_id), hyp, rec.metrics)
         line = _format_row(rec, hyp, self.keyset, self.data)
