@@ -225,3 +225,11 @@ def test_every_flag_is_declared_once_with_help():
     flags = [spec.flag for _, spec in settings()]
     assert len(flags) == len(set(flags)) and len(flags) >= 45
     assert all(spec.help and spec.flag.startswith("--") for _, spec in settings())
+
+
+def test_ray_host_must_be_an_ip_of_an_embedded_ray():
+    assert RayConfig(ray_host="0.0.0.0").ray_host == "0.0.0.0" and RayConfig().ray_host is None
+    with pytest.raises(ConfigError, match=r"^--ray-host 'my-laptop': expected an IP address"):
+        RayConfig(ray_host="my-laptop")
+    with pytest.raises(ConfigError, match=r"^--address 'auto': --ray-host sets where an embedded Ray listens"):
+        RayConfig(address="auto", ray_host="0.0.0.0")
