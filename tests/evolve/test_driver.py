@@ -100,3 +100,35 @@ def test_a_full_disk_stops_the_run_resumably_and_no_trial_is_recorded_failed(sma
     assert list(done["trial_id"][:len(stopped)]) == list(stopped["trial_id"])
     assert sorted(done["trial_id"]) == sorted(set(done["trial_id"]))  # each trial recorded once
     shutil.rmtree(run_dir / "ray", ignore_errors=True)
+
+
+def test_a_resume_command_is_given_only_when_there_is_a_checkpoint(ray_address, tmp_path, monkeypatch,
+                                                                    caplog):
+    from evolve.loops.base import Interrupted
+    from evolve.loops.generational import GenerationalEvolution
+    from evolve.loops.plan import prepare
+
+    def interrupted_at_once(self):
+        raise KeyboardInterrupt
+
+    def interrupted_in_generation_0(self):
+        self._first = self._start()
+        self._advance()  # generation 0 bred and checkpointed
+        raise KeyboardInterrupt
+
+    caplog.set_level("INFO")
+    monkeypatch.setattr(GenerationalEvolution, "run", interrupted_at_once)
+    with pytest.raises(Interrupted) as err:
+        run(config([*FLAGS, "--project", str(tmp_path), "--name", "early", "--address", ray_address]))
+    assert "interrupted; nothing to resume yet (stopped before the first checkpoint); run the same command " \
+           "again" in caplog.text
+    assert "--resume" not in caplog.text and not (err.value.run_dir / "checkpoint.pkl").exists()
+
+    caplog.clear()
+    monkeypatch.setattr(GenerationalEvolution, "run", interrupted_in_generation_0)
+    with pytest.raises(Interrupted) as err:
+        run(config([*FLAGS, "--project", str(tmp_path), "--name", "later", "--address", ray_address]))
+    run_dir = err.value.run_dir
+    assert "breeding generation 0: 6 individuals from 1 seed(s)" in caplog.text
+    assert f"interrupted; resume with: python orchestrate.py --resume {run_dir}" in caplog.text
+    assert prepare(config(["--resume", str(run_dir)])).checkpoint["generation"] == 0  # and it does resume
