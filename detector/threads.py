@@ -134,7 +134,9 @@ class ThreadGovernor:
 
         self._torch = torch
         self.options = [budget] if fixed else thread_options(budget)
-        self.current = self.options[0] if fixed else start_threads(self.options, _runnable_others())
+        # One option (a pinned count, or a budget of 1 as in every evolution trial): nothing to read.
+        self.current = self.options[0] if len(self.options) == 1 else start_threads(self.options,
+                                                                                    _runnable_others())
         if self.current != self.options[0]:
             LOGGER.info("threads: %d of %d to start with (the machine is busy)", self.current, budget)
         self.min_probe_every = self.probe_every = probe_every
