@@ -5,11 +5,15 @@ stay fast when something else computes on the same cores. This script trains one
 validation) of our detector at its defaults, and of Ultralytics YOLOv8n at its defaults when
 ``ultralytics`` is installed, first with nothing else started, then beside a process that multiplies
 torch matrices with torch's default thread count (one thread per core, the way most torch programs
-run). Idle and busy runs alternate, ``--repeats`` times, and the medians are compared as a ratio
-(busy / idle; 1.0 = the load costs nothing).
+run). The load runs in two placements: in the **same** session as the trainer (how a Ray worker, a batch
+script or a notebook runs its jobs) and in a **new** session (``setsid``). With the kernel's autogroup
+scheduling each session is its own scheduling group, so a load in another session hardly competes and
+only the same-session figure shows what a busy machine costs. Idle and busy runs alternate, ``--repeats``
+times, and the medians are compared as ratios (busy / idle; 1.0 = the load costs nothing).
 
     python benchmarks/busy_machine.py
     python benchmarks/busy_machine.py --images 64 --repeats 1 --no-peer
+    python benchmarks/busy_machine.py --repo ../other-checkout --no-peer   # time another checkout's detector
 """
 from __future__ import annotations
 
@@ -49,18 +53,22 @@ YOLO("yolov8n.yaml").train(data=a["data"], epochs=1, imgsz=a["imgsz"], batch=a["
 """
 
 
-def epoch_seconds_ours(data: Path, out: Path, name: str, imgsz: int, batch: int) -> float:
+PLACEMENTS = ("same-session", "new-session")
+
+
+def epoch_seconds_ours(data: Path, out: Path, name: str, imgsz: int, batch: int, repo: Path = ROOT) -> float:
     """Seconds of one epoch and its validation, as the trainer reports them (imports excluded)."""
     cmd = [sys.executable, "-m", "detector", "train", "--data", str(data), "--epochs", "1",
            "--imgsz", str(imgsz),
            "--batch", str(batch), "--project", str(out), "--name", name, "--exist-ok", "--quiet", "--no-save"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"ours failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
-def epoch_seconds_peer(data: Path, out: Path, name: str, imgsz: int, batch: int) -> float:
+def epoch_seconds_peer(data: Path, out: Path, name: str, imgsz: int, batch: int, repo: Path = ROOT) -> float:
     args = {"data": str(data), "imgsz": imgsz, "batch": batch, "project": str(out), "name": name}
     done = subprocess.run([sys.executable, "-c", PEER_SCRIPT, json.dumps(args)], cwd=out, capture_output=True,
                           text=True)
@@ -70,14 +78,27 @@ def epoch_seconds_peer(data: Path, out: Path, name: str, imgsz: int, batch: int)
     return float(rows[-1]["time"])
 
 
-def start_load() -> subprocess.Popen:
+def start_load(placement: str) -> subprocess.Popen:
+    """The load process, in this script's session (and so the trainer's) or in a new one."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's default threads
-    return subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env,
+                            start_new_session=placement == "new-session")
 
 
 def stop_load(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+    # Only the load's own pid: in the same session it shares the process group with this script.
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -87,7 +108,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--placement", choices=[*PLACEMENTS, "both"], default="both",
+                   help="where the load runs: the trainer's session, a new one, or each in turn")
+    p.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose detector is timed")
     args = p.parse_args(argv)
+    placements = list(PLACEMENTS) if args.placement == "both" else [args.placement]
+    repo = args.repo.resolve()
     out = Path(tempfile.mkdtemp(prefix="busy-machine-"))
     data = resolved_yaml(make_synthetic(), out, args.images)
     sides = {"ours": epoch_seconds_ours}
@@ -97,26 +123,30 @@ def main(argv: Optional[list[str]] = None) -> int:
             sides["ultralytics"] = epoch_seconds_peer
         except ImportError:
             print("ultralytics is not installed: measuring ours only")
-    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; "
+          f"detector of {repo}; "
           "one epoch of "
           f"{args.images} train + {args.images} val images at {args.imgsz} px, batch {args.batch}, defaults "
           f"on both sides (no thread flags); load: one torch process with default threads")
-    times: dict[str, dict[str, list[float]]] = {s: {"idle": [], "busy": []} for s in sides}
+    states = ["idle", *placements]
+    times: dict[str, dict[str, list[float]]] = {s: {state: [] for state in states} for s in sides}
     for r in range(args.repeats):
         for side, fn in sides.items():
-            for state in ("idle", "busy"):
-                load = start_load() if state == "busy" else None
+            for state in states:
+                load = start_load(state) if state != "idle" else None
                 try:
-                    seconds = fn(data, out, f"{side}-{state}-{r}", args.imgsz, args.batch)
+                    seconds = fn(data, out, f"{side}-{state}-{r}", args.imgsz, args.batch, repo)
                 finally:
                     if load is not None:
                         stop_load(load)
                 times[side][state].append(seconds)
-                print(f"  {side:<11} {state}: {seconds:6.1f} s (load average {os.getloadavg()[0]:.2f})",
+                print(f"  {side:<11} {state:<12}: {seconds:6.1f} s (load average {os.getloadavg()[0]:.2f})",
                       flush=True)
     for side, t in times.items():
-        idle, busy = statistics.median(t["idle"]), statistics.median(t["busy"])
-        print(f"{side:<11} idle {idle:6.1f} s, busy {busy:6.1f} s: busy/idle {busy / idle:.2f}x")
+        idle = statistics.median(t["idle"])
+        busy = ", ".join(f"load in {state} {statistics.median(t[state]):6.1f} s "
+                         f"({statistics.median(t[state]) / idle:.2f}x)" for state in placements)
+        print(f"{side:<11} idle {idle:6.1f} s; {busy}")
     return 0
 
 

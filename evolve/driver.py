@@ -21,7 +21,7 @@ from evolve.loops.steady import SteadyEvolution
 from evolve.loops.winners import ValidationPlan, plan_after_run, plan_standalone, run_validation
 from evolve.output.console import run_log
 from evolve.output.report import REPORT_NAME, write_report
-from evolve.output.rundir import RunLock, make_run_dir
+from evolve.output.rundir import RunLock, checkpoint_path, make_run_dir
 from evolve.signals import terminate_as_interrupt
 
 LOGGER = logging.getLogger(__name__)
@@ -77,16 +77,27 @@ def _head_lost(run_dir: Path, lock: RunLock):
     return stop
 
 
+def resume_hint(run_dir: Path) -> str:
+    """What to do after a stop: resume when the run saved its first checkpoint, else start again."""
+    if checkpoint_path(run_dir).is_file():
+        return f"resume with: python orchestrate.py --resume {run_dir}"
+    return "nothing to resume yet (stopped before the first checkpoint); run the same command again"
+
+
 def _run_loop(plan: Plan, run_dir: Path) -> None:
-    resume = f"python orchestrate.py --resume {run_dir}"
     try:
-        LOOPS[plan.cfg.mode](plan, run_dir).run()
+        evolution = LOOPS[plan.cfg.mode](plan, run_dir)
+        try:
+            evolution.run()
+        finally:
+            # Whichever way the loop ended, no drawing may outlive it: the process ends soon after.
+            evolution.plotter.close(finish=False)
         vplan = plan_after_run(plan, run_dir)
         if vplan is not None:
             run_validation(vplan)
         _refresh_report(run_dir)
     except KeyboardInterrupt as exc:
-        LOGGER.warning("interrupted; resume with: %s", resume)
+        LOGGER.warning("interrupted; %s", resume_hint(run_dir))
         raise Interrupted(run_dir) from exc
     except RunStopped as exc:
         LOGGER.error("%s", exc)
@@ -96,7 +107,7 @@ def _run_loop(plan: Plan, run_dir: Path) -> None:
             raise
         # The records written so far are whole (appends are fsync'd, files replaced atomically).
         where = exc.filename or run_dir
-        LOGGER.error("%s: cannot write (%s); free or fix it, then resume with: %s", where, exc.strerror, resume)
+        LOGGER.error("%s: cannot write (%s); free or fix it, then %s", where, exc.strerror, resume_hint(run_dir))
         raise RunStopped(f"{where}: cannot write ({exc.strerror})") from None
 
 

@@ -6,6 +6,7 @@ early stopping. Every field carries its command-line flag (``evolve.config.field
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -56,6 +57,10 @@ class RayConfig:
                                       "machine)", parse=int)
     num_gpus: Optional[int] = setting(None, "--num-gpus", "GPUs of the embedded Ray, logical ones allowed "
                                       "(default: those found)", parse=int)
+    ray_host: Optional[str] = setting(None, "--ray-host", "where the embedded Ray listens: 127.0.0.1 (the "
+                                      "default) admits this machine only; 0.0.0.0 (every interface) or one of "
+                                      "this machine's addresses lets other machines join it with 'ray start "
+                                      "--address'", metavar="IP")
     storage: Optional[str] = setting(None, "--storage", "where Ray Tune keeps its trial records: a shared "
                                      "folder or a URI such as s3://bucket/path (default: RUN_DIR/ray)",
                                      metavar="PATH|URI")
@@ -104,12 +109,20 @@ class RayConfig:
             raise bad("reduction-factor", self.reduction_factor, "must be a number > 1")
         if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
             raise bad("storage", self.storage, "expected a folder or a URI such as s3://bucket/path")
+        if self.ray_host is not None:
+            try:
+                ipaddress.ip_address(self.ray_host)
+            except ValueError:
+                raise bad("ray-host", self.ray_host, "expected an IP address such as 127.0.0.1 or 0.0.0.0") from None
         check_fields(self)  # what the flags declare (--trial-timeout >= 0); the checks above say more
         if self.address is not None:
             parse_address(self.address)
             if self.num_cpus is not None or self.num_gpus is not None:
                 raise bad("address", self.address, "--num-cpus/--num-gpus size an embedded Ray only; "
                           "a cluster's resources are set with 'ray start'")
+            if self.ray_host is not None:
+                raise bad("address", self.address, "--ray-host sets where an embedded Ray listens; a "
+                          "cluster's is set with 'ray start --node-ip-address'")
 
     @property
     def nproc(self) -> int:

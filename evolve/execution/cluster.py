@@ -18,23 +18,29 @@ On a cluster (``--address``), two failures of separate hosts are caught here rat
 - the head lost mid-run: ``head_watch`` probes the head every ``WATCH_INTERVAL_S`` and calls its
   ``on_lost`` once the head has not answered for ``HEAD_LOST_AFTER_S``. Ray's own client would end the
   driver a minute later with status 1 and no word on how to continue.
+
+The embedded Ray listens on the loopback interface only (``loopback_only``) unless ``--ray-host`` opens
+it: a local evolution has no use for ports on every interface, and anyone who reaches one can run code.
+A local start that fails (no memory, ports or disk for Ray's processes under heavy load) is one line and
+exit 3 (``RunStopped``): the command was right, the machine was not ready.
 """
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import yaml
 
 from evolve.config.ray import RayConfig, parse_address
-from evolve.errors import ConfigError
+from evolve.errors import ConfigError, RunStopped
 from evolve.output.console import quiet_ray_startup
 
 LOGGER = logging.getLogger(__name__)
@@ -82,6 +88,29 @@ def check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                           f"('ray start --head' prints it)")
 
 
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray started within listens on 127.0.0.1 only, as Ray itself does on macOS and Windows: with its
+    cluster switch off, every Ray process takes the loopback address as the node's and binds there."""
+    from ray._private import ray_constants
+
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):  # another Ray version: its own default holds
+        LOGGER.warning("this Ray version cannot be kept to 127.0.0.1; it listens where Ray decides")
+        yield
+        return
+    old, old_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # and so do the processes it starts
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+        if old_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = old_env
+
+
 def start_or_join(cfg: RayConfig) -> bool:
     """Start the embedded Ray or join ``cfg.address``; False when Ray was already initialised here."""
     import ray
@@ -89,21 +118,49 @@ def start_or_join(cfg: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    host = cfg.ray_host
     if cfg.address is None:
         # "local" starts a new Ray even when a `ray start` cluster is alive on this machine, which
         # ray.init() would otherwise join silently (and refuse num_cpus/num_gpus for).
         kwargs.update(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        if host is not None and not ipaddress.ip_address(host).is_unspecified \
+                and not ipaddress.ip_address(host).is_loopback:
+            kwargs["_node_ip_address"] = host
     else:
         check_reachable(cfg.address)
         kwargs.update(address=cfg.address.strip())
+    loopback = cfg.address is None and (host is None or ipaddress.ip_address(host).is_loopback)
     try:
-        with quiet_ray_startup():
+        with quiet_ray_startup(), (loopback_only() if loopback else nullcontext()):
             ray.init(**kwargs)
     except ConnectionError as exc:
+        if cfg.address is None:
+            raise _start_failed(exc) from exc
         raise ConfigError(f"--address {cfg.address!r}: cannot connect to a Ray cluster: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Ray fails to start in many ways; each is one line here
+        raise _start_failed(exc) if cfg.address is None else ConfigError(
+            f"--address {cfg.address!r}: cannot join the Ray cluster: {_first_line(exc)}") from exc
     LOGGER.info("Ray %s: %s", "joined" if cfg.address else "started locally",
                 {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
     return True
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
+def _start_failed(exc: BaseException) -> RunStopped:
+    """The one line that ends a run whose embedded Ray did not start; what Ray had started is shut down."""
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - half-started: whatever is left goes with this process
+        pass
+    message = (f"the local Ray did not start ({_first_line(exc)}); this often passes when the machine is "
+               "less loaded (memory, free ports, space in the temp folder); run the same command again")
+    LOGGER.error("%s", message)
+    return RunStopped(message)
 
 
 def shutdown() -> None:

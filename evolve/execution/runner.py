@@ -17,6 +17,7 @@ imported only when trials run (they import Ray Tune at their top).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from evolve.execution.jobs import JobSource
 from evolve.execution.trainable import run_trial
 from evolve.execution.trainers import check
 from evolve.execution.watchdog import TrialClock
+from evolve.output.rundir import disk_full
 
 LOGGER = logging.getLogger(__name__)
 
@@ -236,6 +238,15 @@ class TrialRunner:
         try:
             with _quiet_tune():
                 tuner.fit()
+        except Exception as exc:
+            # Tune reads back what it wrote while it ends; when the source had already stopped the run
+            # (a full disk refused a record), that error is the cause, whatever Tune tripped over after.
+            if state.error is not None:
+                raise state.error from None
+            if "://" not in storage and disk_full(str(exc), storage):
+                raise OSError(errno.ENOSPC, f"No space left on device (Ray Tune: {type(exc).__name__})",
+                              storage) from exc
+            raise
         finally:
             # Tune installs a SIGINT handler for its run and leaves it behind; a later Ctrl-C or SIGTERM
             # (evolve.signals) would only set an event nobody waits for.

@@ -8,6 +8,8 @@ start once per run.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from evolve.config.trial import data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.jobs import JobSource, TrialJob
 from evolve.execution.runner import TrialRunner
-from evolve.loops.checkpoint import checkpoint_state
+from evolve.loops.checkpoint import checkpoint_state, claim_identity
 from evolve.loops.plan import Plan
 from evolve.output.fidelity import FidelityRecords
 from evolve.output.plotter import Plotter
@@ -96,9 +98,21 @@ class Evolution:
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
         self.fidelity = FidelityRecords(run_dir, self.cfg.fidelity, trial_epochs(self.cfg), rungs(self.cfg))
+        self.identity = claim_identity(run_dir, plan.checkpoint)
+
+    def first_population(self) -> list[Genome]:
+        """Generation 0 bred from the plan's seeds, said on the console first: at a population of 100000
+        breeding and queueing its trials takes about a minute, which must not look like a hang."""
+        seeds = [self.space.encode(h) for h in self.plan.seeds]
+        LOGGER.info("breeding generation 0: %d individuals from %d seed(s)", self.cfg.ga.population, len(seeds))
+        started = time.monotonic()
+        population = [list(g) for g in self.ga.initial_population(seeds)]
+        LOGGER.debug("generation 0 bred in %.1f s", time.monotonic() - started)
+        return population
 
     def save_checkpoint(self, **state: Any) -> None:
-        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, **state))
+        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, run=asdict(self.identity),
+                                                       records=self.records.mark(), **state))
 
     def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
         """A running trial's per-epoch report: its rung fitness goes to the fidelity records, its epoch to

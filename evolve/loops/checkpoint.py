@@ -4,24 +4,92 @@ from it. Both loops build theirs with ``checkpoint_state`` and every resume chec
 
 Generational runs save the population and GA state at the start of each generation; async runs save
 the bred count, the current population and the children bred but not finished after every change.
-A checkpoint is accepted only if it fits the configuration and the search space it is resumed with.
+A checkpoint is accepted only if it fits the configuration and the search space it is resumed with, and
+only in the folder of the run that wrote it: each run has an identity (``RunIdentity``, kept in the
+folder's ``.run`` file and in every checkpoint) and every checkpoint names the records it had seen (rows
+and a digest of evolve.csv), so a checkpoint copied in from another run, whose genomes would otherwise be
+matched by position to this folder's rows, is refused naming both runs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from evolve.config.run import EvolveConfig, resumed_config
 from evolve.errors import ConfigError
-from evolve.output.rundir import checkpoint_path
+from evolve.output.records import CSV_NAME
+from evolve.output.rundir import atomic_write_text, checkpoint_path
 from evolve.search.space import SearchSpace
 
 LOGGER = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 2  # 2: trials configured by TrialConfig, typed surrogate options
+
+
+def records_mark(path: Path, rows: int) -> dict[str, Any] | None:
+    """``RunRecords.mark()`` of the first ``rows`` rows of the evolve.csv at ``path`` (header included), or
+    None when the file has fewer complete rows."""
+    if rows == 0:
+        return {"rows": 0, "sha256": None}
+    data = path.read_bytes() if path.is_file() else b""
+    end = -1
+    for _ in range(rows + 1):  # the header line, then the rows
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            return None
+    return {"rows": rows, "sha256": hashlib.sha256(data[:end + 1]).hexdigest()}
+
+
+RUN_NAME = ".run"  # the run's identity, beside its records
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which run a folder and a checkpoint belong to: a random id, when and where the run started."""
+
+    id: str
+    started: str
+    folder: str
+
+    @classmethod
+    def new(cls, run_dir: Path) -> "RunIdentity":
+        return cls(uuid.uuid4().hex[:12], time.strftime("%Y-%m-%d %H:%M:%S"), str(Path(run_dir).absolute()))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Optional["RunIdentity"]:
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("id", "started",
+                                                                                       "folder")):
+            return None
+        return cls(data["id"], data["started"], data["folder"])
+
+    def describe(self) -> str:
+        return f"run {self.id} (started {self.started} in {self.folder})"
+
+
+def read_identity(run_dir: Path) -> Optional[RunIdentity]:
+    """The identity in ``run_dir/.run``, or None (a run written before identities, or no run yet)."""
+    try:
+        return RunIdentity.from_dict(json.loads((Path(run_dir) / RUN_NAME).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def claim_identity(run_dir: Path, checkpoint: Optional[dict[str, Any]]) -> RunIdentity:
+    """The identity of the run going on in ``run_dir``: the resumed checkpoint's, else the folder's (a run
+    from before identities), else a new one; written to ``run_dir/.run`` when the folder lacks it."""
+    identity = RunIdentity.from_dict((checkpoint or {}).get("run")) if checkpoint is not None else None
+    on_disk = read_identity(run_dir)
+    if identity is None:
+        identity = on_disk if checkpoint is not None and on_disk is not None else RunIdentity.new(run_dir)
+    if identity != on_disk:
+        atomic_write_text(Path(run_dir) / RUN_NAME, json.dumps(asdict(identity)) + "\n")
+    return identity
 
 
 def checkpoint_state(cfg: EvolveConfig, digest: str, **state: Any) -> dict[str, Any]:
@@ -94,6 +162,26 @@ def check_checkpoint(state: dict[str, Any], run_dir: Path, space: SearchSpace, d
     elif not isinstance(population, list) or not population or not all(_fits(g, space) for g in population):
         raise ConfigError(f"{source}: checkpoint population does not fit the search space "
                           f"({len(space)} genes)")
+    _check_same_run(state, Path(run_dir), source)
     if state.get("fingerprint") != digest:
         raise ConfigError(f"{source}: the search space or settings changed since the run started "
                           f"(the meta or hyp file was edited?); restore them or start a new run")
+
+
+def _check_same_run(state: dict[str, Any], run_dir: Path, source: Path) -> None:
+    """ConfigError naming both runs unless the checkpoint was written by the run whose records are in
+    ``run_dir`` (checkpoints written before identities carry neither and are taken as they are)."""
+    mine, folder = RunIdentity.from_dict(state.get("run")), read_identity(run_dir)
+    theirs = mine.describe() if mine is not None else "another run"
+    if mine is not None and folder is not None and mine.id != folder.id:
+        raise ConfigError(f"{source}: checkpoint of {theirs}, but this folder holds {folder.describe()}; "
+                          "put this run's own checkpoint back, or resume the other run in its own folder")
+    mark = state.get("records")
+    if not isinstance(mark, dict) or not isinstance(mark.get("rows"), int):
+        return
+    csv_path = run_dir / CSV_NAME
+    if records_mark(csv_path, mark["rows"]) != mark:
+        here = folder.describe() if folder is not None else f"the run in {run_dir}"
+        raise ConfigError(f"{source}: checkpoint of {theirs}, whose first {mark['rows']} trials are not those "
+                          f"in {csv_path} ({here}); put this run's own checkpoint back, or resume the other "
+                          "run in its own folder")

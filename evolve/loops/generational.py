@@ -117,8 +117,7 @@ class GenerationalEvolution(Evolution, GenerationSource):
             self.cache.setdefault(self.space.genome_key(self.space.encode(row.hyp)), row.metrics)
         state = self.plan.checkpoint
         if state is None:
-            seeds = [self.space.encode(h) for h in self.plan.seeds]
-            return 0, [list(g) for g in self.ga.initial_population(seeds)]
+            return 0, self.first_population()
         self.ga.set_state(state["ga_state"])
         generation = state["generation"]
         population = [list(map(float, g)) for g in state["population"]]

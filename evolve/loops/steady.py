@@ -268,8 +268,7 @@ class SteadyEvolution(Evolution, JobSource):
         for row in rows:
             state.known.add(self.space.genome_key(self.space.encode(row.hyp)))
         if ckpt is None:
-            seeds = [self.space.encode(h) for h in self.plan.seeds]
-            state.seed([list(g) for g in self.ga.initial_population(seeds)])
+            state.seed(self.first_population())
         else:
             self.ga.set_state(ckpt["ga_state"])
             state.bred = ckpt["bred"]

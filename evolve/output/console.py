@@ -57,11 +57,31 @@ def setup_console(verbose: bool = False, stream: TextIO | None = None) -> loggin
     return handler
 
 
+class RunLogHandler(logging.FileHandler):
+    """The log file of a run, which stops writing once its disk refuses (full, read-only, gone): the run
+    then stops with one line on the console, not a traceback per record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.emit = lambda record: None  # type: ignore[method-assign]
+        stream, self.stream = self.stream, None  # type: ignore[assignment]
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:  # its buffered lines cannot be written either
+            pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last buffered lines could not be written
+            self.stream = None  # type: ignore[assignment]
+
+
 @contextmanager
 def run_log(run_dir: Path, name: str = LOG_NAME) -> Iterator[Path]:
     """Write every record of this process at INFO and above to ``run_dir/name`` while the run lasts."""
     path = Path(run_dir) / name
-    handler = logging.FileHandler(path, encoding="utf-8", delay=True)  # no file for a run that fails at once
+    handler = RunLogHandler(path, encoding="utf-8", delay=True)  # no file for a run that fails at once
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()

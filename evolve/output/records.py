@@ -12,6 +12,8 @@ such columns, so its file is as it always was.
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import logging
 import os
@@ -24,7 +26,7 @@ import yaml
 
 from evolve.contract import DEFAULT_FITNESS_WEIGHTS, Metrics, describe_weights, one_line, standing
 from evolve.errors import ConfigError
-from evolve.output.rundir import atomic_write_text
+from evolve.output.rundir import atomic_write_text, disk_full
 from evolve.search.keyset import YOLOV5, KeySet
 
 LOGGER = logging.getLogger(__name__)
@@ -265,11 +267,13 @@ class RunRecords:
         self._count = 0
         self._best: TrialRecord | None = None
         self._has_header = False
+        self._digest = hashlib.sha256()  # of the file's bytes: a checkpoint names the records it saw
         if self.csv_path.is_file():
             records, clean = _read_csv(self.csv_path, keyset, self.data)
             if clean is not None:
                 LOGGER.warning("%s: %s", self.csv_path, _repair_note(self.csv_path, keyset))
                 atomic_write_text(self.csv_path, clean)
+            self._digest.update(self.csv_path.read_bytes())
             self._has_header = self.csv_path.stat().st_size > 0
             for rec in records:
                 self._consider(rec)
@@ -277,6 +281,12 @@ class RunRecords:
 
     def __len__(self) -> int:
         return self._count
+
+    def mark(self) -> dict[str, Any]:
+        """The records as they are now (rows and the digest of the file's bytes), for a checkpoint: a
+        resumed run checks that its evolve.csv begins with exactly these (``records_mark``). No rows: no
+        digest (whether the header was written yet says nothing about the run)."""
+        return {"rows": self._count, "sha256": self._digest.hexdigest() if self._count else None}
 
     def _consider(self, rec: TrialRecord) -> bool:
         """Make ``rec`` the best if it beats the current best (earliest wins ties); True if it did."""
@@ -290,7 +300,14 @@ class RunRecords:
         return False
 
     def append(self, rec: TrialRecord) -> None:
-        """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed."""
+        """Append one finished trial (flushed and fsync'd) and refresh hyp_evolve.yaml if the best changed.
+
+        OSError(ENOSPC), nothing written, for a trial that failed because a disk is full: the run stops
+        (resumable) and the trial runs again on resume instead of staying failed."""
+        if rec.metrics.status == "failed" and disk_full(rec.metrics.reason, self.run_dir):
+            raise OSError(errno.ENOSPC, f"No space left on device (trial {rec.trial_id} failed for want of disk "
+                                        f"space: {rec.metrics.reason or 'the run folder is full'})",
+                          str(self.run_dir))
         hyp = self.keyset.validate(rec.hyp, source=f"trial {rec.trial_id} hyp")
         rec = TrialRecord(int(rec.generation), int(rec.individual), str(rec.trial_id), hyp, rec.metrics)
         line = _format_row(rec, hyp, self.keyset, self.data)
@@ -300,6 +317,7 @@ class RunRecords:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        self._digest.update(line.encode("utf-8"))
         self._has_header = True
         self._count += 1
         changed = self._consider(rec)

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import pickle
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -63,6 +64,23 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# The errors of a full disk or quota, as a trial's failure reason words them.
+FULL_DISK_REASON = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")
+FULL_DISK_FREE_BYTES = 64 * 1024  # less free than this in the run folder: full (a trial log would not fit)
+
+
+def disk_full(reason: str, folder: str | Path) -> bool:
+    """Whether a failure with this ``reason`` came from a full disk: the reason says so, or ``folder``'s disk
+    is full now. Such a failure says nothing of the trial's hyps, so it is never recorded as its result."""
+    if FULL_DISK_REASON.search(reason or ""):
+        return True
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # a folder gone, or no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_FREE_BYTES
 
 
 def make_run_dir(project: str | Path, name: str = "exp", exist_ok: bool = False) -> Path:

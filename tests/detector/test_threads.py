@@ -8,11 +8,43 @@ from detector import threads
 from detector.threads import ThreadGovernor, cpu_budget, thread_options
 
 
+RUNNABLE_OTHERS = threads._runnable_others  # the real reading, before the fixture pins it
+
+
 @pytest.fixture(autouse=True)
-def restore_threads():
+def restore_threads(monkeypatch):
     old = torch.get_num_threads()
+    # The governor's start reads the machine's load; these tests pin an idle one unless they say otherwise.
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 0)
     yield
     torch.set_num_threads(old)
+
+
+def test_runnable_others_reads_the_fewest_running_tasks_besides_the_caller(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("30.62 25.62 19.62 3/1135 8990\n")
+    assert RUNNABLE_OTHERS(samples=3, interval=0.0, loadavg=loadavg) == 2
+    loadavg.write_text("0.01 0.02 0.03 1/100 5\n")
+    assert RUNNABLE_OTHERS(samples=1, loadavg=loadavg) == 0
+    assert RUNNABLE_OTHERS(loadavg=tmp_path / "none") is None  # not Linux: no reading
+
+
+def test_start_threads_leaves_the_cpus_of_the_runnable_others():
+    assert threads.start_threads([2, 1], others=0, cpus=2) == 2  # idle
+    assert threads.start_threads([2, 1], others=2, cpus=2) == 1  # one torch job with 2 threads beside
+    assert threads.start_threads([2, 1], others=1, cpus=2) == 1
+    assert threads.start_threads([8, 4, 1], others=3, cpus=8) == 4
+    assert threads.start_threads([8, 4, 1], others=40, cpus=8) == 1
+    assert threads.start_threads([8, 4, 1], others=None, cpus=8) == 8  # load unknown: the budget
+
+
+def test_a_governor_started_on_a_busy_machine_runs_its_first_steps_at_one_thread(monkeypatch):
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    gov = ThreadGovernor(2)
+    assert gov.current == 1 and torch.get_num_threads() == 1
+    assert feed(gov, {2: 2.7, 1: 0.59}, 8) == [1] * 8  # a short run: every step at the fast count
+    assert ThreadGovernor(2, fixed=True).current == 2  # --threads is obeyed whatever the load
 
 
 def test_budget_takes_the_tightest_limit(monkeypatch):

@@ -366,3 +366,11 @@ def test_a_resumed_prefix_run_keeps_its_trial_length():
     saved.fidelity = "compressed"  # there the validation length is no trial's: it may change
     merged, _ = resumed_config(saved, new)
     assert merged.validation.top == 0 and merged.fidelity == "compressed"
+
+
+def test_ray_host_must_be_an_ip_of_an_embedded_ray():
+    assert RayConfig(ray_host="0.0.0.0").ray_host == "0.0.0.0" and RayConfig().ray_host is None
+    with pytest.raises(ConfigError, match=r"^--ray-host 'my-laptop': expected an IP address"):
+        RayConfig(ray_host="my-laptop")
+    with pytest.raises(ConfigError, match=r"^--address 'auto': --ray-host sets where an embedded Ray listens"):
+        RayConfig(address="auto", ray_host="0.0.0.0")

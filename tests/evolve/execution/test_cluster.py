@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+import orchestrate
 from cluster_job import run_job
 
 from evolve.config import RayConfig, config_from_argv
@@ -191,3 +194,47 @@ def test_head_watch_calls_on_lost_once_the_head_stops_answering(ray_cluster, mon
     with head_watch(RayConfig(address=None), lost.append):  # a local Ray is not watched
         time.sleep(0.5)
     assert len(lost) == 1
+
+
+LISTEN_SCRIPT = """
+import json, sys
+import psutil, ray
+from evolve.config.ray import RayConfig
+from evolve.execution.cluster import shutdown, start_or_join
+out = {}
+for host in (None, "0.0.0.0"):
+    start_or_join(RayConfig(num_cpus=1, ray_host=host))
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    listening = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
+                        if c.status == psutil.CONN_LISTEN and c.pid in pids})
+    out[str(host)] = {"gcs": ray.get_runtime_context().gcs_address, "listening": listening}
+    shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_the_embedded_ray_listens_on_loopback_unless_ray_host_opens_it():
+    # In a subprocess: the pytest process holds the session's Ray, and a process holds one Ray at a time.
+    root = Path(orchestrate.__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-c", LISTEN_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    local = out["None"]
+    assert local["gcs"].startswith("127.0.0.1:")
+    assert local["listening"] and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in local["listening"])
+    opened = out["0.0.0.0"]
+    assert not opened["gcs"].startswith("127.") and any(ip in ("0.0.0.0", "::") for ip in opened["listening"])
+
+
+def test_a_failed_start_of_the_local_ray_is_one_line_and_exit_3(tmp_path):
+    # Ray cannot make its session folder under a temp folder that is a file: a real failed start.
+    env = {**os.environ, "RAY_TMPDIR": "/dev/null/ray", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(Path(orchestrate.__file__)), "--trainer", "surrogate",
+                           "--generations", "1", "--population", "2", "--project", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the local Ray did not start (NotADirectoryError")
+    assert "/dev/null/ray" in lines[0] and not (tmp_path / "runs").exists()

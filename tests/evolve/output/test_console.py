@@ -74,3 +74,12 @@ def test_progress_redraws_one_line_on_a_terminal_and_logs_plain_lines_elsewhere(
     plain.start_generation(0, 1)
     plain.finished("g000i000", Metrics(status="failed"), 1.0)
     assert lines == ["gen 1/2 | trials 1/0/1 | best - | ETA 1s | g000i000 failed fitness 0.00000"]
+
+
+def test_the_run_log_on_a_full_disk_goes_quiet_without_tracebacks(tmp_path, capsys):
+    (tmp_path / "evolve.log").symlink_to("/dev/full")  # every write: ENOSPC
+    logger = logging.getLogger("evolve.test_full_log")
+    with run_log(tmp_path):
+        logger.warning("first")
+        logger.error("second")
+    assert capsys.readouterr().err.count("Logging error") == 0

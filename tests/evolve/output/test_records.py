@@ -1,6 +1,7 @@
 """Tests of evolve.records: evolve.csv rows and recovery, hyp_evolve.yaml, population files."""
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from pathlib import Path
@@ -337,3 +338,34 @@ def test_the_header_names_a_command_of_the_trainer_that_takes_the_file(tmp_path)
     assert f"YOLO('MODEL.yaml').train(cfg='{path}', data='DATA.yaml')" in text
     args = ul.get_cfg(cfg=str(path))  # what cfg= does with the file: Ultralytics' own key and type checks
     assert (args.lr0, args.optimizer) == (0.02, hyp["optimizer"])
+
+
+def test_a_trial_failed_for_a_full_disk_is_no_row_but_enospc(tmp_path):
+    records = RunRecords(tmp_path)
+    records.append(make_record(0, 0, 0.5))
+    before = (tmp_path / "evolve.csv").read_bytes()
+    for reason in ("OSError: [Errno 28] No space left on device: '/runs/exp/trials/g000i001/log.txt'",
+                   "RuntimeError: PytorchStreamWriter failed: Disk quota exceeded"):
+        rec = make_record(0, 1, 0.0, status="failed")
+        rec.metrics.reason = reason
+        with pytest.raises(OSError) as err:
+            records.append(rec)
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path)
+        assert "trial g000i001 failed for want of disk space" in err.value.strerror
+    assert (tmp_path / "evolve.csv").read_bytes() == before and len(records) == 1
+    other = make_record(0, 1, 0.0, status="failed")
+    other.metrics.reason = "ValueError: lr0 must be positive"  # a failure of its own: recorded
+    records.append(other)
+    assert len(records) == 2 and records.mark()["rows"] == 2
+
+
+def test_a_record_the_disk_refuses_is_not_counted(tmp_path):
+    records = RunRecords(tmp_path)
+    records.append(make_record(0, 0, 0.5))
+    mark = records.mark()
+    (tmp_path / "evolve.csv").unlink()
+    (tmp_path / "evolve.csv").symlink_to("/dev/full")  # every write: ENOSPC
+    with pytest.raises(OSError) as err:
+        records.append(make_record(0, 1, 0.9))
+    assert err.value.errno == errno.ENOSPC
+    assert len(records) == 1 and records.mark() == mark and records.best().individual == 0
