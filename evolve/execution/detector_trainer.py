@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from detector.config import TrainConfig
-from detector.data import img2label_path, load_data_config, read_labels
+from detector.data import load_data_config
+from detector.labels import img2label_path, read_labels
 from detector.errors import DataError
 from detector.hyp import HYP_KEYS, default_hyp_path
 from detector.results import Metrics as DetectorMetrics

@@ -18,7 +18,7 @@ from evolve.config.trial import data_sets
 from evolve.errors import ConfigError
 from evolve.execution.trainers import Trainer, check, preflight
 from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
-from evolve.output.records import read_hyp_dir, read_population
+from evolve.output.population import read_hyp_dir, read_population
 from evolve.output.rundir import load_checkpoint
 from evolve.search.space import SearchSpace
 

@@ -17,7 +17,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -71,7 +70,6 @@ def csv_columns(keyset: KeySet = YOLOV5, tail: bool = True, data: Sequence[str] 
 
 
 CSV_COLUMNS: list[str] = csv_columns(YOLOV5)
-_POPULATION_KEY = re.compile(r"^gen(\d+)number(\d+)$")
 
 
 @dataclass
@@ -367,44 +365,3 @@ class RunRecords:
         )
         body = yaml.safe_dump(population, sort_keys=False, default_flow_style=False) if population else "{}\n"
         return atomic_write_text(self.population_path, header + body)
-
-
-def read_population(path: str | Path, keyset: KeySet = YOLOV5) -> list[dict[str, float]]:
-    """Hyps from an ``evolve_population.yaml`` (``gen{g}number{i}: {hyp}`` entries, in file order) or from
-    a plain hyp file (one individual); each validated and completed with defaults."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: population file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        raise ConfigError(f"{path}: empty file, expected hyperparameters")
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of hyperparameters, got {type(data).__name__}")
-    layered = any(isinstance(v, Mapping) for v in data.values()) or any(
-        isinstance(k, str) and _POPULATION_KEY.match(k) for k in data
-    )
-    if not layered:
-        return [keyset.validate(data, str(path))]
-    out = []
-    for name, entry in data.items():
-        if not isinstance(entry, Mapping):
-            raise ConfigError(
-                f"{path}: entry '{name}' is not a mapping of hyperparameters (got {type(entry).__name__})"
-            )
-        out.append(keyset.validate(entry, f"{path}: entry '{name}'"))
-    return out
-
-
-def read_hyp_dir(folder: str | Path, keyset: KeySet = YOLOV5) -> list[dict[str, float]]:
-    """Every ``*.yaml``/``*.yml`` file in ``folder`` (sorted by name) as hyps; population files contribute
-    each of their individuals."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: population folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    if not files:
-        raise ConfigError(f"{folder}: no *.yaml or *.yml hyp files in the folder")
-    return [hyp for p in files for hyp in read_population(p, keyset)]

@@ -14,8 +14,8 @@ from PIL import Image
 import detector.data as data_module
 from detector import cache
 from detector.augment import AugmentConfig
-from detector.data import (DataConfig, YoloDataset, build_dataloader, img2label_path, load_data_config,
-                           read_labels, set_epoch)
+from detector.data import DataConfig, YoloDataset, build_dataloader, load_data_config, set_epoch
+from detector.labels import img2label_path, read_labels
 from detector.errors import DataError
 
 NO_AUG = {f.name: 0.0 for f in fields(AugmentConfig)}

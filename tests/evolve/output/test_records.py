@@ -18,9 +18,8 @@ from evolve.output.records import (
     METRIC_COLUMNS,
     RunRecords,
     TrialRecord,
-    read_hyp_dir,
-    read_population,
 )
+from evolve.output.population import read_hyp_dir, read_population
 
 
 def make_hyp(**changes: float) -> dict[str, float]:
