@@ -20,10 +20,9 @@ It never changes CUDA's fp16, which ``--no-amp`` turns off.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Optional
-
-import os
 
 import torch
 
