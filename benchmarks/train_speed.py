@@ -9,6 +9,13 @@ Three figures:
 3. a real training run of model n at 256 px, batch 16, on the embedded set (512 train / 128 val
    images) within a wall-clock budget: per-epoch mAP50, mAP50-95, training images/s and wall time.
 
+With ``--sizes 256,224,192``, a fourth figure: the CPU seconds per training image at each image size, a
+whole step (one augmented batch built in the process, as a trial with no loader workers builds it,
+forward, loss, backward, optimizer, EMA) in fp32, sizes measured in turn and the minimum of
+``--cost-rounds`` kept, with each size's cost relative to the first. CPU time of this process, not
+wall time, so the ratios hold on a busy machine too; this is the cost model behind the choice of README
+command 1's image size (docs/benchmarks.md).
+
 Comparing 1 and 2 says whether the data or the model bounds the speed. Without ``--epochs`` the number
 of epochs is planned from 2 so that the run fits ``--minutes`` (the learning-rate schedule then ends
 with the budget); a run that still overruns is stopped at the first epoch past the budget.
@@ -21,6 +28,7 @@ the peak GPU memory.
     python benchmarks/train_speed.py                  # 10-minute budget
     python benchmarks/train_speed.py --minutes 2 --skip-profile --epochs 3
     python benchmarks/train_speed.py --profile-only
+    python benchmarks/train_speed.py --profile-only --skip-profile --sizes 256,224,192 --threads 1
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ from detector.data import YoloDataset, build_dataloader, load_data_config  # noq
 from detector.hyp import default_hyp_path, load_hyp, validate_hyp  # noqa: E402
 from detector.loss import DetectionLoss  # noqa: E402
 from detector.model import Model  # noqa: E402
-from detector.optim import build_optimizer  # noqa: E402
+from detector.optim import ModelEMA, build_optimizer  # noqa: E402
 from detector.precision import autocast, autocast_dtype, describe, grad_scaler  # noqa: E402
 from detector.synthetic import make_synthetic  # noqa: E402
 from detector.threads import cpu_budget  # noqa: E402
@@ -82,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-batches", type=int, default=12, help="batches timed in each profile")
     p.add_argument("--profile-only", action="store_true", help="print the two profiles, do not train")
     p.add_argument("--skip-profile", action="store_true", help="train only (needs --epochs)")
+    p.add_argument("--sizes", help="image sizes whose fp32 CPU cost per training image to compare, e.g. "
+                   "256,224,192")
+    p.add_argument("--cost-rounds", type=int, default=5, help="rounds over --sizes; the minimum is kept")
     return p.parse_args(argv)
 
 
@@ -139,6 +150,54 @@ def profile_step(files: list[Path], nc: int, imgsz: int, hyp: dict[str, float], 
     return steps * batch / (time.perf_counter() - start)
 
 
+def cpu_cost_by_size(files: list[Path], nc: int, sizes: list[int], hyp: dict[str, float], batch: int,
+                     size: str, steps: int, rounds: int) -> dict[int, float]:
+    """CPU seconds per image of a whole fp32 training step at each image size (module docstring): the
+    sizes are measured in turn, ``rounds`` times, and each keeps its minimum."""
+    setups = {}
+    for imgsz in sizes:
+        dataset = YoloDataset(files, nc, imgsz, hyp=hyp, augment=True, seed=0)
+        torch.manual_seed(0)
+        model = Model(nc=nc, size=size).train().to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, "AdamW", 0.001, hyp["momentum"], 0.0)
+        setups[imgsz] = (dataset, model, DetectionLoss(model, hyp), opt, ModelEMA(model))
+
+    def run(imgsz: int, start: int) -> None:
+        dataset, model, loss_fn, opt, ema = setups[imgsz]
+        for k in range(steps):
+            first = (start + k) * batch % len(dataset)
+            items = [dataset[(first + i) % len(dataset)] for i in range(batch)]
+            imgs, targets = YoloDataset.collate_fn(items)[:2]
+            x = (imgs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+            loss, _ = loss_fn(model(x), targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update(model)
+
+    best = {imgsz: math.inf for imgsz in sizes}
+    for imgsz in sizes:
+        run(imgsz, 0)  # first calls allocate and pick kernels
+    for r in range(rounds):
+        for imgsz in sizes:
+            start = time.process_time()
+            run(imgsz, (r + 1) * steps)
+            best[imgsz] = min(best[imgsz], (time.process_time() - start) / (steps * batch))
+    return best
+
+
+def parse_sizes(text: str | None) -> list[int] | None:
+    """``--sizes`` as a list (empty when not given); None when it is not multiples of 32 by commas."""
+    if not text:
+        return []
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        return None
+    return sizes if all(v >= 32 and v % 32 == 0 for v in sizes) else None
+
+
 def plan_epochs(budget_s: float, step_ips: float, n_train: int, n_val: int) -> int:
     """Epochs that fit the budget: a training epoch at the step's speed (plus 5% for data and EMA) and a
     validation at about three times that speed plus a fixed 2 s for NMS and mAP. The margin is small
@@ -149,6 +208,10 @@ def plan_epochs(budget_s: float, step_ips: float, n_train: int, n_val: int) -> i
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+    if sizes is None:
+        print(f"error: --sizes {args.sizes}: expected multiples of 32 separated by commas", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     harness.pin_threads(cpu_budget(args.threads))  # for the two profiles; training governs its own
     if args.yolov5_recipe:
@@ -191,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         note = " (workers share the cores with the training step, so expect less)" if args.workers else ""
         print(f"speed is bounded by {bound}; the run can reach at most {min(data_ips, step_ips):.1f} "
               f"images/s{note}")
+    if sizes:
+        costs = cpu_cost_by_size(data.train[:256], data.nc, sizes, hyp, min(args.batch, 8), args.model,
+                                 max(args.profile_batches // 3, 2), args.cost_rounds)
+        print(f"fp32 CPU cost of a training step with augmentation in the process (model {args.model}, batch "
+              f"{min(args.batch, 8)}, {torch.get_num_threads()} threads, min of {args.cost_rounds} rounds):")
+        for imgsz, cost in costs.items():
+            print(f"  {imgsz:>4} px: {cost * 1000:7.1f} ms CPU per image, {cost / costs[sizes[0]]:.2f}x the "
+                  f"{sizes[0]} px cost")
     if args.profile_only:
         return 0
     if args.epochs is None and step_ips is None:

@@ -98,6 +98,12 @@ def _config_from_args(args: argparse.Namespace, base: dict[str, Any]) -> TrainCo
 
 def _check_flags(args: argparse.Namespace) -> None:
     from detector.dist import parse_device
+    from detector.precision import cpu_bf16_allowed
+
+    try:
+        cpu_bf16_allowed()  # the environment's precision setting, checked before anything is written
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
 
     for f, spec in flagged_fields():
         try:

@@ -11,13 +11,33 @@
 
 The loss is always computed in fp32 (``detector.loss``), and so are the box decode and NMS, so only the
 convolutions run at the lower precision. ``amp=False`` (``--no-amp``) trains in fp32 everywhere.
+
+The environment variable ``YOLO_EVOLVE_BF16=0`` keeps a CPU with bf16 units in fp32 without touching any
+command: it is how to time or reproduce what a CPU without them does, and it reaches every trial of an
+evolution because trials inherit the environment of the command that starts the embedded Ray (on a
+cluster started by hand, set it where ``ray start`` runs). ``1`` (or unset) is the default choice above.
+It never changes CUDA's fp16, which ``--no-amp`` turns off.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Optional
 
 import torch
+
+BF16_ENV = "YOLO_EVOLVE_BF16"
+_BF16_VALUES = {"": True, "1": True, "0": False}  # unset or empty: the default, bf16 where native
+
+
+def cpu_bf16_allowed() -> bool:
+    """Whether ``$YOLO_EVOLVE_BF16`` lets CPU training use bf16; ``ValueError`` naming it when it is set to
+    anything but 0 or 1. Read at every call, so a test or a trial's process sees the current value."""
+    value = os.environ.get(BF16_ENV, "").strip()
+    if value not in _BF16_VALUES:
+        raise ValueError(f"environment variable {BF16_ENV}={value!r}: expected 0 (fp32 on CPU) or 1 (bf16 "
+                         "where the CPU has native bf16 units, the default)")
+    return _BF16_VALUES[value]
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +56,7 @@ def autocast_dtype(device: torch.device, amp: bool = True, training: bool = True
         return None
     if device.type == "cuda":
         return torch.float16
-    if device.type == "cpu" and training and cpu_has_native_bf16():
+    if device.type == "cpu" and training and cpu_bf16_allowed() and cpu_has_native_bf16():
         return torch.bfloat16
     return None
 

@@ -95,6 +95,14 @@ def test_bad_flag_values(tiny_data, tmp_path, capsys, flags, needle):
     assert needle in one_error_line(err)
 
 
+def test_bad_bf16_environment_value_names_the_variable(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOLO_EVOLVE_BF16", "no")
+    code, _, err = run_main(tiny_args(tiny_data, tmp_path), capsys)
+    assert code == 2
+    assert "YOLO_EVOLVE_BF16='no'" in one_error_line(err)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_val_missing_weights(tmp_path, capsys):
     code, _, err = run_main(["val", "--weights", str(tmp_path / "gone.pt")], capsys)
     assert code == 2

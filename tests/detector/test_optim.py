@@ -192,6 +192,31 @@ def test_ema_decay_ramp_and_update_values():
     assert int(ema.ema[1].num_batches_tracked) == 1
 
 
+def test_ema_update_equals_a_lerp_of_each_state_dict_entry():
+    # The update walks the tensors itself; it must do exactly what a lerp_ per state_dict entry does.
+    from detector.model import Model
+
+    torch.manual_seed(0)
+    model = Model(nc=3, size="n").train()
+    ema = ModelEMA(model, decay=0.9, tau=5.0)
+    reference = {k: v.clone() for k, v in ema.ema.state_dict().items()}
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.rand(2, 3, 64, 64))  # moves the BatchNorm statistics and counters
+        ema.update(model)
+        d = ema.decay_at(step)
+        for key, value in model.state_dict().items():
+            ref = reference[key]
+            ref.lerp_(value, 1.0 - d) if ref.dtype.is_floating_point else ref.copy_(value)
+    got = ema.ema.state_dict()
+    assert got.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(got[key], value), key
+    assert {int(v) for k, v in got.items() if k.endswith("num_batches_tracked")} == {3}
+
+
 @pytest.mark.parametrize("steps,decay,tau", [
     (1110, 1 - 1 / 55.5, 55.5),  # 30 epochs of 37 steps: the average spans 5% of the run
     (10_000, 0.998, 500.0),

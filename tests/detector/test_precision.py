@@ -53,6 +53,28 @@ def test_no_amp_means_fp32_everywhere(native_bf16):
     assert not precision.needs_grad_scaler(None)
 
 
+@pytest.mark.parametrize("value,dtype", [("0", None), ("1", torch.bfloat16), ("", torch.bfloat16),
+                                         (" 0 ", None)])
+def test_the_environment_can_keep_a_bf16_cpu_in_fp32(native_bf16, monkeypatch, value, dtype):
+    native_bf16(True)
+    monkeypatch.setenv(precision.BF16_ENV, value)
+    assert precision.autocast_dtype(CPU) is dtype
+    assert precision.autocast_dtype(CUDA) is torch.float16  # CUDA's fp16 is --no-amp's to turn off
+
+
+def test_the_environment_cannot_turn_on_bf16_without_native_units(native_bf16, monkeypatch):
+    native_bf16(False)
+    monkeypatch.setenv(precision.BF16_ENV, "1")
+    assert precision.autocast_dtype(CPU) is None
+
+
+@pytest.mark.parametrize("value", ["no", "false", "2", "bf16"])
+def test_a_bad_environment_value_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv(precision.BF16_ENV, value)
+    with pytest.raises(ValueError, match=f"YOLO_EVOLVE_BF16='{value}': expected 0"):
+        precision.autocast_dtype(CPU)
+
+
 def test_a_torch_without_the_cpu_queries_means_fp32(monkeypatch):
     precision.cpu_has_native_bf16.cache_clear()
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
@@ -64,8 +86,8 @@ def test_a_torch_without_the_cpu_queries_means_fp32(monkeypatch):
         precision.cpu_has_native_bf16.cache_clear()
 
 
-@pytest.mark.parametrize("amp", [True, False])
-def test_training_steps_in_the_chosen_precision_and_says_so(tiny_cfg, caplog, monkeypatch, amp):
+@pytest.mark.parametrize("amp,env", [(True, ""), (False, ""), (True, "0")])
+def test_training_steps_in_the_chosen_precision_and_says_so(tiny_cfg, caplog, monkeypatch, amp, env):
     # The dtype of the model's outputs as the loss receives them: the autocast actually in force.
     seen: list[tuple[bool, torch.dtype, bool]] = []
     original = DetectionLoss.__call__
@@ -75,7 +97,10 @@ def test_training_steps_in_the_chosen_precision_and_says_so(tiny_cfg, caplog, mo
         return original(self, preds, targets)
 
     monkeypatch.setattr(DetectionLoss, "__call__", spy)
+    monkeypatch.setenv(precision.BF16_ENV, env)
     dtype = precision.autocast_dtype(CPU, amp)
+    if env == "0":
+        assert dtype is None  # whatever this CPU has
     with caplog.at_level(logging.INFO, logger="detector.train"):
         m = train(dict(DEFAULT_HYP), tiny_cfg(epochs=1, max_images=8, save_weights=False, amp=amp))
     assert m.status == "ok" and 0.0 <= m.fitness <= 1.0
