@@ -210,7 +210,7 @@ def test_the_detector_evolves_across_the_hosts_and_its_winner_is_validated(clust
     proc = run_driver(cluster, ["--data", str(tiny_data), "--model", "n", "--imgsz", "64", "--epochs", "1",
                                 "--batch", "8", "--workers", "0", "--cpus-per-trial", "1",
                                 "--generations", "2", "--population", "2", "--validate-top", "1",
-                                "--validate-seeds", "1",
+                                "--validate-seeds", "2", "--validate-sentinels", "0",
                                 "--validate-epochs", "1", "--address", cluster.head_address,
                                 "--project", str(tmp_path), "--name", "exp"], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -222,7 +222,7 @@ def test_the_detector_evolves_across_the_hosts_and_its_winner_is_validated(clust
     assert set(hosts) == {cluster.nodes["w1"].ip, cluster.nodes["w2"].ip}, hosts
     with (run_dir / "validation.csv").open() as handle:
         validated = list(csv.DictReader(handle))
-    assert len(validated) >= 2  # the winner and the base, one seed each
+    assert len(validated) == 4  # the winner and the base, two seeds each
     assert (run_dir / "hyp_validated.yaml").is_file()
 
 
