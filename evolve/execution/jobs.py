@@ -40,8 +40,8 @@ class JobSource:
     """What a TrialRunner pulls jobs from and reports results to (the GA's side of execution).
 
     A source implements ``_next()`` (a ``TrialJob``, ``WAIT``, or None when there will be no more) and
-    ``_record(job, metrics, seconds)``; it may override ``_on_start``, ``on_tick`` and ``on_epoch``. The
-    base decides, once for every source:
+    ``_record(job, metrics, seconds)``; it may override ``_on_start``, ``_on_end``, ``on_tick`` and
+    ``on_epoch``. The base decides, once for every source:
 
     - when a trial started (``seconds`` is the time from handing the job out to its result);
     - that a result is taken once: a trial reported twice, or never handed out, is logged and ignored;
@@ -77,7 +77,9 @@ class JobSource:
         if start is None:
             LOGGER.warning("trial %s reported twice or was never started; result ignored", job.trial_id)
             return
-        self._record(job, sanitised(metrics), self._clock() - start)
+        metrics = sanitised(metrics)
+        self._on_end(job, metrics)
+        self._record(job, metrics, self._clock() - start)
 
     def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
         """A running trial's per-epoch report (nothing by default)."""
@@ -87,6 +89,9 @@ class JobSource:
 
     def _on_start(self, job: TrialJob) -> None:
         """The job was handed out (nothing by default)."""
+
+    def _on_end(self, job: TrialJob, metrics: Metrics) -> None:
+        """The job's result was taken, judged, and is about to be recorded (nothing by default)."""
 
     def _next(self) -> Union[TrialJob, None, Any]:
         raise NotImplementedError

@@ -104,15 +104,17 @@ class Evolution:
         """Generation 0 bred from the plan's seeds, said on the console first: at a population of 100000
         breeding and queueing its trials takes about a minute, which must not look like a hang."""
         seeds = [self.space.encode(h) for h in self.plan.seeds]
-        LOGGER.info("breeding generation 0: %d individuals from %d seed(s)", self.cfg.ga.population, len(seeds))
+        LOGGER.info("breeding generation 0: %d individuals from %d seed(s)", self.cfg.ga.population,
+                    len(seeds))
         started = time.monotonic()
         population = [list(g) for g in self.ga.initial_population(seeds)]
         LOGGER.debug("generation 0 bred in %.1f s", time.monotonic() - started)
         return population
 
     def save_checkpoint(self, **state: Any) -> None:
-        save_checkpoint(self.run_dir, checkpoint_state(self.cfg, self.plan.fingerprint, run=asdict(self.identity),
-                                                       records=self.records.mark(), **state))
+        state = checkpoint_state(self.cfg, self.plan.fingerprint, run=asdict(self.identity),
+                                 records=self.records.mark(), **state)
+        save_checkpoint(self.run_dir, state)
 
     def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
         """A running trial's per-epoch report: its rung fitness goes to the fidelity records, its epoch to
@@ -121,12 +123,11 @@ class Evolution:
         if self.progress is not None:
             self.progress.epoch(job.trial_id, epoch, metrics)
 
-    def on_result(self, job: TrialJob, metrics: Metrics) -> None:
-        # Counted first: a trial's epochs were spent whatever the loop then makes of its result.
+    def _on_end(self, job: TrialJob, metrics: Metrics) -> None:
+        # Counted before the loop records it: a trial's epochs were spent whatever the loop makes of it.
         self.fidelity.finished(job.trial_id, metrics)
         if self.progress is not None:
             self.progress.note = self.fidelity.note()
-        super().on_result(job, metrics)  # type: ignore[misc]  # the loop's JobSource
 
     def run_trials(self, source: JobSource) -> None:
         """Run the source's jobs on one TrialRunner until it has no more."""
