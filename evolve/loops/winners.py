@@ -22,7 +22,7 @@ import yaml
 
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_names
-from evolve.contract import Metrics, standing
+from evolve.contract import Metrics, selection_value, standing
 from evolve.errors import ConfigError
 from evolve.execution.jobs import JobSource, TrialJob
 from evolve.execution.runner import TrialRunner
@@ -104,7 +104,8 @@ def choose_candidates(rows: list[TrialRecord], space: SearchSpace, top: int,
     base = Candidate(BASE, dict(space.base))
     for row in rows:
         if key(row.hyp) == base_key:
-            base = Candidate(BASE, dict(space.base), row.trial_id, row.metrics.fitness)
+            base = Candidate(BASE, dict(space.base), row.trial_id, row.metrics.fitness,
+                             score=selection_value(row.metrics))
             break
     ranked = sorted((r for r in rows if standing(r.metrics)[0] > 0), key=lambda r: standing(r.metrics),
                     reverse=True)
@@ -117,7 +118,8 @@ def choose_candidates(rows: list[TrialRecord], space: SearchSpace, top: int,
 
     def candidate(label: str, place: int) -> Candidate:
         row = chosen[place]
-        return Candidate(label, dict(row.hyp), row.trial_id, row.metrics.fitness, rank=place + 1)
+        return Candidate(label, dict(row.hyp), row.trial_id, row.metrics.fitness, rank=place + 1,
+                         score=selection_value(row.metrics))
 
     tops = [candidate(f"{TOP}{i + 1}", i) for i in range(min(top, len(chosen)))]
     places = sentinel_positions(len(chosen), len(tops), sentinels)

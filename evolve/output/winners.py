@@ -62,6 +62,9 @@ class Candidate:
     source_trial_id: str = ""
     trial_fitness: float = math.nan
     rank: int = 0
+    # The trial's place in the GA's order as one number (``selection_value``: a finished trial above every
+    # stopped one); the transfer ranks by it, so a rung fitness never passes for a finished one.
+    score: float = math.nan
 
     @property
     def role(self) -> str:
@@ -213,14 +216,15 @@ class Summary:
         return min((s.paired.n for s in self.standings if s.paired is not None), default=0)
 
     def _transfer_points(self) -> tuple[list[float], list[float]]:
-        pairs = [(s.candidate.trial_fitness, s.mean) for s in self.standings
-                 if math.isfinite(s.candidate.trial_fitness) and math.isfinite(s.mean)]
+        pairs = [(_selection_score(s.candidate), s.mean) for s in self.standings
+                 if math.isfinite(_selection_score(s.candidate)) and math.isfinite(s.mean)]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
     @property
     def transfer(self) -> float:
-        """Spearman rank correlation of trial fitness and mean validated fitness over every validated hyp
-        with a trial (base, top candidates and sentinels)."""
+        """Spearman rank correlation of the trials' selection score and mean validated fitness over every
+        validated hyp with a trial (base, top candidates and sentinels). The score is the trial fitness,
+        with finished trials above stopped ones (``--fidelity prefix``), as selection ranks them."""
         return spearman(*self._transfer_points())
 
     @property
@@ -231,6 +235,10 @@ class Summary:
     def transfer_p(self) -> float:
         """One-sided permutation p of ``transfer``: how often trials with no ranking power look this good."""
         return spearman_p(*self._transfer_points())
+
+
+def _selection_score(candidate: Candidate) -> float:
+    return candidate.score if math.isfinite(candidate.score) else candidate.trial_fitness
 
 
 def summarise(candidates: Sequence[Candidate], rows: Sequence[ValidationRow], seeds: int,
