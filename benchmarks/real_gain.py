@@ -68,6 +68,13 @@ def orchestrate_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return argv + extra
 
 
+def _fidelity(run_dir: Path) -> dict:
+    import yaml
+
+    path = run_dir / "fidelity.yaml"
+    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+
+
 def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> list[str]:
     """The benchmark's lines, from the run's records."""
     import pandas as pd
@@ -100,6 +107,8 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     return [
         f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at "
         f"{plan.cfg.train.imgsz} px, then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
+        f"trial-epochs spent {_fidelity(run_dir).get('trial_epochs', '?')} "
+        f"(--fidelity {_fidelity(run_dir).get('fidelity', '?')})",
         f"best trial fitness {trials['fitness'].max():.4f}; "
         f"base hyp's trial {base.candidate.trial_fitness:.4f}",
         f"base validated fitness   {base.mean:.4f} +- {base.sd:.4f}",
