@@ -7,11 +7,13 @@ before Ray starts, so every Ray worker inherits the session's private cache fold
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager
 
 import pytest
 
@@ -66,3 +68,31 @@ def optimizer_meta(folder: Path, source: Path | None = None) -> Path:
     path = folder / "meta.optimizer.yaml"
     path.write_text(edited)
     return path
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _collecting(name: str) -> Iterator[list[str]]:
+    logger, handler, old_level = logging.getLogger(name), _Collect(), logging.getLogger(name).level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def collect_logs() -> Callable[[str], contextlib.AbstractContextManager[list[str]]]:
+    """``with collect_logs("evolve.loops") as messages:``: the INFO messages that logger and its children
+    log inside the block (module-scoped fixtures cannot use pytest's function-scoped ``caplog``)."""
+    return _collecting

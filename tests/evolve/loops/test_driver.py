@@ -22,15 +22,6 @@ import yaml
 
 import orchestrate
 from detector.hyp import HYP_KEYS
-from evolve.contract import Metrics, fitness
-from evolve.contract import sanitised, selection_value
-from evolve.driver import run
-from evolve.loops.base import Interrupted
-from evolve.loops.checkpoint import checkpoint_state
-from evolve.loops.generational import GenerationalEvolution as _Evolution
-from evolve.loops.generational import GenerationSource
-from evolve.loops.plan import prepare
-from evolve.errors import ConfigError
 from evolve.config import (
     EvolveConfig,
     GAConfig,
@@ -40,10 +31,18 @@ from evolve.config import (
     ValidationConfig,
     config_from_argv,
 )
-from evolve.search.ga import GeneticAlgorithm
+from evolve.contract import Metrics, fitness, sanitised, selection_value
+from evolve.driver import run
+from evolve.errors import ConfigError
+from evolve.execution.jobs import WAIT, TrialJob
+from evolve.loops.base import Interrupted
+from evolve.loops.checkpoint import checkpoint_state
+from evolve.loops.generational import GenerationalEvolution as _Evolution
+from evolve.loops.generational import GenerationSource
+from evolve.loops.plan import prepare
 from evolve.output.records import CSV_COLUMNS, RunRecords, TrialRecord
 from evolve.output.rundir import load_checkpoint
-from evolve.execution.jobs import WAIT, TrialJob
+from evolve.search.ga import GeneticAlgorithm
 from evolve.search.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,29 +68,14 @@ def row_set(run_dir: Path) -> set[tuple]:
     return set(rows(run_dir)[ROW_KEY].itertuples(index=False, name=None))
 
 
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture(scope="module")
-def reference(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def reference(ray_address: str, tmp_path_factory: pytest.TempPathFactory,
+              collect_logs) -> tuple[Path, list[str]]:
     """The uninterrupted run every other run is compared with, and what the driver logged."""
     project = tmp_path_factory.mktemp("reference")
-    logger = logging.getLogger("evolve.loops")
-    handler, old_level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with collect_logs("evolve.loops") as messages:
         run_dir = run(config([*FLAGS, "--project", str(project), "--address", ray_address]))
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    return run_dir, handler.messages
+    return run_dir, messages
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

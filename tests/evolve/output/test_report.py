@@ -3,7 +3,6 @@
 installed."""
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from PIL import Image
 import orchestrate
 from evolve import config_from_argv
 from evolve.driver import run
-from evolve.output.report import REPORT_NAME, _change, write_report
+from evolve.output.report import REPORT_NAME, _change
 from evolve.output.report_data import gather
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,32 +25,18 @@ FLAGS = ["--trainer", "surrogate", "--generations", "2", "--population", "6", "-
 
 
 
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 PROGRESS_LINES: list[str] = []  # what the run's progress logged
 
 
 @pytest.fixture(scope="module")
-def finished(ray_address, tmp_path_factory):
+def finished(ray_address, tmp_path_factory, collect_logs):
     """A finished run with failed trials and a validation: its folder."""
     project = tmp_path_factory.mktemp("report")
-    logger, handler = logging.getLogger("evolve.output.progress"), Collect()
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        return run(config_from_argv([*FLAGS, "--project", str(project), "--address", ray_address]))
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        PROGRESS_LINES[:] = handler.messages
+    with collect_logs("evolve.output.progress") as messages:
+        try:
+            return run(config_from_argv([*FLAGS, "--project", str(project), "--address", ray_address]))
+        finally:
+            PROGRESS_LINES[:] = messages
 
 
 def test_the_run_logged_its_planned_budget_first_and_one_cost_estimate(finished):
