@@ -17,7 +17,6 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +65,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def bf16_units() -> Optional[bool]:
+def bf16_units() -> bool | None:
     """Whether training here runs in bf16 (the CPU multiplies bf16 in hardware), as the detector decides
     it (``detector.precision``); None when torch cannot be imported."""
     try:
@@ -99,3 +98,12 @@ def pin_threads(threads: int, children: bool = False) -> int:
 
     torch.set_num_threads(threads)
     return threads
+
+
+def split_passthrough(argv: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """A benchmark's own flags and those after ``--``, which it hands to orchestrate.py unchanged."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]

@@ -48,11 +48,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="runs/bench-real-gain")
     p.add_argument("--name", default="exp")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    argv, extra = harness.split_passthrough(argv)
     return p.parse_args(argv), extra
 
 
