@@ -9,13 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import fidelity_transfer  # noqa: E402
-import harness  # noqa: E402
+import fidelity_transfer
+import harness
 
 sys.path.remove(str(ROOT / "benchmarks"))
 
-from evolve.config import config_from_argv  # noqa: E402
-from evolve.config.fidelity import trial_epochs  # noqa: E402
+from evolve.config import config_from_argv
+from evolve.config.fidelity import trial_epochs
 
 
 def test_flags_after_a_double_dash_pass_through():
