@@ -1,8 +1,9 @@
 """The shape of evolve/, checked from its source: the import graph (every import, function-level ones
 included) has no cycle, the configs import no execution code, ``detector`` is imported by exactly one
 module (the built-in trainer's adapter), no file is over 400 lines, the execution seam defines no class
-inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict), and Ray Tune and Ultralytics are
-imported at module level only by the modules that need them, which nothing imports at module level."""
+inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict) whose settings are typed fields (no
+detector settings smuggled in ``extra["detector"]``), and Ray Tune and Ultralytics are imported at module
+level only by the modules that need them, which nothing imports at module level."""
 from __future__ import annotations
 
 import ast
@@ -145,6 +146,36 @@ def test_trials_get_a_trial_spec_not_a_static_dict(name):
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     assert "static" not in names, f"{name}: a 'static' dict; trials take a TrialSpec"
+
+
+def _extra_detector(tree: ast.AST) -> list[int]:
+    """Lines reading or writing ``extra["detector"]`` (subscript, ``get``, ``pop``, ``setdefault``) or naming
+    ``OTHER_SETTINGS``, the key detector settings once travelled under."""
+    def is_extra(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "extra") or \
+            (isinstance(node, ast.Name) and node.id == "extra")
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "OTHER_SETTINGS":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Subscript) and is_extra(node.value) and \
+                isinstance(node.slice, ast.Constant) and node.slice.value == "detector":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_extra(node.func.value) \
+                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "detector":
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_setting_reaches_a_trial_through_extra_detector():
+    """A trial's settings are ``TrialConfig`` fields (``from_any`` refuses others by name); ``extra`` belongs
+    to a user's trainer. The rule catches the shape it replaced."""
+    assert _extra_detector(ast.parse('v = cfg.extra["detector"]\nextra.pop("detector")\nOTHER_SETTINGS'))\
+        == [1, 2, 3]
+    paths = [*MODULES.values(), ROOT / "orchestrate.py", *(ROOT / "benchmarks").glob("*.py")]
+    found = [f"{p.relative_to(ROOT)}:{line}" for p in paths for line in _extra_detector(ast.parse(p.read_text()))]
+    assert not found, f"extra['detector'] or OTHER_SETTINGS at {found}; give TrialConfig a typed field"
 
 
 def module_level_imports(path: Path) -> set[str]:

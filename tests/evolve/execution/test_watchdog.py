@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 from evolve.execution.watchdog import FACTOR, FLOOR_S, TrialClock, slow, timeout_for
@@ -81,7 +80,7 @@ def test_a_hung_trial_is_ended_with_its_processes_and_nonsense_metrics_fail(tmp_
     names = ["hangs", "linear", "nan_map", "percent"]
     jobs = [TrialJob(f"{name}-{i}", 0, i, dict(DEFAULT_HYP)) for i, name in enumerate(names)]
     source = ListSource(jobs)
-    cfg = TrainConfig(epochs=1, extra={"pid_dir": str(tmp_path)})
+    cfg = TrialConfig(epochs=1, extra={"pid_dir": str(tmp_path)})
     runner = TrialRunner(RayConfig(trial_timeout=4), "trainers_for_tests:by_trial_id", cfg, tmp_path / "run")
     start = time.monotonic()
     runner.run(source)
