@@ -21,8 +21,13 @@ from evolve.config.fields import check_fields, setting, vector
 from evolve.errors import ConfigError
 
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
+# The built-in detector's model sizes and optimizers, which --model and --optimizer are checked against
+# before any trial. They are detector.config's MODEL_SIZES and OPTIMIZER_CHOICES, but evolve/config may not
+# import the detector (it is imported only where a trial trains): declared once more here, for all of
+# evolve, and tests/evolve/test_architecture.py checks the two declarations agree.
 MODEL_SIZES = ("n", "s", "m")
-OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
+DETECTOR_OPTIMIZERS = ("SGD", "Adam", "AdamW")  # the names a hyp file's optimizer may take
+OPTIMIZERS = ("auto", *DETECTOR_OPTIMIZERS)  # auto: picked from the planned steps
 # Where a trial runs, not what it computes: a resumed run takes them from its own command, and the run's
 # fingerprint leaves them out (a run moved to another device or cache folder is the same run).
 EXECUTION_FIELDS = ("device", "workers", "cache_dir")
@@ -158,7 +163,8 @@ class TrialConfig:
         unknown = sorted(k for k in data if k not in known)
         if unknown:
             raise ConfigError(f"trial config: {type(value).__name__} has settings a TrialConfig lacks: "
-                              f"{', '.join(unknown)}; pass a TrialConfig (a trainer's own options go in extra)")
+                              f"{', '.join(unknown)}; pass a TrialConfig (a trainer's own options go in "
+                              "extra)")
         extra = dict(data.get("extra") or {})
         if "surrogate" not in data and "surrogate" in extra:
             data["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
