@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-OPTIMIZERS = ("SGD", "Adam", "AdamW")
+from detector.hyp import HYP_OPTIMIZERS
+
+OPTIMIZERS = HYP_OPTIMIZERS  # declared once, with the hyp key that names an optimizer
+
 SGD_NBS = 64  # YOLOv5's nominal batch: SGD accumulates gradients up to 64 images a step
 # Adam and AdamW on a CPU step every 8 images (a larger batch is split into steps of 8): a short run is
 # limited by its number of steps, and on a CPU a step of 8 costs only ~1.12x per image what one of 16

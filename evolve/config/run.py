@@ -19,7 +19,7 @@ from evolve.config.fidelity import FIDELITIES, early_stop, target_source, trial_
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import SEED_MAX, GAConfig
 from evolve.config.ray import RayConfig
-from evolve.config.trial import MODEL_SIZES, TrialConfig, data_sets
+from evolve.config.trial import EXECUTION_FIELDS, MODEL_SIZES, TrialConfig, data_sets
 from evolve.config.winners import ValidationConfig
 from evolve.errors import ConfigError
 
@@ -27,7 +27,8 @@ MODES = ("generational", "async")
 
 # Settings that decide where and how fast trials run but never what they return; a resumed run takes
 # them from the new command (it may well run on another machine or cluster).
-EXECUTION_SETTINGS = ("ray", "train.device", "train.workers", "max_failed_generations", "quiet")
+EXECUTION_SETTINGS = ("ray", *(f"train.{name}" for name in EXECUTION_FIELDS), "max_failed_generations",
+                      "quiet")
 # Early stopping lives in RayConfig (the runner builds the scheduler) but decides which trials finish,
 # so it is a setting of the run like the GA's, kept on resume.
 EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
@@ -188,7 +189,7 @@ class EvolveConfig:
         for name in ("ray", VALIDATION, "resume", "report", "quiet", "project", "name", "exist_ok",
                      "explicit", "population_dir", "max_failed_generations"):
             out.pop(name)
-        for name in ("device", "workers"):
+        for name in EXECUTION_FIELDS:
             out["train"].pop(name)
         return out
 
@@ -230,8 +231,8 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
     merged.ray = copy.deepcopy(new.ray)
     for name in EARLY_STOP_SETTINGS:
         setattr(merged.ray, name, getattr(saved.ray, name))
-    merged.train.device = new.train.device
-    merged.train.workers = new.train.workers
+    for name in EXECUTION_FIELDS:
+        setattr(merged.train, name, getattr(new.train, name))
     merged.max_failed_generations = new.max_failed_generations
     merged.quiet = new.quiet
     for path, flag in flag_paths().items():

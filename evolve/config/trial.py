@@ -3,8 +3,9 @@ options of the surrogate trainer (``SurrogateOptions``).
 
 A trainer is called as ``train(hyp, cfg, report)`` with ``cfg`` a ``TrialConfig``: the data set, model
 size, epochs, image size, batch, device, loader workers, seed, the trial's own folder
-(``project``/``name``) and ``extra``, a mapping passed through untouched for a user's trainer. The
-built-in detector's adapter turns it into the detector's own ``TrainConfig``.
+(``project``/``name``), the image-cache folder and ``extra``, a mapping passed through untouched for a
+user's trainer. The built-in detector's adapter turns it into the detector's own ``TrainConfig``; a
+setting this class lacks reaches no trainer (``from_any`` refuses it by name).
 
 ``TrialSpec`` is what the runner hands every trial of one run (Ray ships it to each worker once): the
 trainer, the ``TrialConfig`` as trials see it and the run folder and process layout.
@@ -20,11 +21,16 @@ from evolve.config.fields import check_fields, setting, vector
 from evolve.errors import ConfigError
 
 LANDSCAPES = ("smooth", "rugged", "rotated", "noisy")
+# The built-in detector's model sizes and optimizers, which --model and --optimizer are checked against
+# before any trial. They are detector.config's MODEL_SIZES and OPTIMIZER_CHOICES, but evolve/config may not
+# import the detector (it is imported only where a trial trains): declared once more here, for all of
+# evolve, and tests/evolve/test_architecture.py checks the two declarations agree.
 MODEL_SIZES = ("n", "s", "m")
-OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW")
-# extra key of a foreign config's settings that TrialConfig lacks (the detector's own, such as cache_dir):
-# a typed field would change every run's checkpoint and fingerprint, so they stay in extra for now
-OTHER_SETTINGS = "detector"
+DETECTOR_OPTIMIZERS = ("SGD", "Adam", "AdamW")  # the names a hyp file's optimizer may take
+OPTIMIZERS = ("auto", *DETECTOR_OPTIMIZERS)  # auto: picked from the planned steps
+# Where a trial runs, not what it computes: a resumed run takes them from its own command, and the run's
+# fingerprint leaves them out (a run moved to another device or cache folder is the same run).
+EXECUTION_FIELDS = ("device", "workers", "cache_dir")
 _SURROGATE = "surrogate trainer (--trainer surrogate)"
 
 
@@ -119,6 +125,8 @@ class TrialConfig:
     name: str = "trial"
     exist_ok: bool = True
     progress: bool = False  # nobody watches a trial's progress bar; its log file has the story
+    # the decoded-image cache folder of the detector (None: $YOLO_EVOLVE_CACHE/images, else the user's cache)
+    cache_dir: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)  # passed through untouched to the trainer
     surrogate: SurrogateOptions = field(default_factory=SurrogateOptions)
 
@@ -144,23 +152,24 @@ class TrialConfig:
 
     @classmethod
     def from_any(cls, value: Any) -> "TrialConfig":
-        """Accept a ``TrialConfig``, a mapping, or any config with ``to_dict()`` (the detector's
-        ``TrainConfig``). Settings this class does not have go to ``extra[OTHER_SETTINGS]`` (the
-        detector's adapter reads its own back from there); surrogate options given as
-        ``extra["surrogate"]`` become ``surrogate``."""
+        """Accept a ``TrialConfig``, a mapping of its fields, or any config whose ``to_dict()`` gives only
+        its fields; surrogate options given as ``extra["surrogate"]`` become ``surrogate``. ConfigError
+        naming every setting this class lacks (another package's config, such as the detector's
+        ``TrainConfig``, carries settings no trial would receive)."""
         if isinstance(value, cls):
             return value
         data = dict(value if isinstance(value, Mapping) else value.to_dict())
         known = {f.name for f in fields(cls)}
-        out = {k: v for k, v in data.items() if k in known}
-        extra = dict(out.get("extra") or {})
-        if "surrogate" not in out and "surrogate" in extra:
-            out["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
-        others = {k: v for k, v in data.items() if k not in known}
-        if others:
-            extra[OTHER_SETTINGS] = {**others, **extra.get(OTHER_SETTINGS, {})}
-        out["extra"] = extra
-        return cls(**out)
+        unknown = sorted(k for k in data if k not in known)
+        if unknown:
+            raise ConfigError(f"trial config: {type(value).__name__} has settings a TrialConfig lacks: "
+                              f"{', '.join(unknown)}; pass a TrialConfig (a trainer's own options go in "
+                              "extra)")
+        extra = dict(data.get("extra") or {})
+        if "surrogate" not in data and "surrogate" in extra:
+            data["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
+        data["extra"] = extra
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ contract. This is the one module of ``evolve`` that imports ``detector``, and it
 a trial trains.
 
 The detector keeps its own ``TrainConfig`` and ``Metrics`` (it knows nothing of evolution); here a
-``TrialConfig`` becomes a ``TrainConfig`` (the fields both have, plus the detector's own options given as
-``extra["detector"]``, such as ``cache_dir``), and the detector's ``Metrics`` become ``evolve``'s (``evolve_metrics``), the
-one place where the two meet.
+``TrialConfig`` becomes a ``TrainConfig`` (the fields both have; the detector's other settings keep their
+defaults), and the detector's ``Metrics`` become ``evolve``'s (``evolve_metrics``), the one place where the
+two meet.
 A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whatever ``--optimizer`` says:
 the detector takes the optimizer named in its hyps over its config.
 
@@ -27,7 +27,7 @@ from detector.hyp import HYP_KEYS, default_hyp_path
 from detector.results import Metrics as DetectorMetrics
 from detector.synthetic import make_synthetic
 from detector.train import train as train_detector
-from evolve.config.trial import OTHER_SETTINGS, TrialConfig
+from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics
 from evolve.execution.trainers import DataSummary
 from evolve.search.keyset import YOLOV5
@@ -64,9 +64,7 @@ def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
     values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
-    extra = dict(trial.extra)
-    values.update(extra.pop(OTHER_SETTINGS, None) or {})  # the detector's own settings, when given
-    values["extra"] = extra
+    values["extra"] = dict(trial.extra)
     return TrainConfig(**values)
 
 

@@ -43,7 +43,11 @@ class JobSource:
     ``_record(job, metrics, seconds)``; it may override ``_on_start``, ``_on_end``, ``on_tick`` and
     ``on_epoch``. The base decides, once for every source:
 
-    - when a trial started (``seconds`` is the time from handing the job out to its result);
+    - when a trial started, on the source's clock (``now``): the one record of trial start times. A job
+      is handed out (``started_at``; the records' ``seconds`` and the progress display count from it),
+      then Ray begins running it once a worker is up (``began``, ``running_since``; the deadline of
+      ``--trial-timeout`` counts from it, so a trial waiting for a worker or for resources is not
+      charged for the wait);
     - that a result is taken once: a trial reported twice, or never handed out, is logged and ignored;
     - that a result is judged once as the evolution believes it (``evolve.contract.sanitised``) before any
       source sees it;
@@ -54,7 +58,8 @@ class JobSource:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._started: dict[str, float] = {}  # trial id -> start time, while running
+        self._started: dict[str, float] = {}  # trial id -> when it was handed out, until its result
+        self._began: dict[str, float] = {}  # trial id -> when Ray began running it (its first attempt)
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -62,6 +67,24 @@ class JobSource:
     def running(self) -> int:
         """How many of the jobs handed out have no result yet."""
         return len(self._started)
+
+    def now(self) -> float:
+        """The time on the clock this source times its trials with."""
+        return self._clock()
+
+    def started_at(self, trial_id: str) -> Optional[float]:
+        """When the running trial ``trial_id`` was handed out; None once it has ended or if it never was."""
+        return self._started.get(trial_id)
+
+    def began(self, trial_id: str) -> None:
+        """Ray began running the trial (the runner says so); a retry after a lost worker keeps the first
+        time."""
+        if trial_id in self._started and trial_id not in self._began:
+            self._began[trial_id] = self._clock()
+
+    def running_since(self, trial_id: str) -> Optional[float]:
+        """When Ray began running the trial ``trial_id``; None before that and once it has ended."""
+        return self._began.get(trial_id)
 
     def next_job(self) -> Union[TrialJob, None, Any]:
         """The next job to start, ``WAIT`` while none can start before a running trial ends, or None."""
@@ -74,6 +97,7 @@ class JobSource:
     def on_result(self, job: TrialJob, metrics: Metrics) -> None:
         """A trial ended (called in the driver, once per trial by the runner)."""
         start = self._started.pop(job.trial_id, None)
+        self._began.pop(job.trial_id, None)
         if start is None:
             LOGGER.warning("trial %s reported twice or was never started; result ignored", job.trial_id)
             return
@@ -98,3 +122,32 @@ class JobSource:
 
     def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
         raise NotImplementedError
+
+
+class _PlainSource(JobSource):
+    """A plain object with ``next_job()`` and ``on_result(job, metrics)`` (``on_epoch`` and ``on_tick`` when
+    it has them) as a JobSource, so the base times its trials and guards its results as any source's."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def _next(self) -> Union[TrialJob, None, Any]:
+        return self.inner.next_job()
+
+    def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
+        self.inner.on_result(job, metrics)
+
+    def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
+        if hasattr(self.inner, "on_epoch"):
+            self.inner.on_epoch(job, epoch, metrics)
+
+    def on_tick(self) -> None:
+        if hasattr(self.inner, "on_tick"):
+            self.inner.on_tick()
+
+
+def as_job_source(source: Any) -> JobSource:
+    """``source`` itself if it is a JobSource, else a plain object with ``next_job``/``on_result`` wrapped in
+    one (a script or a test driving a ``TrialRunner`` need not subclass)."""
+    return source if isinstance(source, JobSource) else _PlainSource(source)

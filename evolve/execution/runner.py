@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 from evolve.config.ray import RayConfig
 from evolve.config.trial import TrialConfig, TrialSpec, data_sets
 from evolve.execution.cluster import check_resources, shutdown, start_or_join
-from evolve.execution.jobs import JobSource
+from evolve.execution.jobs import as_job_source
 from evolve.execution.trainable import run_trial
 from evolve.execution.trainers import check
 from evolve.execution.watchdog import TrialClock
@@ -189,8 +189,10 @@ class TrialRunner:
             return storage
         return str(Path(storage).expanduser().resolve())
 
-    def run(self, source: JobSource) -> None:
+    def run(self, source: Any) -> None:
         """Run the source's jobs as Tune trials until it is exhausted and every trial has ended.
+
+        ``source``: a JobSource, or a plain object with ``next_job``/``on_result`` (``as_job_source``).
 
         ``source.on_result`` is called in this process as each trial ends. An exception raised by the
         source stops the running trials and is re-raised here; Ctrl-C stops them and raises
@@ -208,7 +210,8 @@ class TrialRunner:
         )
 
         self._ensure_ray()
-        state = RunState(source=source, clock=TrialClock(self.ray_cfg.trial_timeout, self.durations))
+        clock = TrialClock(self.ray_cfg.trial_timeout, self.durations)
+        state = RunState(source=as_job_source(source), clock=clock)
         limit = self.concurrency()
         self._runs += 1
         storage = self.storage_path()

@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
 from evolve.contract import Metrics, one_line
-from evolve.execution.jobs import WAIT, TrialJob
+from evolve.execution.jobs import WAIT, JobSource, TrialJob
 from evolve.execution.trainable import EPOCH_KEY, ERROR_KEY, FINAL_KEY, metrics_from_result
 from evolve.execution.watchdog import TrialClock
 
@@ -38,7 +38,7 @@ MAX_FAILURES = 2  # retries of a trial lost with its worker (actor died, node lo
 class RunState:
     """What the searcher, the callback and the stopper share during one ``TrialRunner.run``."""
 
-    source: Any  # the JobSource
+    source: JobSource
     jobs: dict[str, Any] = field(default_factory=dict)  # Tune trial id -> job, while running
     exhausted: bool = False
     error: Optional[BaseException] = None
@@ -98,21 +98,29 @@ class ResultRelay(tune.Callback):
     def _deliver(self, trial: Any, metrics: Metrics) -> None:
         # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
         job = self.state.jobs.pop(trial.trial_id, None)
-        self.state.clock.finish(trial.trial_id, ok=metrics.status == "ok")
         if job is None or self.state.error is not None:
             return
+        source = self.state.source
+        began = source.running_since(job.trial_id)
+        ran = None if began is None else source.now() - began  # what the deadline measures
+        self.state.clock.finish(trial.trial_id, ran, ok=metrics.status == "ok")
         self.state.finished += 1
         try:
-            self.state.source.on_result(job, metrics)
+            source.on_result(job, metrics)
         except Exception as exc:
             self.state.error = exc
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
-        self.state.clock.start(trial.trial_id)
+        job = self.state.jobs.get(trial.trial_id)
+        if job is not None:
+            self.state.source.began(job.trial_id)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any):
         state = self.state
-        late = dict(state.clock.overdue())
+        # The source's start times (when Ray began each trial) against the source's clock.
+        since = {tid: state.source.running_since(job.trial_id) for tid, job in state.jobs.items()}
+        late = dict(state.clock.overdue({tid: t for tid, t in since.items() if t is not None},
+                                        state.source.now()))
         for trial in trials:
             if trial.trial_id in late and trial.status == "RUNNING":
                 self._end_overdue(trial, late[trial.trial_id])

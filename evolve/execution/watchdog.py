@@ -19,8 +19,7 @@ it again either (only a trial interrupted before its deadline, which has no row,
 from __future__ import annotations
 
 import statistics
-import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 FLOOR_S = 600.0  # the derived deadline is never shorter: start-up, data caching and a slow node fit in it
 FACTOR = 4.0  # trials of one run differ by their hyps and packing, rarely by 2x; 4x the median is a hang
@@ -43,40 +42,35 @@ def timeout_for(setting: Optional[float], durations: Sequence[float]) -> Optiona
 
 
 class TrialClock:
-    """Start times of the running trials and durations of the finished ones, on one clock."""
+    """The deadline of the running trials, from the durations of the finished ones.
 
-    def __init__(self, setting: Optional[float] = None, history: Iterable[float] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    It keeps no start times: the job source owns them, and the runner asks it when Ray began running each
+    trial (``JobSource.running_since``, on the source's clock), so a trial waiting for a worker is not
+    charged for the wait.
+    """
+
+    def __init__(self, setting: Optional[float] = None, history: Iterable[float] = ()) -> None:
         self.setting = setting
         self.durations = [float(d) for d in history if d and d > 0]
-        self._clock = clock
-        self._running: dict[str, float] = {}
+        self._named: set[str] = set()  # overdue trials already handed to the runner to end
 
-    def start(self, key: str) -> None:
-        self._running.setdefault(key, self._clock())
-
-    def finish(self, key: str, ok: bool) -> Optional[float]:
-        """The trial ended; its duration counts towards the median only if it finished ``ok``."""
-        started = self._running.pop(key, None)
-        if started is None:
-            return None
-        seconds = self._clock() - started
-        if ok:
-            self.durations.append(seconds)
-        return seconds
+    def finish(self, key: str, seconds: Optional[float], ok: bool) -> None:
+        """The trial ended after ``seconds``; they count towards the median only if it finished ``ok``."""
+        self._named.discard(key)
+        if ok and seconds is not None:
+            self.durations.append(float(seconds))
 
     def timeout(self) -> Optional[float]:
         return timeout_for(self.setting, self.durations)
 
-    def overdue(self) -> list[tuple[str, float]]:
-        """(key, seconds running) of each trial past the deadline; each is forgotten once named."""
+    def overdue(self, running: Mapping[str, float], now: float) -> list[tuple[str, float]]:
+        """(key, seconds running) of each running trial (key -> start time) past the deadline at ``now``;
+        each is named once."""
         limit = self.timeout()
         if limit is None:
             return []
-        now = self._clock()
-        late = [(key, now - t) for key, t in self._running.items() if now - t > limit]
-        for key, _ in late:
-            del self._running[key]
+        late = [(key, now - t) for key, t in running.items() if now - t > limit and key not in self._named]
+        self._named.update(key for key, _ in late)
         return late
 
 

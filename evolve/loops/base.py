@@ -15,7 +15,7 @@ from typing import Any
 
 from evolve.config.fidelity import rungs, trial_configs, trial_epochs
 from evolve.config.run import EvolveConfig
-from evolve.config.trial import data_names
+from evolve.config.trial import MODEL_SIZES, data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
 from evolve.execution.jobs import JobSource, TrialJob
 from evolve.execution.runner import TrialRunner
@@ -54,7 +54,7 @@ def report_best(records: RunRecords, data: str | None, trainer: str = "detector"
     if trainer == "ultralytics":  # the evolved file is an Ultralytics cfg as it is
         from evolve.execution.ultralytics_inputs import DEFAULT_FAMILY
 
-        model = f"{DEFAULT_FAMILY}{model}.yaml" if model in ("n", "s", "m") else model
+        model = f"{DEFAULT_FAMILY}{model}.yaml" if model in MODEL_SIZES else model
         LOGGER.info("train with them: yolo train cfg=%s model=%s data=%s", records.best_path, model,
                     data or "YOUR_DATA.yaml")
         return

@@ -112,7 +112,7 @@ class GenerationalEvolution(Evolution, GenerationSource):
         rows = self.records.rows()
         self.progress = Progress(self.cfg.ga.generations, **progress_totals(rows),
                                  **progress_options(self.cfg, self.cfg.ga.generations * self.cfg.ga.population,
-                                                    exact=False))
+                                                    exact=False), clock=self.now)
         for row in rows:
             self.cache.setdefault(self.space.genome_key(self.space.encode(row.hyp)), row.metrics)
         state = self.plan.checkpoint
@@ -190,7 +190,7 @@ class GenerationalEvolution(Evolution, GenerationSource):
     # JobSource ----------------------------------------------------------------------------------------
     def _on_start(self, job: TrialJob) -> None:
         assert self.progress is not None
-        self.progress.started(job.trial_id)
+        self.progress.started(job.trial_id, self.started_at(job.trial_id))
 
     def on_tick(self) -> None:
         if self.progress is not None:

@@ -263,7 +263,8 @@ class SteadyEvolution(Evolution, JobSource):
         rows = self.records.rows()
         self.progress = _SteadyProgress(self.state.budget, self.size, self.cfg.ga.generations,
                                         **progress_totals(rows),
-                                        **progress_options(self.cfg, self.state.budget, exact=True))
+                                        **progress_options(self.cfg, self.state.budget, exact=True),
+                                        clock=self.now)
         state, ckpt = self.state, self.plan.checkpoint
         for row in rows:
             state.known.add(self.space.genome_key(self.space.encode(row.hyp)))
@@ -306,7 +307,7 @@ class SteadyEvolution(Evolution, JobSource):
 
     def _on_start(self, job: TrialJob) -> None:
         assert self.progress is not None
-        self.progress.started(trial_id=job.trial_id)
+        self.progress.started(job.trial_id, self.started_at(job.trial_id))
 
     def on_tick(self) -> None:
         if self.progress is not None:

@@ -86,13 +86,15 @@ class Progress:
 
     ``done_before``/``failed_before``/``best_before`` carry the totals of a resumed run's earlier part so
     the counts cover the whole run. ``live`` picks the live mode over the plain one (see the module);
-    ``planned`` the run's budget in trial-epochs, from which the cost is estimated.
+    ``planned`` the run's budget in trial-epochs, from which the cost is estimated. ``clock`` is the job
+    source's (``JobSource.now``): start times come from the source, which owns them, and are read here
+    against the same clock.
     """
 
     def __init__(self, generations: int, stream: TextIO | None = None, done_before: int = 0,
                  failed_before: int = 0, best_before: float | None = None,
                  log: Callable[[str], None] | None = None, best_status_before: str = "ok", live: bool = False,
-                 planned: Budget | None = None) -> None:
+                 planned: Budget | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.generations = generations
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
@@ -113,8 +115,8 @@ class Progress:
         self._seconds: list[float] = []
         self._concurrency = 1
         self._drawn = False
-        self._clock: Callable[[], float] = time.monotonic
-        self._running_since: dict[str, float] = {}  # trial id -> start, for the slow ones
+        self._clock = clock
+        self._running_since: dict[str, float] = {}  # trial id -> its source's start time, for the slow ones
         self._warned_slow: set[str] = set()
         self._ticked = 0.0
         self.note = ""  # set by the loop: a few more words for the line (rung-to-final agreement)
@@ -138,10 +140,11 @@ class Progress:
         if self.tty:
             self._draw()
 
-    def started(self, trial_id: str | None = None) -> None:
-        """A trial was handed to Ray."""
-        if trial_id is not None:
-            self._running_since[trial_id] = self._clock()
+    def started(self, trial_id: str | None = None, since: float | None = None) -> None:
+        """A trial was handed to Ray at ``since`` (its job source's start time, on ``clock``), which its
+        elapsed time and the slow-trial warning count from."""
+        if trial_id is not None and since is not None:
+            self._running_since[trial_id] = since
         self.running += 1
         self._concurrency = max(self._concurrency, self.running)
         if self.tty:

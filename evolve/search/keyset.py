@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from evolve.config.trial import DETECTOR_OPTIMIZERS
 from evolve.errors import ConfigError
 
 LOGGER = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ YOLOV5 = KeySet(
     integer=frozenset({"anchors"}),
     optional=frozenset({"anchors"}),
     # The detector's optimizers (its --optimizer less auto): a search space may evolve the optimizer.
-    extensions=(("optimizer", ("SGD", "Adam", "AdamW")),),
+    extensions=(("optimizer", DETECTOR_OPTIMIZERS),),
 )
 
 # Ultralytics' detection hyperparameters (its default.yaml values), for ``--trainer ultralytics``. The

@@ -1,8 +1,9 @@
 """The shape of evolve/, checked from its source: the import graph (every import, function-level ones
 included) has no cycle, the configs import no execution code, ``detector`` is imported by exactly one
 module (the built-in trainer's adapter), no file is over 400 lines, the execution seam defines no class
-inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict), and Ray Tune and Ultralytics are
-imported at module level only by the modules that need them, which nothing imports at module level."""
+inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict) whose settings are typed fields (no
+detector settings smuggled in ``extra["detector"]``), and Ray Tune and Ultralytics are imported at module
+level only by the modules that need them, which nothing imports at module level."""
 from __future__ import annotations
 
 import ast
@@ -145,6 +146,60 @@ def test_trials_get_a_trial_spec_not_a_static_dict(name):
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     assert "static" not in names, f"{name}: a 'static' dict; trials take a TrialSpec"
+
+
+def _tuples_of(tree: ast.AST, values: set[tuple[str, ...]]) -> list[int]:
+    """Lines of the tuple literals of strings in ``values``."""
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Tuple) and node.elts
+            and all(isinstance(e, ast.Constant) for e in node.elts)
+            and tuple(e.value for e in node.elts) in values]
+
+
+def test_the_detectors_model_sizes_and_optimizers_are_declared_once_in_evolve_and_agree():
+    """``evolve.config.trial`` may not import the detector, so it declares the detector's model sizes and
+    optimizer names itself: they must be the detector's, and no other evolve module spells them out."""
+    from detector.config import MODEL_SIZES, OPTIMIZER_CHOICES
+    from detector.hyp import HYP_OPTIMIZERS
+    from evolve.config import trial
+
+    assert (trial.MODEL_SIZES, trial.OPTIMIZERS, trial.DETECTOR_OPTIMIZERS) == \
+        (MODEL_SIZES, OPTIMIZER_CHOICES, HYP_OPTIMIZERS)
+    spelled = {trial.MODEL_SIZES, trial.OPTIMIZERS, trial.DETECTOR_OPTIMIZERS}
+    assert _tuples_of(ast.parse('a = ("n", "s", "m")\nb = ("SGD", "Adam")'), spelled) == [1]
+    again = [f"{name}:{line}" for name, path in MODULES.items() if name != "evolve.config.trial"
+             for line in _tuples_of(ast.parse(path.read_text()), spelled)]
+    assert not again, f"the detector's model sizes or optimizers spelled out again at {again}"
+
+
+def _extra_detector(tree: ast.AST) -> list[int]:
+    """Lines reading or writing ``extra["detector"]`` (subscript, ``get``, ``pop``, ``setdefault``) or naming
+    ``OTHER_SETTINGS``, the key detector settings once travelled under."""
+    def is_extra(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "extra") or \
+            (isinstance(node, ast.Name) and node.id == "extra")
+
+    lines = []
+    for node in ast.walk(tree):
+        named = isinstance(node, ast.Name) and node.id == "OTHER_SETTINGS"
+        indexed = isinstance(node, ast.Subscript) and is_extra(node.value) and \
+            isinstance(node.slice, ast.Constant) and node.slice.value == "detector"
+        looked_up = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+            is_extra(node.func.value) and bool(node.args) and isinstance(node.args[0], ast.Constant) and \
+            node.args[0].value == "detector"
+        if named or indexed or looked_up:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_setting_reaches_a_trial_through_extra_detector():
+    """A trial's settings are ``TrialConfig`` fields (``from_any`` refuses others by name); ``extra`` belongs
+    to a user's trainer. The rule catches the shape it replaced."""
+    assert _extra_detector(ast.parse('v = cfg.extra["detector"]\nextra.pop("detector")\nOTHER_SETTINGS'))\
+        == [1, 2, 3]
+    paths = [*MODULES.values(), ROOT / "orchestrate.py", *(ROOT / "benchmarks").glob("*.py")]
+    found = [f"{p.relative_to(ROOT)}:{line}" for p in paths
+             for line in _extra_detector(ast.parse(p.read_text()))]
+    assert not found, f"extra['detector'] or OTHER_SETTINGS at {found}; give TrialConfig a typed field"
 
 
 def module_level_imports(path: Path) -> set[str]:

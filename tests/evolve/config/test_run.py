@@ -209,6 +209,7 @@ def test_result_settings_leave_out_execution_and_folders():
     a, b = make(), make()
     b.ray = RayConfig(address="auto", cpus_per_trial=2.0)
     b.train.device, b.train.workers = "cpu", 0
+    b.train.cache_dir = "/elsewhere"  # where decoded images are kept: no result changes, same fingerprint
     b.project, b.name, b.exist_ok, b.resume = "elsewhere", "x", True, "runs/evolve/exp"
     b.quiet, b.report = True, "runs/evolve/exp"  # what the console shows, a report: no result changes
     assert a.result_settings() == b.result_settings()

@@ -32,9 +32,14 @@ def test_replace_checks_the_changed_values():
         TrialConfig().replace(epochs=0)
 
 
-def test_from_any_keeps_a_foreign_configs_own_settings_for_its_adapter():
-    foreign = TrainConfig(epochs=4, batch=8, cache_dir="/somewhere", cos_lr=True, extra={"mine": 1})
-    cfg = TrialConfig.from_any(foreign)
-    assert (cfg.epochs, cfg.batch, cfg.extra["mine"]) == (4, 8, 1)
-    assert cfg.extra["detector"]["cache_dir"] == "/somewhere" and cfg.extra["detector"]["cos_lr"] is True
+def test_from_any_refuses_a_foreign_configs_settings_by_name():
+    with pytest.raises(ConfigError, match=r"^trial config: TrainConfig has settings a TrialConfig lacks: "
+                                          r"amp, autoanchor, .*cos_lr, .*; pass a TrialConfig") as caught:
+        TrialConfig.from_any(TrainConfig(epochs=4, cache_dir="/somewhere", cos_lr=True))
+    assert "cache_dir" not in str(caught.value)  # a TrialConfig has it: the detector's image cache
+    with pytest.raises(ConfigError, match=r"^trial config: dict has settings a TrialConfig lacks: cos_lr; "):
+        TrialConfig.from_any({"epochs": 2, "cos_lr": True})
+    cfg = TrialConfig.from_any({"epochs": 4, "cache_dir": "/somewhere", "extra": {"mine": 1}})
+    assert (cfg.epochs, cfg.cache_dir, cfg.extra) == (4, "/somewhere", {"mine": 1})
     assert TrialConfig.from_any({"epochs": 2, "extra": {"surrogate": {"noise": 0.1}}}).surrogate.noise == 0.1
+    assert TrialConfig.from_any(cfg.to_dict()) == cfg  # a DDP job file's config comes back as it was

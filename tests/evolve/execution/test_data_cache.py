@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
 from detector.synthetic import make_synthetic
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 
@@ -48,8 +47,8 @@ def cache_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("data-cache")
     data = make_synthetic(root=root / "data", n_train=N_TRAIN, n_val=N_VAL, imgsz=IMGSZ)
     cache_dir = root / "image-cache"
-    cfg = TrainConfig(data=str(data), epochs=1, imgsz=IMGSZ, batch=8, workers=0, cache_dir=str(cache_dir),
-                      save_weights=False, autoanchor=False, progress=False)
+    cfg = TrialConfig(data=str(data), epochs=1, imgsz=IMGSZ, batch=8, workers=0, cache_dir=str(cache_dir),
+                      save_weights=False, progress=False)
     jobs = [TrialJob(f"g0i{i}", 0, i, dict(DEFAULT_HYP, lr0=0.005 + 0.002 * i)) for i in range(TRIALS)]
     source = ListSource(jobs)
     run_dir = root / "run"

@@ -177,7 +177,7 @@ def test_rank_entry_point_needs_exactly_one_job_file(capsys):
 
 # -- through the runner --------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_runner_trial_with_two_workers_trains_the_detector_on_two_gloo_ranks(tiny_cfg, tmp_path,
+def test_a_runner_trial_with_two_workers_trains_the_detector_on_two_gloo_ranks(tiny_data, tmp_path,
                                                                               ray_cluster):
     import torch
 
@@ -201,7 +201,8 @@ def test_a_runner_trial_with_two_workers_trains_the_detector_on_two_gloo_ranks(t
             self.epochs.append((epoch, metrics))
 
     source = Source()
-    cfg = tiny_cfg(workers=2, extra={"state_dir": str(tmp_path / "ranks")})
+    cfg = TrainConfig(data=str(tiny_data), imgsz=64, epochs=1, batch=8, workers=2,
+                      extra={"state_dir": str(tmp_path / "ranks")})
     runner = TrialRunner(RayConfig(cpus_per_trial=2, workers_per_trial=2),
                          "ddp_trainers_for_tests:detector_saving_weights", cfg, tmp_path / "run")
     assert runner.trial_layout() == (2, 0)  # 2 gloo ranks of one CPU each: no loader workers

@@ -131,7 +131,7 @@ def test_a_trial_config_becomes_the_detectors_train_config_and_its_metrics_ours(
     cfg = train_config(trial)
     assert (cfg.epochs, cfg.batch, cfg.imgsz, cfg.seed, cfg.val_every, cfg.extra) == (3, 4, 64, 5, 0, {"note": 1})
     assert cfg.cache_dir is None and cfg.save_weights is False  # the trial's, not the detector's default
-    assert train_config(trial.replace(extra={"detector": {"cache_dir": "/c"}})).cache_dir == "/c"
+    assert train_config(trial.replace(cache_dir="/c")).cache_dir == "/c"
     theirs = DetectorMetrics(precision=0.5, recall=0.4, map50=0.3, map50_95=0.2, fitness=0.21, epochs=3)
     ours = evolve_metrics(theirs)
     assert type(ours) is Metrics

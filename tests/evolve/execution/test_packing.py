@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from cluster_job import final_records, max_overlap, run_job
 
-from detector.config import TrainConfig
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.runner import TrialRunner
 
 
@@ -71,7 +70,7 @@ def test_two_gpu_trials_get_two_gpus_and_the_surrogate_runs_in_one_process(packi
 ])
 def test_trial_layout_fits_ranks_and_loader_workers_to_the_cpus(tmp_path, ray_kwargs, trainer, workers,
                                                                    expected):
-    runner = TrialRunner(RayConfig(**ray_kwargs), trainer, TrainConfig(workers=workers), tmp_path)
+    runner = TrialRunner(RayConfig(**ray_kwargs), trainer, TrialConfig(workers=workers), tmp_path)
     assert runner.trial_layout() == expected
     spec = runner.trial_spec()
     assert (spec.nproc, spec.cfg.workers) == expected

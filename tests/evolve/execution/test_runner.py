@@ -12,11 +12,10 @@ import pytest
 import trainers_for_tests as tt
 from cluster_job import max_overlap
 
-from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
 from evolve.contract import fitness
 from evolve.errors import ConfigError
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.execution.runner import TrialRunner
 
@@ -52,7 +51,7 @@ class ListSource:
 
 def make_runner(tmp_path: Path, trainer: str, ray_cfg: RayConfig | None = None, epochs: int = 2,
                 scheduler=None, **extra) -> TrialRunner:
-    cfg = TrainConfig(epochs=epochs, extra=extra)
+    cfg = TrialConfig(epochs=epochs, extra=extra)
     return TrialRunner(ray_cfg or RayConfig(), f"trainers_for_tests:{trainer}", cfg, tmp_path / "run",
                        scheduler=scheduler)
 
@@ -221,7 +220,7 @@ def surrogate_curve(hyp: dict, epochs: int) -> list[float]:
     from evolve.search.surrogate import train
 
     curve: list[float] = []
-    train(hyp, TrainConfig(epochs=epochs), lambda epoch, m: curve.append(m.fitness))
+    train(hyp, TrialConfig(epochs=epochs), lambda epoch, m: curve.append(m.fitness))
     return curve
 
 
@@ -235,7 +234,7 @@ def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
             super().on_result(job, metrics)
 
     source = Counting(jobs)
-    cfg = TrainConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
+    cfg = TrialConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
     ray_cfg = RayConfig(cpus_per_trial=0.5, early_stop="asha", grace_epochs=1, reduction_factor=3)
     runner = TrialRunner(ray_cfg, "surrogate", cfg, tmp_path / "run")
     assert runner.trial_spec().cfg.val_every == 1  # early stopping needs every epoch validated
@@ -265,12 +264,12 @@ def test_asha_flags_are_checked_and_give_the_scheduler(tmp_path):
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
     runner = TrialRunner(RayConfig(early_stop="asha", grace_epochs=2, reduction_factor=4), "surrogate",
-                         TrainConfig(epochs=9), tmp_path)
+                         TrialConfig(epochs=9), tmp_path)
     asha = runner._scheduler()
     assert isinstance(asha, AsyncHyperBandScheduler)
     assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "fitness", "max", 9)
     assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [8, 2]
-    assert TrialRunner(RayConfig(), "surrogate", TrainConfig(), tmp_path)._scheduler() is None
+    assert TrialRunner(RayConfig(), "surrogate", TrialConfig(), tmp_path)._scheduler() is None
 
 
 def test_asha_of_a_resumed_run_starts_from_the_rung_fitness_on_record():
@@ -327,9 +326,8 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 
@@ -343,7 +341,7 @@ class Source:
         self.statuses.append(metrics.status)
 
 for name, kwargs in json.loads(sys.argv[2]).items():
-    runner = TrialRunner(RayConfig(**kwargs), "trainers_for_tests:linear", TrainConfig(epochs=1),
+    runner = TrialRunner(RayConfig(**kwargs), "trainers_for_tests:linear", TrialConfig(epochs=1),
                          Path(sys.argv[1], name))
     source = Source()
     with runner:
@@ -409,4 +407,4 @@ def test_an_address_where_nothing_listens_is_a_config_error():
 
 def test_an_unusable_trainer_is_rejected_before_any_trial(tmp_path):
     with pytest.raises(ConfigError, match="no_such_module_xyz"):
-        TrialRunner(RayConfig(), "no_such_module_xyz:train", TrainConfig(), tmp_path)
+        TrialRunner(RayConfig(), "no_such_module_xyz:train", TrialConfig(), tmp_path)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.config import TrainConfig
 from detector.hyp import DEFAULT_HYP
-from evolve.config import RayConfig
+from evolve.config import RayConfig, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 from evolve.execution.watchdog import FACTOR, FLOOR_S, TrialClock, slow, timeout_for
@@ -23,25 +22,16 @@ def test_the_deadline_is_the_flag_or_derived_from_the_finished_trials():
     assert timeout_for(None, [1000, 2000, 9000]) == FACTOR * 2000  # the median, not the mean
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_overdue_trials_are_named_once_and_only_ok_durations_count():
-    clock = Clock()
-    watch = TrialClock(None, history=[100.0], clock=clock)
-    watch.start("a")
-    watch.start("b")
-    clock.now = 150.0
-    assert watch.finish("b", ok=False) == 150.0 and watch.durations == [100.0]  # a failure says nothing
-    clock.now = FLOOR_S + 1
-    assert watch.overdue() == [("a", FLOOR_S + 1)]
-    assert watch.overdue() == []  # named once: the runner ends it
-    assert TrialClock(0, clock=clock).overdue() == []
+    watch = TrialClock(None, history=[100.0])
+    running = {"a": 0.0}  # start times of the running trials, as the job source keeps them
+    watch.finish("b", 150.0, ok=False)
+    assert watch.durations == [100.0]  # a failure says nothing
+    assert watch.overdue(running, now=FLOOR_S + 1) == [("a", FLOOR_S + 1)]
+    assert watch.overdue(running, now=FLOOR_S + 2) == []  # named once: the runner ends it
+    watch.finish("a", FLOOR_S + 3, ok=True)
+    assert watch.durations == [100.0, FLOOR_S + 3]
+    assert TrialClock(0).overdue(running, now=1e9) == []
 
 
 def test_slow_trials_are_those_past_twice_the_median():
@@ -81,7 +71,7 @@ def test_a_hung_trial_is_ended_with_its_processes_and_nonsense_metrics_fail(tmp_
     names = ["hangs", "linear", "nan_map", "percent"]
     jobs = [TrialJob(f"{name}-{i}", 0, i, dict(DEFAULT_HYP)) for i, name in enumerate(names)]
     source = ListSource(jobs)
-    cfg = TrainConfig(epochs=1, extra={"pid_dir": str(tmp_path)})
+    cfg = TrialConfig(epochs=1, extra={"pid_dir": str(tmp_path)})
     runner = TrialRunner(RayConfig(trial_timeout=4), "trainers_for_tests:by_trial_id", cfg, tmp_path / "run")
     start = time.monotonic()
     runner.run(source)

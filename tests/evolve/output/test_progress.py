@@ -131,7 +131,7 @@ def test_a_trial_running_far_longer_than_the_median_shows_on_the_line_and_warns_
     p._clock = lambda: now[0]
     p.start_generation(0, trials=3)
     for trial_id in ("a", "b", "hung"):
-        p.started(trial_id)
+        p.started(trial_id, now[0])
     now[0] = 10.0
     p.finished("a", ok(0.5), 10.0)
     p.finished("b", ok(0.4), 10.0)
@@ -154,7 +154,7 @@ def test_tick_redraws_a_terminal_line_while_nothing_finishes():
     p = Progress(generations=1, stream=stream)
     p._clock = lambda: now[0]
     p.start_generation(0, trials=1)
-    p.started("x")
+    p.started("x", now[0])
     drawn = stream.getvalue().count("\r")
     now[0] = 5.0
     p.tick()
@@ -187,8 +187,8 @@ def test_epochs_of_running_trials_give_the_speed_the_eta_and_one_estimate_line()
     p = live_progress(now, lines)
     assert lines == [budget().line()]  # before the first trial
     p.start_generation(0, trials=4)
-    p.started("a")
-    p.started("b")
+    p.started("a", now[0])
+    p.started("b", now[0])
     now[0] = 12.0
     p.epoch("a", 1, ok(0.2))  # the first epoch: 12 s, start-up included
     assert p.seconds_per_epoch() == pytest.approx(12.0)
@@ -214,8 +214,8 @@ def test_without_a_terminal_a_heartbeat_names_running_trials_at_most_once_a_minu
     now, lines = [0.0], []
     p = live_progress(now, lines)
     p.start_generation(0, trials=2)
-    p.started("g000i000")
-    p.started("g000i001")
+    p.started("g000i000", now[0])
+    p.started("g000i001", now[0])
     p.tick()
     now[0] = 20.0
     p.epoch("g000i000", 3, ok(0.25))
@@ -239,7 +239,7 @@ def test_the_plain_mode_has_no_heartbeat_and_no_budget():
     p = Progress(generations=1, stream=io.StringIO(), log=lines.append)
     p._clock = lambda: now[0]
     p.start_generation(0, trials=1)
-    p.started("x")
+    p.started("x", now[0])
     p.tick()
     now[0] = 500.0
     p.epoch("x", 1, ok(0.1))
@@ -257,8 +257,8 @@ def test_on_a_terminal_rich_draws_the_status_and_each_running_trial_and_logs_pri
     try:
         p = live_progress(now, lines, stream=stream)
         p.start_generation(0, trials=2)
-        p.started("g000i000")
-        p.started("g000i001")
+        p.started("g000i000", now[0])
+        p.started("g000i001", now[0])
         now[0] = 10.0
         p.epoch("g000i000", 2, ok(0.125))
         logging.getLogger("evolve.test").warning("a line from the run")
