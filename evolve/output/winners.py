@@ -269,8 +269,8 @@ def transfer_text(summary: Summary) -> str:
     text = (f"transfer: Spearman {rho:+.2f} between trial and validated fitness over {n} hyps (one-sided "
             f"permutation p {p:.3f})")
     if rho < 0.5:
-        text += ("; the short trials ranked the hyps poorly: lengthen --epochs, or use --early-stop asha "
-                 "with a longer --epochs")
+        text += ("; the trials ranked the hyps poorly: give them more epochs (--epochs; with --fidelity "
+                 "prefix a later first rung, --grace-epochs) or try the other --fidelity")
     elif p > 1 - LEVEL:
         text += (f"; with {n} hyps that is not yet told apart from chance: raise --validate-sentinels or "
                  "--validate-top")

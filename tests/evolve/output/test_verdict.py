@@ -80,7 +80,7 @@ def test_transfer_text_gives_n_and_p_and_warns_when_poor_or_not_yet_told_apart()
                     trial={"base": 0.1, "c1": 0.2, "c2": 0.3, "c3": 0.4})
     text = transfer_text(poor)
     assert text.startswith("transfer: Spearman -1.00 between trial and validated fitness over 4 hyps "
-                           "(one-sided permutation p 1.000); the short trials ranked the hyps poorly")
+                           "(one-sided permutation p 1.000); the trials ranked the hyps poorly: give them more epochs")
     good = _summary({"base": [0.1], "c1": [0.2], "c2": [0.3], "c3": [0.4]},
                     trial={"base": 0.1, "c1": 0.2, "c2": 0.3, "c3": 0.4})
     assert transfer_text(good) == ("transfer: Spearman +1.00 between trial and validated fitness over 4 hyps "
