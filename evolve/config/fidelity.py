@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Optional
 
 # The functions take an EvolveConfig; it is not imported, since evolve.config.run imports this module.
 
@@ -57,6 +57,19 @@ def rung_epochs(grace: int, reduction: float, max_t: int) -> list[int]:
     count = int(math.log(max_t / grace) / math.log(reduction) + 1)  # Ray's number of rungs
     epochs = {math.ceil(grace * reduction ** k - 1e-9) for k in range(count)}
     return sorted(e for e in epochs if e < max_t)
+
+
+def warmup_warning(rung_list: list[int], warmup_epochs: Optional[float]) -> Optional[str]:
+    """A warning when the first rung falls within the base hyp's warmup, else None.
+
+    Fitness there is mostly noise: on BCCD (20-epoch prefix trials, warmup 3 epochs) every trial's fitness
+    at epochs 1 and 3 lay between 0.005 and 0.1, against 0.50 at the end (docs/benchmarks.md), so ASHA
+    stopped trials on noise."""
+    if not rung_list or not warmup_epochs or rung_list[0] > warmup_epochs:
+        return None
+    return (f"the first rung (epoch {rung_list[0]}) is within the base hyp's warmup ({warmup_epochs:g} epochs): "
+            f"fitness there is mostly noise, so trials are stopped on little evidence; a first rung after the "
+            f"warmup (--grace-epochs {math.floor(warmup_epochs) + 1}) judges on more")
 
 
 def rungs(cfg: Any) -> list[int]:

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evolve.config.fidelity import rungs, trial_configs, trial_epochs
+from evolve.config.fidelity import rungs, trial_configs, trial_epochs, warmup_warning
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import MODEL_SIZES, data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
@@ -98,6 +98,9 @@ class Evolution:
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
         self.fidelity = FidelityRecords(run_dir, self.cfg.fidelity, trial_epochs(self.cfg), rungs(self.cfg))
+        warning = warmup_warning(rungs(self.cfg), self.space.base.get("warmup_epochs"))
+        if warning:
+            LOGGER.warning("%s", warning)
         self.identity = claim_identity(run_dir, plan.checkpoint)
 
     def first_population(self) -> list[Genome]:

@@ -93,6 +93,8 @@ def test_generational_prefix_selects_finished_trials_above_stopped_ones(ray_addr
     assert len(carried) == 1 and carried[0]["trial_id"] == "g000i000" and carried[0]["status"] == "ok"
     assert len(df) == 2 * POP - 1
     assert "generation 0 done: best 0.30000" in log and "| best 0.30000 |" in caplog.text
+    # Its first rung, epoch 1, lies within the base hyp's 3-epoch warmup: said once, before any trial.
+    assert caplog.text.count("the first rung (epoch 1) is within the base hyp's warmup (3 epochs)") == 1
     # Extended by a generation, the run counts on from its records.
     before = yaml.safe_load((run_dir / "fidelity.yaml").read_text())["trial_epochs"]
     run(config(["--resume", str(run_dir), "--generations", "3", "--address", ray_address]))
