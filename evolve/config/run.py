@@ -147,6 +147,7 @@ class EvolveConfig:
         if self.fidelity == "prefix" and self.ray.early_stop == "none" and "--early-stop" in self.explicit:
             raise ConfigError("--early-stop none: --fidelity prefix stops the hopeless trials at ASHA rungs; "
                               "drop --early-stop or use --fidelity compressed")
+        self.validation.check_sentinels(self.ga.population, self.ga.generations)
         length = trial_epochs(self)
         if early_stop(self) != "none" and self.ray.grace_epochs >= length:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.

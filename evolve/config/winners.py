@@ -18,6 +18,7 @@ from evolve.errors import ConfigError
 GROUP = "validation"
 EPOCHS_FACTOR = 3  # default validation length: a full-length run, 3x a trial's epochs
 MIN_PAIRED_SEEDS = 2  # a t interval over the seeds' paired differences needs two of them
+DEFAULT_SENTINELS = 2  # one near the median, one in the bottom quarter
 
 
 @dataclass
@@ -30,9 +31,11 @@ class ValidationConfig:
     top: int = setting(3, "--validate-top", "after the last generation, retrain the K best distinct hyps and "
                        "the base hyp with new seeds; 0: no validation", parse=int, low=0, metavar="K",
                        group=GROUP)
-    sentinels: int = setting(2, "--validate-sentinels", "also retrain M hyps from across the ranking (near "
-                             "the median, then lower), so the transfer coefficient spans it", parse=int,
-                             low=0, metavar="M", group=GROUP)
+    sentinels: Optional[int] = setting(None, "--validate-sentinels", "also retrain M hyps from across the "
+                                       "ranking (near the median, then lower), so the transfer coefficient "
+                                       f"spans it (default: {DEFAULT_SENTINELS}, fewer when the run has fewer "
+                                       "hyps below its top K)", parse=int, low=0, optional=True, metavar="M",
+                                       group=GROUP)
     seeds: int = setting(3, "--validate-seeds", "new seeds per validated hyp, the same for every hyp: the "
                          "paired verdict's interval is over them (>= 2)", parse=int, low=1, metavar="S",
                          group=GROUP)
@@ -47,6 +50,26 @@ class ValidationConfig:
             raise ConfigError(f"--validate-seeds {self.seeds}: the paired verdict against the base hyp needs "
                               f"at least {MIN_PAIRED_SEEDS} seeds for its 95% interval (or --validate-top 0 "
                               "for no validation)")
+
+    @property
+    def sentinels_wanted(self) -> int:
+        """The sentinels to validate when the run has hyps enough: those asked for, else the default."""
+        return DEFAULT_SENTINELS if self.sentinels is None else int(self.sentinels)
+
+    def check_sentinels(self, population: int, generations: int) -> None:
+        """ConfigError when the sentinels asked for (not the default) cannot all exist: an evolution of
+        ``population`` x ``generations`` trials has at most one hyp per trial, the base among them, and the
+        top K come first."""
+        if self.top == 0 or self.sentinels is None or self.run_dir:
+            return
+        most = population * generations - 1
+        left = max(0, most - self.top)
+        if self.sentinels > left:
+            raise ConfigError(f"--validate-sentinels {self.sentinels}: an evolution of at most "
+                              f"{population * generations} trials (--population {population} x --generations "
+                              f"{generations}) has at most {most} hyp(s) besides the base, "
+                              f"{'all' if left == 0 else f'{self.top} of them'} taken by --validate-top "
+                              f"{self.top}; give --validate-sentinels {left} or fewer")
 
     def epochs_for(self, trial_epochs: int) -> int:
         """The validation length for trials of ``trial_epochs`` epochs."""

@@ -78,7 +78,7 @@ def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, A
         return {"live": False, "planned": None}
     parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
     v = cfg.validation
-    runs = (v.top + v.sentinels + 1) * v.seeds if v.top > 0 else 0  # the base, the top K, the sentinels
+    runs = (v.top + v.sentinels_wanted + 1) * v.seeds if v.top > 0 else 0  # the base, top K, sentinels
     budget = Budget(trials, cfg.train.epochs * parts, runs, v.epochs_for(cfg.train.epochs) * parts, exact)
     return {"live": True, "planned": budget}
 

@@ -178,7 +178,7 @@ def plan_after_run(plan: Plan, run_dir: Path) -> ValidationPlan | None:
 def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
     vcfg = plan.cfg.validation
     rows = RunRecords(run_dir, plan.space.keyset, data=data_names(plan.cfg.train.data)).rows()
-    candidates, distinct = choose_candidates(rows, plan.space, vcfg.top, vcfg.sentinels)
+    candidates, distinct = choose_candidates(rows, plan.space, vcfg.top, vcfg.sentinels_wanted)
     if distinct < vcfg.top:
         message = (f"--validate-top {vcfg.top}: the run in {run_dir} has only {distinct} distinct evaluated "
                    f"hyp(s) besides the base")
@@ -189,12 +189,16 @@ def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
             return None
         LOGGER.warning("%s; validating those", message)
     left = max(0, distinct - vcfg.top)
-    if left < vcfg.sentinels:
-        # Known only once the run has ranked its hyps, and the top and the base can still be judged: a
-        # warning, not a refusal, in both modes.
-        LOGGER.warning("--validate-sentinels %d: the run in %s has %d distinct hyp(s) below its top %d; "
-                       "validating %d sentinel(s), so the transfer coefficient spans less of the ranking",
-                       vcfg.sentinels, run_dir, left, vcfg.top, left)
+    if left < vcfg.sentinels_wanted:
+        message = (f"--validate-sentinels {vcfg.sentinels_wanted}: the run in {run_dir} has {left} distinct "
+                   f"hyp(s) below its top {vcfg.top}")
+        if strict and vcfg.sentinels is not None:  # asked for, on a run whose hyps are known: refused
+            raise ConfigError(f"{message}; give --validate-sentinels {left} or fewer")
+        # The default adapts to a small run; at the end of an evolution (duplicate hyps leave fewer than
+        # planned) the top and the base can still be judged: a warning, not a refusal.
+        (LOGGER.info if vcfg.sentinels is None else LOGGER.warning)(
+            "%s; validating %d sentinel(s), so the transfer coefficient spans less of the ranking", message,
+            left)
     out = ValidationPlan(plan, run_dir, candidates, validation_seeds(plan.cfg.seed, vcfg.seeds),
                          vcfg.epochs_for(plan.cfg.train.epochs))
     _check_earlier(out)

@@ -41,7 +41,7 @@ def test_each_strategy_trains_its_trials_at_its_length_and_validates_at_the_targ
     assert (compressed.fidelity, trial_epochs(compressed)) == ("compressed", 7)
     for cfg in (prefix, compressed):
         assert cfg.mode == "async" and cfg.train.optimizer == "SGD" and cfg.train.imgsz == 192
-        assert (cfg.validation.top, cfg.validation.sentinels, cfg.validation.seeds) == (3, 2, 3)
+        assert (cfg.validation.top, cfg.validation.sentinels_wanted, cfg.validation.seeds) == (3, 2, 3)
         assert cfg.validation.epochs_for(cfg.train.epochs) == 20
     assert (prefix.ga.generations, compressed.ga.generations) == (4, 2)
 

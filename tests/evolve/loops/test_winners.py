@@ -21,9 +21,10 @@ import yaml
 
 import orchestrate
 from detector.hyp import HYP_KEYS
-from evolve.config import config_from_argv
+from evolve.config import EvolveConfig, GAConfig, ValidationConfig, config_from_argv
 from evolve.contract import Metrics
 from evolve.driver import run
+from evolve.errors import ConfigError
 from evolve.loops.checkpoint import checkpoint_state
 from evolve.loops.plan import prepare
 from evolve.loops.winners import choose_candidates, plan_standalone, sentinel_positions
@@ -313,25 +314,48 @@ def test_one_seed_for_an_evolution_is_refused_before_any_folder(tmp_path, capsys
     # Without validation there is no verdict, and one seed is no contradiction.
     assert config(["--validate-top", "0", "--validate-seeds", "1"]).validation.seeds == 1
     defaults = config([]).validation
-    assert (defaults.top, defaults.sentinels, defaults.seeds) == (3, 2, 3)
+    assert (defaults.top, defaults.sentinels_wanted, defaults.seeds) == (3, 2, 3)
 
 
-def test_too_few_hyps_for_the_sentinels_is_a_warning_and_validates_those_left(tmp_path, caplog):
+def test_too_few_hyps_for_the_default_sentinels_validates_those_left_and_an_asked_number_is_refused(
+        tmp_path, caplog, capsys):
     run_dir = _finished_run(tmp_path / "runs", trained=4)  # the base and 3 other hyps
-    with caplog.at_level("WARNING", logger="evolve.loops.winners"):
+    with caplog.at_level("INFO", logger="evolve.loops.winners"):
         vplan = plan_standalone(config(["--validate", str(run_dir), "--validate-top", "2"]))
     assert [c.label for c in vplan.candidates] == ["base", "top1", "top2", "sentinel1"]
     assert [c.source_trial_id for c in vplan.candidates] == ["g000i000", "g000i003", "g000i002", "g000i001"]
     assert vplan.seeds == [1, 2, 3]  # the default 3 seeds, after the run's seed 0
-    warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 1 and warned[0].startswith("--validate-sentinels 2: the run in ") and \
-        "has 1 distinct hyp(s) below its top 2; validating 1 sentinel(s)" in warned[0]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(said) == 1 and said[0][0] == "INFO" and said[0][1].startswith("--validate-sentinels 2: the run in ")
+    assert "has 1 distinct hyp(s) below its top 2; validating 1 sentinel(s)" in said[0][1]
     assert not (run_dir / "validation.csv").exists()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="evolve.loops.winners"):
+    with caplog.at_level("INFO", logger="evolve.loops.winners"):
         vplan = plan_standalone(config(["--validate", str(run_dir), "--validate-top", "3"]))
     assert [c.label for c in vplan.candidates] == ["base", "top1", "top2", "top3"]
     assert "validating 0 sentinel(s)" in caplog.records[0].getMessage()
+    # Asked for by number, on a run whose hyps are known: one line, exit 2, nothing written.
+    code, err = _cli(["--validate", str(run_dir), "--validate-top", "2", "--validate-sentinels", "2"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.strip().endswith("has 1 distinct hyp(s) below its top 2; give --validate-sentinels 1 or fewer")
+    assert not (run_dir / "validation.csv").exists()
+
+
+def test_more_sentinels_than_an_evolution_can_have_is_refused_before_any_folder(tmp_path, capsys):
+    project = tmp_path / "runs"
+    code, err = _cli(["--trainer", "surrogate", "--generations", "2", "--population", "2", "--project",
+                      str(project), "--validate-top", "2", "--validate-sentinels", "2"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert ("--validate-sentinels 2: an evolution of at most 4 trials (--population 2 x --generations 2) has "
+            "at most 3 hyp(s) besides the base, 2 of them taken by --validate-top 2; give "
+            "--validate-sentinels 1 or fewer") in err
+    assert not project.exists()
+    # The same from Python; the default adapts to a small run instead, and 1 fits.
+    with pytest.raises(ConfigError, match=r"^--validate-sentinels 2: an evolution of at most 4 trials"):
+        EvolveConfig(ga=GAConfig(population=2, generations=2),
+                     validation=ValidationConfig(top=2, sentinels=2)).validate()
+    config(["--generations", "2", "--population", "2", "--validate-top", "2", "--validate-sentinels", "1"])
+    config(["--generations", "1", "--population", "2"])  # default top 3 and sentinels: no refusal
 
 
 # --- pieces, without Ray -----------------------------------------------------------------------------------
