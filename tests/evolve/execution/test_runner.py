@@ -15,7 +15,7 @@ from cluster_job import max_overlap
 from detector.hyp import DEFAULT_HYP
 from evolve.contract import fitness
 from evolve.errors import ConfigError
-from evolve.config import RayConfig, TrialConfig
+from evolve.config import RayConfig, SurrogateOptions, TrialConfig
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.execution.runner import TrialRunner
 
@@ -234,7 +234,7 @@ def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
             super().on_result(job, metrics)
 
     source = Counting(jobs)
-    cfg = TrialConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
+    cfg = TrialConfig(epochs=6, val_every=0, surrogate=SurrogateOptions(seconds=0.3))
     ray_cfg = RayConfig(cpus_per_trial=0.5, early_stop="asha", grace_epochs=1, reduction_factor=3)
     runner = TrialRunner(ray_cfg, "surrogate", cfg, tmp_path / "run")
     assert runner.trial_spec().cfg.val_every == 1  # early stopping needs every epoch validated
@@ -327,7 +327,7 @@ import json, sys
 from pathlib import Path
 import ray
 from detector.hyp import DEFAULT_HYP
-from evolve.config import RayConfig, TrialConfig
+from evolve.config import RayConfig, SurrogateOptions, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 
