@@ -156,7 +156,7 @@ class TrialRunner:
                         "--cpus-per-trial %g with %d process(es) per trial)", workers, self.train_cfg.workers,
                         self.ray_cfg.cpus_per_trial, nproc)
         val_every = self.train_cfg.val_every
-        if self.ray_cfg.early_stop != "none":
+        if self.ray_cfg.early_stop == "asha":
             # The one place of this rule: early stopping decides on per-epoch fitness, which needs a
             # validation every epoch; otherwise a trainer may ask to validate less often.
             val_every = 1
