@@ -96,7 +96,8 @@ class ResultRelay(tune.Callback):
         self.state = state
 
     def _deliver(self, trial: Any, metrics: Metrics) -> None:
-        # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
+        # The Tune trial id maps to its job until delivered; popping it means a second complete/error call
+        # for the same trial finds nothing (the source's own once-per-trial guard is on_result's).
         job = self.state.jobs.pop(trial.trial_id, None)
         if job is None or self.state.error is not None:
             return
