@@ -64,7 +64,6 @@ def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
     values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
-    values["extra"] = dict(trial.extra)
     return TrainConfig(**values)
 
 
