@@ -29,12 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import harness  # first of the project's imports: puts the clone on sys.path
+from benchmarks.peer import resolved_yaml
+from detector.synthetic import make_synthetic
 
-from benchmarks.peer import resolved_yaml  # noqa: E402
-from detector.synthetic import make_synthetic  # noqa: E402
+ROOT = harness.ROOT
 
 LOAD_SCRIPT = """
 import torch
@@ -91,16 +90,6 @@ def stop_load(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=128, help="train and val images (embedded set)")
@@ -123,7 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             sides["ultralytics"] = epoch_seconds_peer
         except ImportError:
             print("ultralytics is not installed: measuring ours only")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start; "
+    print(f"machine: {harness.cpu_model()}, {os.cpu_count()} CPU cores, load average "
+          f"{harness.load_average()[0]:.2f} at start; "
           f"detector of {repo}; "
           "one epoch of "
           f"{args.images} train + {args.images} val images at {args.imgsz} px, batch {args.batch}, defaults "
@@ -140,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     if load is not None:
                         stop_load(load)
                 times[side][state].append(seconds)
-                print(f"  {side:<11} {state:<12}: {seconds:6.1f} s (load average {os.getloadavg()[0]:.2f})",
+                print(f"  {side:<11} {state:<12}: {seconds:6.1f} s (load average {harness.load_average()[0]:.2f})",
                       flush=True)
     for side, t in times.items():
         idle = statistics.median(t["idle"])

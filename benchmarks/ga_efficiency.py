@@ -38,8 +38,7 @@ import yaml
 
 import harness  # first of the project's imports: puts the clone on sys.path
 from ga_families import HELD_OUT, TUNING, space_for
-from detector.config import TrainConfig
-from evolve.config import GAConfig
+from evolve.config import GAConfig, SurrogateOptions, TrialConfig
 from evolve.search import surrogate
 from evolve.search.baselines import (
     Objective,
@@ -81,7 +80,7 @@ def problem(space: SearchSpace, landscape: str, seed: int) -> tuple[Objective, O
     if FAMILIES.get(landscape) is not None:
         family = FAMILIES[landscape](space, seed)
         return family.observe, family.fitness, family.best()
-    cfg = TrainConfig(epochs=1, extra={"surrogate": {"landscape": landscape, "seed": seed}})
+    cfg = TrialConfig(epochs=1, surrogate=SurrogateOptions(landscape=landscape, seed=seed))
 
     def observe(hyp: dict[str, float]) -> float:
         return surrogate.train(hyp, cfg).fitness

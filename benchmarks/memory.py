@@ -2,8 +2,8 @@
 
 Tune reuses a finished trial's worker for the next trial, so whatever a trial leaves behind accumulates
 over an evolution of hundreds of trials. This benchmark runs, in ONE Ray actor, the trial function that
-Tune runs (``evolve.trainable.run_trial``: trial config, per-trial log handler, trainer, reports), with
-``ray.tune.report`` replaced by a counter since no Tune session exists around it:
+Tune runs (``evolve.execution.trainable.run_trial``: trial config, per-trial log handler, trainer,
+reports), with ``ray.tune.report`` replaced by a counter since no Tune session exists around it:
 
 1. warm-up: one surrogate trial and one detector trial (imports, torch's allocator, first model build:
    paid once per worker, not growth);
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"one Ray actor, trials run by evolve.trainable.run_trial; wall {wall:.0f} s")
+    print(f"one Ray actor, trials run by evolve.execution.trainable.run_trial; wall {wall:.0f} s")
     print(f"{'after':<32} {'RSS MB':>8}  trials")
     for name, mb, note in rows:
         print(f"{name:<32} {mb:>8.1f}  {note}")

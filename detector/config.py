@@ -119,7 +119,6 @@ class TrainConfig:
     # Augmentation of whole batches as tensor ops (detector.batch_augment): on a CUDA device it runs there;
     # on CPU in the DataLoader. None: on for CUDA, off on CPU, where the per-image path is ~2x faster.
     batch_augment: Optional[bool] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f, spec in flagged_fields():

@@ -261,6 +261,3 @@ class Model(nn.Module):
             raise ValueError(f"anchors must have shape {tuple(self.detect.anchors.shape)}, "
                              f"got {tuple(new.shape)}")
         self.detect.anchors.copy_(new.to(self.detect.anchors.device))
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -19,6 +19,7 @@ import orchestrate
 import hyps
 from detector.hyp import DEFAULT_HYP_PATH
 from evolve.config import EvolveConfig, GAConfig, RayConfig, SurrogateOptions, TrialConfig, config_from_argv
+from evolve.config.fidelity import early_stop
 from evolve.contract import Metrics
 from evolve.errors import ConfigError
 from evolve.loops.checkpoint import checkpoint_state
@@ -253,7 +254,7 @@ def test_scale_out_flags_reach_the_ray_config():
     assert (ray.workers_per_trial, ray.storage) == (2, "/shared/ray")
     assert cfg.train.val_every == 1  # early stopping validates every epoch
     default = config_from_argv([])
-    assert default.mode == "generational" and default.ray.early_stop == "none"
+    assert default.mode == "generational" and (default.ray.early_stop, early_stop(default)) == (None, "none")
     assert default.ray.workers_per_trial is None and default.ray.storage is None
 
 

@@ -2,12 +2,12 @@
 trial and its early stopping.
 
 - ``compressed`` (the default): every trial is a whole schedule of ``--epochs``, as it always was;
-  ``--early-stop`` applies as given.
+  ``--early-stop`` applies as given (none unless asked for).
 - ``prefix``: every trial trains the target schedule, the length the winners are validated at
   (``--validate-epochs``, 3x ``--epochs`` by default; ``--epochs`` when validation is off), and is judged
   at ASHA rungs (``--grace-epochs``, ``--reduction-factor``): the hopeless are stopped (recorded
   ``stopped``, ranked below every finished trial by ``evolve.contract.standing``), survivors reach the full
-  length.
+  length. ``--early-stop none`` is refused (``EvolveConfig.validate``).
 
 The default stays ``compressed`` until the benchmark evidence (issue 18 item 4) says which one transfers
 better; no schedule-aware or extrapolating mode is offered without that evidence.
@@ -38,8 +38,11 @@ def target_source(cfg: Any) -> str:
 
 
 def early_stop(cfg: Any) -> str:
-    """The early stopping the trials run with: ``prefix`` always judges at ASHA rungs."""
-    return "asha" if cfg.fidelity == "prefix" else cfg.ray.early_stop
+    """The early stopping the trials run with: ``--early-stop`` when given, else the fidelity's own (``prefix``
+    judges at ASHA rungs, ``compressed`` stops nothing)."""
+    if cfg.ray.early_stop is not None:
+        return cfg.ray.early_stop
+    return "asha" if cfg.fidelity == "prefix" else "none"
 
 
 def trial_configs(cfg: Any) -> tuple[Any, Any]:

@@ -73,9 +73,11 @@ class RayConfig:
                                              "max(600, 4 x the median duration of the trials finished so "
                                              "far), none before the first has finished)", parse=float, low=0,
                                              optional=True, metavar="SECONDS")
-    early_stop: str = setting("none", "--early-stop", "stop hopeless trials: asha compares per-epoch "
-                              "fitness (validates every epoch); a stopped trial is recorded 'stopped'",
-                              choices=EARLY_STOP)
+    # None: the fidelity decides (evolve.config.fidelity.early_stop): asha under prefix, else none
+    early_stop: Optional[str] = setting(None, "--early-stop", "stop hopeless trials: asha compares per-epoch "
+                                        "fitness (validates every epoch); a stopped trial is recorded "
+                                        "'stopped' (default: asha under --fidelity prefix, else none)",
+                                        choices=EARLY_STOP, optional=True)
     grace_epochs: int = setting(1, "--grace-epochs", "with --early-stop asha: epochs every trial runs "
                                 "before it may be stopped", parse=int)
     reduction_factor: float = setting(3.0, "--reduction-factor", "with --early-stop asha: only 1/F of the "
@@ -99,7 +101,7 @@ class RayConfig:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise bad(flag, value, f"must be a whole number >= {low}")
         nproc_for(self.gpus_per_trial, self.workers_per_trial)  # the one check of GPUs and DDP ranks
-        if self.early_stop not in EARLY_STOP:
+        if self.early_stop is not None and self.early_stop not in EARLY_STOP:
             raise bad("early-stop", self.early_stop, f"expected one of {', '.join(EARLY_STOP)}")
         grace = self.grace_epochs
         if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:

@@ -144,7 +144,7 @@ class EvolveConfig:
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
-        if self.fidelity == "prefix" and self.ray.early_stop == "none" and "--early-stop" in self.explicit:
+        if self.fidelity == "prefix" and self.ray.early_stop == "none":
             raise ConfigError("--early-stop none: --fidelity prefix stops the hopeless trials at ASHA rungs; "
                               "drop --early-stop or use --fidelity compressed")
         self.validation.check_sentinels(self.ga.population, self.ga.generations)
@@ -155,13 +155,17 @@ class EvolveConfig:
                 raise ConfigError(f"--grace-epochs must be below the target length of --fidelity prefix "
                                   f"({length} epochs, {target_source(self)}), got {self.ray.grace_epochs}")
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
-                              f"--early-stop {self.ray.early_stop} to stop anything, got "
+                              f"--early-stop {early_stop(self)} to stop anything, got "
                               f"{self.ray.grace_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (nested dicts, tuples kept) for the checkpoint."""
         out = asdict(self)
         out["explicit"] = sorted(self.explicit)
+        if out["ray"]["early_stop"] is None:
+            # Saved as the default was before the fidelity decided it, so a run's checkpoint and fingerprint
+            # are what they were; from_dict reads it back.
+            out["ray"]["early_stop"] = "none"
         return out
 
     @classmethod
@@ -172,6 +176,9 @@ class EvolveConfig:
             # A run saved before ageing existed had none; it resumes without it, exactly as it began.
             values["ga"] = GAConfig(**{"age": 0.0, **values["ga"]})
             values["ray"] = RayConfig(**values["ray"])
+            if values.get("fidelity") == "prefix" and values["ray"].early_stop == "none":
+                # A prefix run saves "none" only as its default (an explicit one is refused): ASHA.
+                values["ray"].early_stop = None
             values["train"] = TrialConfig(**values["train"])
             values[VALIDATION] = ValidationConfig(**values.get(VALIDATION, {}))
             values["explicit"] = frozenset(values.get("explicit", ()))

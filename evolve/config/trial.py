@@ -136,6 +136,9 @@ class TrialConfig:
             self.surrogate = SurrogateOptions.from_any(self.surrogate)
         self.surrogate.__post_init__()
         check_fields(self)
+        if "surrogate" in self.extra:  # extra belongs to a user's trainer; the surrogate's options are typed
+            raise ConfigError("trial config: surrogate options in extra['surrogate'] reach no trainer; use "
+                              "TrialConfig(surrogate=SurrogateOptions(...))")
         if len(self.fitness_weights) != 4 or not sum(self.fitness_weights) > 0:
             raise ConfigError(f"--fitness-weights needs four weights P,R,MAP50,MAP50_95 with a positive sum, "
                               f"got {','.join(map(str, self.fitness_weights))}")
@@ -153,8 +156,7 @@ class TrialConfig:
     @classmethod
     def from_any(cls, value: Any) -> "TrialConfig":
         """Accept a ``TrialConfig``, a mapping of its fields, or any config whose ``to_dict()`` gives only
-        its fields; surrogate options given as ``extra["surrogate"]`` become ``surrogate``. ConfigError
-        naming every setting this class lacks (another package's config, such as the detector's
+        its fields. ConfigError naming every setting this class lacks (another package's config, such as the detector's
         ``TrainConfig``, carries settings no trial would receive)."""
         if isinstance(value, cls):
             return value
@@ -165,10 +167,7 @@ class TrialConfig:
             raise ConfigError(f"trial config: {type(value).__name__} has settings a TrialConfig lacks: "
                               f"{', '.join(unknown)}; pass a TrialConfig (a trainer's own options go in "
                               "extra)")
-        extra = dict(data.get("extra") or {})
-        if "surrogate" not in data and "surrogate" in extra:
-            data["surrogate"] = SurrogateOptions.from_any(extra.pop("surrogate"))
-        data["extra"] = extra
+        data["extra"] = dict(data.get("extra") or {})
         return cls(**data)
 
 

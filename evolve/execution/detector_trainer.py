@@ -9,9 +9,11 @@ two meet.
 A hyp set holding ``optimizer`` (an evolved optimizer gene) trains with it whatever ``--optimizer`` says:
 the detector takes the optimizer named in its hyps over its config.
 
-``check_data`` is the trainer's data check, run by the driver before a run starts: the data YAML, every
-label file of both splits (a split without any label file is refused) (``detector.data``'s own parsers, so a trial could not fail on what it passed)
-and every image's header, so that a file that is no image is counted before the run, not in a trial log.
+``check_data`` is the trainer's data check, run by the driver before a run starts. It reads the data YAML
+and every label file of both splits with ``detector.data``'s own parsers, so a trial cannot fail on what
+the check passed, and refuses a split without any label file. It also opens every image's header, so that
+a file that is no image is counted before the run (``DataSummary.unreadable``), not found in a trial log;
+a split none of whose images can be read is refused.
 """
 from __future__ import annotations
 
@@ -64,7 +66,6 @@ def train_config(cfg: Any) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
     values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
-    values["extra"] = dict(trial.extra)
     return TrainConfig(**values)
 
 

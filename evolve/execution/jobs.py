@@ -44,7 +44,8 @@ class JobSource:
     ``on_epoch``. The base decides, once for every source:
 
     - when a trial started, on the source's clock (``now``): the one record of trial start times. A job
-      is handed out (``started_at``; the records' ``seconds`` and the progress display count from it),
+      is handed out (``started_at``; the ``seconds`` given to ``_record``, which the progress display
+      shows, count from it: the records' ``seconds`` column is ``Metrics.seconds``, timed in the worker),
       then Ray begins running it once a worker is up (``began``, ``running_since``; the deadline of
       ``--trial-timeout`` counts from it, so a trial waiting for a worker or for resources is not
       charged for the wait);

@@ -10,10 +10,11 @@ Statuses: the trainable always ends with a report flagged ``final``, so a trial 
 a scheduler (``stopped``, with the metrics it reached); a trial whose worker was lost is retried by
 Tune's ``FailureConfig`` and recorded ``failed`` only once the retries are spent.
 
-Scale-out: ``RayConfig`` sets the resources of a trial (fractional GPUs pack trials on one GPU), its DDP
-ranks (``--workers-per-trial`` on CPU, one per GPU from 2 GPUs up) and early stopping (``--early-stop
-asha``); the Tune-side classes live in ``evolve.execution.tune_glue`` and ``evolve.execution.asha``,
-imported only when trials run (they import Ray Tune at their top).
+Scale-out: ``RayConfig`` sets the resources of a trial (fractional GPUs pack trials on one GPU) and its DDP
+ranks (``--workers-per-trial`` on CPU, one per GPU from 2 GPUs up). Early stopping is the scheduler the
+caller passes (the loops pass ``evolve.execution.asha.epoch_asha`` when ``evolve.config.fidelity`` asks for
+ASHA); the runner builds none. The Tune-side classes live in ``evolve.execution.tune_glue``, imported only
+when trials run (it imports Ray Tune at its top).
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ class TrialRunner:
     def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: Any, run_dir: Path,
                  scheduler: Any = None, durations: Sequence[float] = ()):
         """``train_cfg``: a TrialConfig (or a config it accepts); ``scheduler``: an optional Ray Tune
-        TrialScheduler (early stopping) acting on ``fitness``; ``durations``: seconds of the trials this
+        TrialScheduler (early stopping) acting on ``fitness``, the only early stopping the trials get (None:
+        every trial runs to its end); ``durations``: seconds of the trials this
         run finished before (a resumed run's), for the derived ``--trial-timeout``."""
         self.durations = list(durations)
         self.ray_cfg = ray_cfg
@@ -156,7 +158,7 @@ class TrialRunner:
                         "--cpus-per-trial %g with %d process(es) per trial)", workers, self.train_cfg.workers,
                         self.ray_cfg.cpus_per_trial, nproc)
         val_every = self.train_cfg.val_every
-        if self.ray_cfg.early_stop != "none":
+        if self.scheduler is not None:
             # The one place of this rule: early stopping decides on per-epoch fitness, which needs a
             # validation every epoch; otherwise a trainer may ask to validate less often.
             val_every = 1
@@ -166,21 +168,6 @@ class TrialRunner:
                                      val_every=val_every)
         return TrialSpec(trainer=self.trainer, cfg=cfg, run_dir=str(self.run_dir), nproc=nproc,
                          cpus_per_trial=float(self.ray_cfg.cpus_per_trial))
-
-    def _scheduler(self) -> Any:
-        """The scheduler given to the constructor, else ASHA when ``early_stop`` asks for it (fresh per run:
-        its rungs hold the results of the trials it has seen)."""
-        if self.scheduler is not None:
-            return self.scheduler
-        if self.ray_cfg.early_stop == "asha":
-            if self.ray_cfg.grace_epochs >= self.train_cfg.epochs:
-                LOGGER.warning("--grace-epochs %d with --epochs %d: ASHA can stop no trial",
-                               self.ray_cfg.grace_epochs, self.train_cfg.epochs)
-            from evolve.execution.asha import EpochASHA
-
-            return EpochASHA(max_t=self.train_cfg.epochs, grace_period=self.ray_cfg.grace_epochs,
-                             reduction_factor=self.ray_cfg.reduction_factor)
-        return None
 
     def storage_path(self) -> str:
         """Where Ray Tune keeps its experiment state and per-trial records (a folder or a URI)."""
@@ -226,7 +213,7 @@ class TrialRunner:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=JobSearcher(state), scheduler=self._scheduler(), num_samples=-1,
+                search_alg=JobSearcher(state), scheduler=self.scheduler, num_samples=-1,
                 max_concurrent_trials=limit,
                 # A finished trial's worker (with torch and the trainer imported) takes the next trial.
                 reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),

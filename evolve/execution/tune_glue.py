@@ -96,7 +96,8 @@ class ResultRelay(tune.Callback):
         self.state = state
 
     def _deliver(self, trial: Any, metrics: Metrics) -> None:
-        # pop: a trial is delivered once, whichever of complete/error Tune calls (or both)
+        # The Tune trial id maps to its job until delivered; popping it means a second complete/error call
+        # for the same trial finds nothing (the source's own once-per-trial guard is on_result's).
         job = self.state.jobs.pop(trial.trial_id, None)
         if job is None or self.state.error is not None:
             return
@@ -124,10 +125,9 @@ class ResultRelay(tune.Callback):
         for trial in trials:
             if trial.trial_id in late and trial.status == "RUNNING":
                 self._end_overdue(trial, late[trial.trial_id])
-        on_tick = getattr(state.source, "on_tick", None)
-        if on_tick is not None and state.error is None:
+        if state.error is None:
             try:
-                on_tick()
+                state.source.on_tick()
             except Exception as exc:
                 state.error = exc
 
@@ -146,12 +146,11 @@ class ResultRelay(tune.Callback):
             ray.kill(actor, no_restart=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-        on_epoch = getattr(self.state.source, "on_epoch", None)
         job = self.state.jobs.get(trial.trial_id)
-        if on_epoch is None or job is None or result.get(FINAL_KEY) or self.state.error is not None:
+        if job is None or result.get(FINAL_KEY) or self.state.error is not None:
             return
         try:
-            on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
+            self.state.source.on_epoch(job, int(result.get(EPOCH_KEY, 0)), metrics_from_result(result))
         except Exception as exc:
             self.state.error = exc
 

@@ -119,6 +119,14 @@ class Evolution:
                                  records=self.records.mark(), **state)
         save_checkpoint(self.run_dir, state)
 
+    def _on_start(self, job: TrialJob) -> None:
+        assert self.progress is not None
+        self.progress.started(job.trial_id, self.started_at(job.trial_id))
+
+    def on_tick(self) -> None:
+        if self.progress is not None:
+            self.progress.tick()
+
     def on_epoch(self, job: TrialJob, epoch: int, metrics: Metrics) -> None:
         """A running trial's per-epoch report: its rung fitness goes to the fidelity records, its epoch to
         the progress display."""

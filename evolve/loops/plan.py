@@ -16,7 +16,7 @@ from typing import Any
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_sets
 from evolve.errors import ConfigError
-from evolve.execution.trainers import Trainer, check, preflight
+from evolve.execution.trainers import check, preflight
 from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
 from evolve.output.population import read_hyp_dir, read_population
 from evolve.output.rundir import load_checkpoint
@@ -35,7 +35,6 @@ class Plan:
     run_dir: Path | None = None  # the folder of a run being resumed
     checkpoint: dict[str, Any] | None = None
     seeds: list[dict[str, float]] = field(default_factory=list)
-    trainer: Trainer | None = None
 
 
 def _absolute(cfg: EvolveConfig) -> EvolveConfig:
@@ -96,4 +95,4 @@ def prepare(cfg: EvolveConfig) -> Plan:
         if cfg.exist_ok and (existing / "evolve.csv").exists():
             raise ConfigError(f"{existing}: already holds an evolution (evolve.csv); continue it with "
                               f"--resume {existing}, or choose another --name")
-    return Plan(cfg, space, digest, run_dir, checkpoint, seeds, trainer)
+    return Plan(cfg, space, digest, run_dir, checkpoint, seeds)

@@ -305,14 +305,6 @@ class SteadyEvolution(Evolution, JobSource):
         return TrialJob(trial_id=trial_id, generation=generation, individual=individual,
                         hyp=self.space.decode(child.genome))
 
-    def _on_start(self, job: TrialJob) -> None:
-        assert self.progress is not None
-        self.progress.started(job.trial_id, self.started_at(job.trial_id))
-
-    def on_tick(self) -> None:
-        if self.progress is not None:
-            self.progress.tick()
-
     def _record(self, job: TrialJob, metrics: Metrics, seconds: float) -> None:
         self.records.append(TrialRecord(job.generation, job.individual, job.trial_id, job.hyp, metrics))
         self.state.finish(job.trial_id, metrics)

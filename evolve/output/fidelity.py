@@ -30,7 +30,7 @@ from typing import Sequence
 
 import yaml
 
-from evolve.contract import Metrics, sanitised
+from evolve.contract import Metrics
 from evolve.errors import ConfigError
 from evolve.output.rundir import atomic_write_text
 from evolve.output.verdict_stats import spearman
@@ -120,14 +120,14 @@ class FidelityRecords:
 
     # As trials run -----------------------------------------------------------------------------------
     def epoch(self, trial_id: str, epoch: int, metrics: Metrics) -> None:
-        """A running trial's report of ``epoch``: its fitness is kept if the epoch is a rung."""
+        """A running trial's report of ``epoch``, judged in the worker (``trial_metrics``): its fitness is kept
+        if the epoch is a rung."""
         if epoch in self.rungs:
-            value = sanitised(metrics).fitness
-            self._curves.setdefault(trial_id, {})[epoch] = float(value)
+            self._curves.setdefault(trial_id, {})[epoch] = float(metrics.fitness)
 
     def finished(self, trial_id: str, metrics: Metrics) -> None:
-        """A trial ended: append its row, rewrite the summary, warn if a rung's agreement turned poor."""
-        metrics = sanitised(metrics)
+        """A trial ended, its result judged by ``JobSource.on_result``: append its row, rewrite the summary,
+        warn if a rung's agreement turned poor."""
         at = self._curves.pop(trial_id, {})
         epochs = int(metrics.epochs or max(at, default=0))
         row = _Row(str(trial_id), metrics.status, epochs, float(metrics.fitness), at)

@@ -179,7 +179,7 @@ def test_flags_are_the_train_config_fields_with_their_defaults(capsys):
         (False, False, False, True, True, True)
     assert (cfg.batch, cfg.conf_thres, cfg.optimizer, cfg.model, cfg.resume) == (4, 0.25, "SGD", "s", "r.pt")
     assert {f.name for f in fields(TrainConfig)} - {f.name for f, _ in flagged_fields()} == \
-        {"progress", "batch_augment", "extra"}
+        {"progress", "batch_augment"}
     # --help shows each default from the dataclass
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -2,8 +2,9 @@
 included) has no cycle, the configs import no execution code, ``detector`` is imported by exactly one
 module (the built-in trainer's adapter), no file is over 400 lines, the execution seam defines no class
 inside a function, trials get a typed ``TrialSpec`` (no ``static`` dict) whose settings are typed fields (no
-detector settings smuggled in ``extra["detector"]``), and Ray Tune and Ultralytics are imported at module
-level only by the modules that need them, which nothing imports at module level."""
+detector or surrogate settings smuggled in ``extra["detector"]`` or ``extra["surrogate"]``), and Ray Tune and
+Ultralytics are imported at module level only by the modules that need them, which nothing imports at module
+level."""
 from __future__ import annotations
 
 import ast
@@ -171,35 +172,45 @@ def test_the_detectors_model_sizes_and_optimizers_are_declared_once_in_evolve_an
     assert not again, f"the detector's model sizes or optimizers spelled out again at {again}"
 
 
-def _extra_detector(tree: ast.AST) -> list[int]:
-    """Lines reading or writing ``extra["detector"]`` (subscript, ``get``, ``pop``, ``setdefault``) or naming
-    ``OTHER_SETTINGS``, the key detector settings once travelled under."""
+OUR_KEYS = ("detector", "surrogate")  # keys our own settings once travelled under in ``extra``
+
+
+def _extra_ours(tree: ast.AST) -> list[int]:
+    """Lines reading or writing ``extra["detector"]`` or ``extra["surrogate"]`` (subscript, ``get``, ``pop``,
+    ``setdefault``, or a literal ``extra={...}`` argument with such a key) or naming ``OTHER_SETTINGS``, the
+    key detector settings once travelled under."""
     def is_extra(node: ast.AST) -> bool:
         return (isinstance(node, ast.Attribute) and node.attr == "extra") or \
             (isinstance(node, ast.Name) and node.id == "extra")
 
+    def ours(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and node.value in OUR_KEYS
+
     lines = []
     for node in ast.walk(tree):
         named = isinstance(node, ast.Name) and node.id == "OTHER_SETTINGS"
-        indexed = isinstance(node, ast.Subscript) and is_extra(node.value) and \
-            isinstance(node.slice, ast.Constant) and node.slice.value == "detector"
+        indexed = isinstance(node, ast.Subscript) and is_extra(node.value) and ours(node.slice)
         looked_up = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-            is_extra(node.func.value) and bool(node.args) and isinstance(node.args[0], ast.Constant) and \
-            node.args[0].value == "detector"
-        if named or indexed or looked_up:
-            lines.append(node.lineno)
+            is_extra(node.func.value) and bool(node.args) and ours(node.args[0])
+        passed = isinstance(node, ast.keyword) and node.arg == "extra" and isinstance(node.value, ast.Dict) and \
+            any(ours(key) for key in node.value.keys)
+        if named or indexed or looked_up or passed:
+            lines.append(node.value.lineno if passed else node.lineno)
     return lines
 
 
-def test_no_setting_reaches_a_trial_through_extra_detector():
-    """A trial's settings are ``TrialConfig`` fields (``from_any`` refuses others by name); ``extra`` belongs
-    to a user's trainer. The rule catches the shape it replaced."""
-    assert _extra_detector(ast.parse('v = cfg.extra["detector"]\nextra.pop("detector")\nOTHER_SETTINGS'))\
-        == [1, 2, 3]
+def test_no_setting_reaches_a_trial_through_extra():
+    """A trial's settings are ``TrialConfig`` fields (``from_any`` refuses others by name, ``__post_init__``
+    refuses ``extra["surrogate"]``); ``extra`` belongs to a user's trainer. The rule catches the shapes it
+    replaced."""
+    assert _extra_ours(ast.parse('v = cfg.extra["detector"]\nextra.pop("surrogate")\nOTHER_SETTINGS\n'
+                                 'TrainConfig(epochs=1, extra={"surrogate": {}})\nx = extra.get("mine")')) \
+        == [1, 2, 3, 4]
     paths = [*MODULES.values(), ROOT / "orchestrate.py", *(ROOT / "benchmarks").glob("*.py")]
     found = [f"{p.relative_to(ROOT)}:{line}" for p in paths
-             for line in _extra_detector(ast.parse(p.read_text()))]
-    assert not found, f"extra['detector'] or OTHER_SETTINGS at {found}; give TrialConfig a typed field"
+             for line in _extra_ours(ast.parse(p.read_text()))]
+    assert not found, f"extra['detector'], extra['surrogate'] or OTHER_SETTINGS at {found}; give TrialConfig " \
+                      "a typed field"
 
 
 def module_level_imports(path: Path) -> set[str]:

@@ -11,6 +11,7 @@ from evolve.config import (
     SurrogateOptions,
     TrialConfig,
     ValidationConfig,
+    config_from_argv,
     default_elite,
     flag_paths,
     get_setting,
@@ -190,7 +191,7 @@ def test_a_config_saved_before_async_mode_existed_loads_with_the_defaults():
     for name in ("workers_per_trial", "early_stop", "grace_epochs", "reduction_factor"):
         del data["ray"][name]
     back = EvolveConfig.from_dict(data)
-    assert back.mode == "generational" and back.ray.early_stop == "none"
+    assert back.mode == "generational" and (back.ray.early_stop, early_stop(back)) == (None, "none")
     assert back.ray.workers_per_trial is None
 
 
@@ -248,7 +249,7 @@ def test_resume_keeps_mode_and_early_stopping_but_takes_storage_and_ddp_workers(
     saved.mode = "async"
     saved.ray = RayConfig(early_stop="asha", grace_epochs=1, reduction_factor=2.0)
     new = make()
-    new.ray = RayConfig(storage="/shared/ray", workers_per_trial=2, reduction_factor=4.0)
+    new.ray = RayConfig(storage="/shared/ray", workers_per_trial=2, reduction_factor=4.0, early_stop="none")
     new.explicit = frozenset({"--mode", "--early-stop", "--reduction-factor", "--storage",
                               "--workers-per-trial"})
     merged, notes = resumed_config(saved, new)
@@ -315,7 +316,7 @@ def test_prefix_trials_run_the_validation_length_under_asha():
     cfg.validate()
     ray_cfg, train_cfg = trial_configs(cfg)
     assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg)) == ("asha", 6, [1, 3])
-    assert (cfg.ray.early_stop, cfg.train.epochs) == ("none", 2)  # the run's own configs are left alone
+    assert (cfg.ray.early_stop, cfg.train.epochs) == (None, 2)  # the run's own configs are left alone
     cfg.validation = ValidationConfig(epochs=20)
     cfg.ray.reduction_factor = 2.0
     assert (trial_epochs(cfg), rungs(cfg)) == (20, [1, 2, 4, 8, 16])
@@ -323,15 +324,33 @@ def test_prefix_trials_run_the_validation_length_under_asha():
     assert (trial_epochs(cfg), rungs(cfg)) == (2, [1])
 
 
-def test_prefix_refuses_an_explicit_early_stop_none_only():
-    cfg = make()
-    cfg.fidelity = "prefix"
-    cfg.validate()  # early_stop "none" by default: prefix runs ASHA all the same
-    cfg.explicit = frozenset({"--early-stop"})
-    with pytest.raises(ConfigError, match=r"^--early-stop none: --fidelity prefix stops the hopeless"):
-        cfg.validate()
-    cfg.ray.early_stop = "asha"
-    cfg.validate()
+def test_prefix_refuses_early_stop_none_from_python_and_the_command_line_alike(tmp_path):
+    words = r"^--early-stop none: --fidelity prefix stops the hopeless trials at ASHA rungs; drop --early-stop"
+    argv = ["--trainer", "surrogate", "--project", str(tmp_path), "--fidelity", "prefix"]
+    with pytest.raises(ConfigError, match=words) as from_python:
+        EvolveConfig(trainer="surrogate", project=str(tmp_path), fidelity="prefix",
+                     ray=RayConfig(early_stop="none")).validate()
+    with pytest.raises(ConfigError, match=words) as from_argv:
+        config_from_argv([*argv, "--early-stop", "none"])
+    assert str(from_python.value) == str(from_argv.value)
+    by_default = EvolveConfig(trainer="surrogate", project=str(tmp_path), fidelity="prefix")
+    by_default.validate()
+    parsed = config_from_argv(argv)
+    assert (parsed.ray.early_stop, by_default.ray.early_stop, early_stop(parsed)) == (None, None, "asha")
+    assert parsed.result_settings() == by_default.result_settings()
+    assert early_stop(config_from_argv([*argv, "--early-stop", "asha"])) == "asha"
+
+
+def test_a_prefix_run_saved_with_the_old_default_none_resumes_under_asha_with_its_fingerprint(tmp_path):
+    cfg = EvolveConfig(trainer="surrogate", project=str(tmp_path), fidelity="prefix")
+    saved = cfg.to_dict()
+    assert saved["ray"]["early_stop"] == "none"  # as every prefix run before saved its default
+    assert cfg.result_settings()["early_stop"]["early_stop"] == "none"  # hence the same fingerprint
+    back = EvolveConfig.from_dict(saved)
+    back.validate()
+    assert (back.ray.early_stop, early_stop(back), back.to_dict()) == (None, "asha", saved)
+    compressed = EvolveConfig.from_dict(EvolveConfig(trainer="surrogate", project=str(tmp_path)).to_dict())
+    assert (compressed.ray.early_stop, early_stop(compressed)) == ("none", "none")
 
 
 def test_prefix_grace_must_stay_below_the_target_length():

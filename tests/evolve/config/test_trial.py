@@ -41,5 +41,14 @@ def test_from_any_refuses_a_foreign_configs_settings_by_name():
         TrialConfig.from_any({"epochs": 2, "cos_lr": True})
     cfg = TrialConfig.from_any({"epochs": 4, "cache_dir": "/somewhere", "extra": {"mine": 1}})
     assert (cfg.epochs, cfg.cache_dir, cfg.extra) == (4, "/somewhere", {"mine": 1})
-    assert TrialConfig.from_any({"epochs": 2, "extra": {"surrogate": {"noise": 0.1}}}).surrogate.noise == 0.1
+    assert TrialConfig.from_any({"epochs": 2, "surrogate": {"noise": 0.1}}).surrogate.noise == 0.1
     assert TrialConfig.from_any(cfg.to_dict()) == cfg  # a DDP job file's config comes back as it was
+
+
+def test_surrogate_options_in_extra_are_refused_not_ignored():
+    words = r"^trial config: surrogate options in extra\['surrogate'\] reach no trainer; use TrialConfig\(surrogate="
+    with pytest.raises(ConfigError, match=words):
+        TrialConfig(extra={"surrogate": {"seconds": 0.3}})
+    with pytest.raises(ConfigError, match=words):
+        TrialConfig.from_any({"epochs": 2, "extra": {"surrogate": {"noise": 0.1}}})
+    assert TrialConfig(extra={"mine": {"seconds": 0.3}}).surrogate.seconds == 0.0  # a user's own key passes

@@ -129,7 +129,8 @@ def test_a_trial_config_becomes_the_detectors_train_config_and_its_metrics_ours(
 
     trial = TrialConfig(epochs=3, batch=4, imgsz=64, seed=5, val_every=0, extra={"note": 1})
     cfg = train_config(trial)
-    assert (cfg.epochs, cfg.batch, cfg.imgsz, cfg.seed, cfg.val_every, cfg.extra) == (3, 4, 64, 5, 0, {"note": 1})
+    assert (cfg.epochs, cfg.batch, cfg.imgsz, cfg.seed, cfg.val_every) == (3, 4, 64, 5, 0)
+    assert not hasattr(cfg, "extra")  # a user's trainer options are no setting of the detector
     assert cfg.cache_dir is None and cfg.save_weights is False  # the trial's, not the detector's default
     assert train_config(trial.replace(cache_dir="/c")).cache_dir == "/c"
     theirs = DetectorMetrics(precision=0.5, recall=0.4, map50=0.3, map50_95=0.2, fitness=0.21, epochs=3)

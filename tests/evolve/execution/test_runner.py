@@ -15,7 +15,7 @@ from cluster_job import max_overlap
 from detector.hyp import DEFAULT_HYP
 from evolve.contract import fitness
 from evolve.errors import ConfigError
-from evolve.config import RayConfig, TrialConfig
+from evolve.config import RayConfig, SurrogateOptions, TrialConfig
 from evolve.execution.jobs import WAIT, TrialJob
 from evolve.execution.runner import TrialRunner
 
@@ -234,9 +234,11 @@ def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
             super().on_result(job, metrics)
 
     source = Counting(jobs)
-    cfg = TrialConfig(epochs=6, val_every=0, extra={"surrogate": {"seconds": 0.3}})
-    ray_cfg = RayConfig(cpus_per_trial=0.5, early_stop="asha", grace_epochs=1, reduction_factor=3)
-    runner = TrialRunner(ray_cfg, "surrogate", cfg, tmp_path / "run")
+    cfg = TrialConfig(epochs=6, val_every=0, surrogate=SurrogateOptions(seconds=0.3))
+    from evolve.execution.asha import epoch_asha
+
+    runner = TrialRunner(RayConfig(cpus_per_trial=0.5), "surrogate", cfg, tmp_path / "run",
+                         scheduler=epoch_asha(6, grace_period=1, reduction_factor=3))
     assert runner.trial_spec().cfg.val_every == 1  # early stopping needs every epoch validated
     runner.run(source)
     assert sorted(calls) == sorted(j.trial_id for j in jobs)  # each trial recorded exactly once
@@ -260,16 +262,20 @@ def test_asha_stops_hopeless_trials_and_each_trial_is_recorded_once(tmp_path):
             assert m.fitness == pytest.approx(last_epoch, abs=1e-12)
 
 
-def test_asha_flags_are_checked_and_give_the_scheduler(tmp_path):
+def test_the_runner_stops_trials_only_by_the_scheduler_its_caller_passes(tmp_path):
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    runner = TrialRunner(RayConfig(early_stop="asha", grace_epochs=2, reduction_factor=4), "surrogate",
-                         TrialConfig(epochs=9), tmp_path)
-    asha = runner._scheduler()
+    from evolve.execution.asha import epoch_asha
+
+    cfg = TrialConfig(epochs=9, val_every=0)
+    asha = epoch_asha(9, grace_period=2, reduction_factor=4)
     assert isinstance(asha, AsyncHyperBandScheduler)
     assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "fitness", "max", 9)
     assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [8, 2]
-    assert TrialRunner(RayConfig(), "surrogate", TrialConfig(), tmp_path)._scheduler() is None
+    given = TrialRunner(RayConfig(), "surrogate", cfg, tmp_path, scheduler=asha)
+    assert given.scheduler is asha and given.trial_spec().cfg.val_every == 1  # judged every epoch
+    alone = TrialRunner(RayConfig(early_stop="asha"), "surrogate", cfg, tmp_path)
+    assert alone.scheduler is None and alone.trial_spec().cfg.val_every == 0  # the flag is the loops' to read
 
 
 def test_asha_of_a_resumed_run_starts_from_the_rung_fitness_on_record():
@@ -327,7 +333,7 @@ import json, sys
 from pathlib import Path
 import ray
 from detector.hyp import DEFAULT_HYP
-from evolve.config import RayConfig, TrialConfig
+from evolve.config import RayConfig, SurrogateOptions, TrialConfig
 from evolve.execution.jobs import TrialJob
 from evolve.execution.runner import TrialRunner
 

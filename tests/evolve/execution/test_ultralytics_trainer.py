@@ -136,13 +136,13 @@ def test_validation_every_epoch_only_under_early_stopping(tmp_path):
     from evolve.config import RayConfig
     from evolve.execution.runner import TrialRunner
 
+    from evolve.execution.asha import epoch_asha
+
     cfg = TrialConfig(epochs=4)
-    for early_stop, val_every in (("none", 0), ("asha", 1)):
-        runner = TrialRunner(RayConfig(early_stop=early_stop), "ultralytics", cfg, tmp_path)
-        assert runner.trial_spec().cfg.val_every == val_every
-    for early_stop, val_every in (("none", 0), ("asha", 1)):  # the detector too
-        runner = TrialRunner(RayConfig(early_stop=early_stop), "detector", cfg, tmp_path)
-        assert runner.trial_spec().cfg.val_every == val_every
+    for trainer in ("ultralytics", "detector"):
+        for scheduler, val_every in ((None, 0), (epoch_asha(4, 1, 3), 1)):
+            runner = TrialRunner(RayConfig(), trainer, cfg, tmp_path, scheduler=scheduler)
+            assert runner.trial_spec().cfg.val_every == val_every, trainer
 
 
 # -- results ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from evolve.contract import Metrics
+from evolve.contract import Metrics, sanitised
 from evolve.errors import ConfigError
 from evolve.output.fidelity import MIN_PAIRS, FidelityRecords
 
@@ -29,7 +29,8 @@ def test_rows_hold_epochs_and_rung_fitness_and_the_total_is_read_back(tmp_path):
     records = FidelityRecords(tmp_path, "prefix", 9, [1, 3])
     trial(records, "a", {1: 0.2, 2: 0.25, 3: 0.3, 9: 0.5}, 0.5, 9)
     trial(records, "b", {1: 0.1}, None, 1)
-    records.finished("c", Metrics(status="failed", epochs=4, fitness=0.7))  # failure is data: 0
+    # as JobSource.on_result hands it over, judged: a failure is worth 0
+    records.finished("c", sanitised(Metrics(status="failed", epochs=4, fitness=0.7)))
     df = pd.read_csv(tmp_path / "fidelity.csv")
     assert list(df.columns) == ["trial_id", "status", "epochs", "fitness", "fitness_epoch1", "fitness_epoch3"]
     assert df["trial_id"].tolist() == ["a", "b", "c"] and df["status"].tolist() == ["ok", "stopped", "failed"]

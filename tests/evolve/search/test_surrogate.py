@@ -195,7 +195,7 @@ def test_simulated_duration(space: SearchSpace) -> None:
 )
 def test_bad_options(space: SearchSpace, options, words) -> None:
     with pytest.raises(ConfigError, match=words):
-        train(space.base, TrialConfig.from_any({"epochs": 1, "extra": {"surrogate": options}}))
+        train(space.base, TrialConfig.from_any({"epochs": 1, "surrogate": options}))
 
 
 def test_config_from_any() -> None:
