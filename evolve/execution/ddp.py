@@ -48,7 +48,7 @@ DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"
 
 
 # -- the caller's side ---------------------------------------------------------------------------------
-def run_ddp(trainer_spec: str, hyp: dict[str, Any], cfg: Any, nproc: int,
+def run_ddp(trainer_spec: str, hyp: dict[str, Any], cfg: TrialConfig, nproc: int,
             report: Optional[Report] = None, timeout: Optional[float] = None, *,
             cpus: Optional[float] = None) -> Metrics:
     """Train ``hyp`` with the trainer named ``trainer_spec`` as ``nproc`` local DDP processes.

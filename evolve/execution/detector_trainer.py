@@ -62,7 +62,7 @@ def data_images(data: str) -> dict[str, list[str]]:
     return {"train": [str(p) for p in config.train], "val": [str(p) for p in config.val]}
 
 
-def train_config(cfg: Any) -> TrainConfig:
+def train_config(cfg: TrialConfig | Mapping[str, Any]) -> TrainConfig:
     """The detector's ``TrainConfig`` for a trial's ``TrialConfig``."""
     trial = TrialConfig.from_any(cfg)
     values = {f.name: getattr(trial, f.name) for f in fields(TrainConfig) if hasattr(trial, f.name)}
@@ -74,7 +74,7 @@ def evolve_metrics(metrics: DetectorMetrics) -> Metrics:
     return Metrics.from_any(metrics)
 
 
-def train(hyp: Mapping[str, float], cfg: Any,
+def train(hyp: Mapping[str, float], cfg: TrialConfig | Mapping[str, Any],
           report: Optional[Callable[[int, Metrics], Any]] = None) -> Metrics:
     """Train the detector on ``hyp`` for one trial; per-epoch reports and the result as evolve Metrics."""
 
@@ -98,7 +98,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def check_data(cfg: Any) -> Optional[DataSummary]:
+def check_data(cfg: TrialConfig | Mapping[str, Any]) -> Optional[DataSummary]:
     """The detector's checks of a trial's data set, before any trial: ``DataError`` naming file and line.
 
     None for the embedded data set, which the detector generates itself.

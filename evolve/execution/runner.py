@@ -27,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from evolve.config.ray import RayConfig
 from evolve.config.trial import TrialConfig, TrialSpec, data_sets
@@ -86,7 +86,7 @@ def _absolute_paths(data: str | None) -> str | None:
 class TrialRunner:
     """Runs TrialJobs as Ray Tune trials of ``trainer`` and reports each result to the JobSource."""
 
-    def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: Any, run_dir: Path,
+    def __init__(self, ray_cfg: RayConfig, trainer: str, train_cfg: TrialConfig | Mapping[str, Any], run_dir: Path,
                  scheduler: Any = None, durations: Sequence[float] = ()):
         """``train_cfg``: a TrialConfig (or a config it accepts); ``scheduler``: an optional Ray Tune
         TrialScheduler (early stopping) acting on ``fitness``, the only early stopping the trials get (None:

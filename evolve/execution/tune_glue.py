@@ -39,7 +39,7 @@ class RunState:
     """What the searcher, the callback and the stopper share during one ``TrialRunner.run``."""
 
     source: JobSource
-    jobs: dict[str, Any] = field(default_factory=dict)  # Tune trial id -> job, while running
+    jobs: dict[str, TrialJob] = field(default_factory=dict)  # Tune trial id -> job, while running
     exhausted: bool = False
     error: Optional[BaseException] = None
     finished: int = 0

@@ -211,7 +211,7 @@ def routed_output() -> Iterator[None]:
         UL_LOGGER.propagate, UL_LOGGER.level = propagate, level
 
 
-def train(hyp: Mapping[str, Any], cfg: Any, report: Optional[Callable[[int, Metrics], Any]] = None) -> Metrics:
+def train(hyp: Mapping[str, Any], cfg: TrialConfig | Mapping[str, Any], report: Optional[Callable[[int, Metrics], Any]] = None) -> Metrics:
     """Train ``hyp`` with Ultralytics for one trial; per-epoch reports and the result as evolve Metrics."""
     import torch
 
