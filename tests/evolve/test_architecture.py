@@ -172,6 +172,35 @@ def test_the_detectors_model_sizes_and_optimizers_are_declared_once_in_evolve_an
     assert not again, f"the detector's model sizes or optimizers spelled out again at {again}"
 
 
+# Settings a trial and a standalone training run mean differently, each default chosen for its use.
+TRIAL_DEFAULTS = {
+    "project": "a trial writes under its run folder, not runs/train",
+    "name": "the runner names each trial's folder after its trial id",
+    "exist_ok": "a retried trial writes into its own folder again",
+    "progress": "nobody watches a trial's progress bar",
+    "save_weights": "a run has thousands of trials; a standalone run keeps its weights",
+}
+
+
+def test_a_trial_and_a_standalone_training_share_every_other_default():
+    """``TrialConfig`` repeats the fields it shares with the detector's ``TrainConfig`` (it may not import
+    the detector); their defaults must agree, except the settings that mean a different thing for a trial."""
+    from dataclasses import MISSING, fields
+
+    from detector.config import TrainConfig
+    from evolve.config.trial import TrialConfig
+
+    def defaults(cls) -> dict:
+        return {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
+
+    trial, train = defaults(TrialConfig), defaults(TrainConfig)
+    shared = sorted(set(trial) & set(train))
+    assert {"epochs", "batch", "workers", "model", "optimizer", "imgsz", "seed", "val_every"} <= set(shared)
+    differ = {name for name in shared if trial[name] != train[name]}
+    assert differ == set(TRIAL_DEFAULTS), f"defaults of {sorted(differ ^ set(TRIAL_DEFAULTS))} disagree"
+
+
 OUR_KEYS = ("detector", "surrogate")  # keys our own settings once travelled under in ``extra``
 
 
