@@ -87,9 +87,9 @@ def strategy_argv(args: argparse.Namespace, strategy: str, generations: int, ext
 
 def spent(run_dir: Path) -> int:
     """The trial-epochs a run spent, from its fidelity.yaml."""
-    import yaml
+    from evolve.output.fidelity import read_summary
 
-    return int(yaml.safe_load((run_dir / "fidelity.yaml").read_text())["trial_epochs"])
+    return int(read_summary(run_dir)["trial_epochs"])
 
 
 def main(argv: list[str] | None = None) -> int:

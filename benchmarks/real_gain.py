@@ -64,13 +64,6 @@ def orchestrate_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return argv + extra
 
 
-def _fidelity(run_dir: Path) -> dict:
-    import yaml
-
-    path = run_dir / "fidelity.yaml"
-    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
-
-
 def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> list[str]:
     """The benchmark's lines, from the run's records."""
     import pandas as pd
@@ -78,6 +71,7 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     from evolve.config import config_from_argv
     from evolve.loops.plan import prepare
     from evolve.loops.winners import choose_candidates
+    from evolve.output.fidelity import read_summary
     from evolve.output.records import RunRecords
     from evolve.output.winners import (
         ValidationRecords,
@@ -98,13 +92,13 @@ def report(run_dir: Path, seconds: float, load: tuple[float, float, float]) -> l
     summary = summarise(candidates, validated, seeds, epochs)
     trials = pd.read_csv(run_dir / "evolve.csv")
     base, winner = summary.base, summary.winner
+    fidelity = read_summary(run_dir)
     intervals = ", ".join(f"{s.candidate.label} [{s.paired.low:+.4f}, {s.paired.high:+.4f}]"
                           for s in summary.tops if s.paired is not None)
     return [
         f"run: {run_dir} ({len(trials)} trials of {plan.cfg.train.epochs} epochs at "
         f"{plan.cfg.train.imgsz} px, then {len(candidates)} hyps x {seeds} seeds x {epochs} epochs)",
-        f"trial-epochs spent {_fidelity(run_dir).get('trial_epochs', '?')} "
-        f"(--fidelity {_fidelity(run_dir).get('fidelity', '?')})",
+        f"trial-epochs spent {fidelity.get('trial_epochs', '?')} (--fidelity {fidelity.get('fidelity', '?')})",
         f"best trial fitness {trials['fitness'].max():.4f}; "
         f"base hyp's trial {base.candidate.trial_fitness:.4f}",
         f"base validated fitness   {base.mean:.4f} +- {base.sd:.4f}",

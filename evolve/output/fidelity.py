@@ -43,6 +43,12 @@ MIN_PAIRS = 5  # finished trials with a rung's fitness before its agreement is r
 POOR = 0.3  # agreement below this is warned about
 
 
+def read_summary(run_dir: str | Path) -> dict:
+    """A run's ``fidelity.yaml`` as written by ``FidelityRecords.write_summary``; {} when it has none."""
+    path = Path(run_dir) / SUMMARY_NAME
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def rung_column(epoch: int) -> str:
     return f"fitness_epoch{epoch}"
 

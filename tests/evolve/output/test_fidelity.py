@@ -10,7 +10,7 @@ import yaml
 
 from evolve.contract import Metrics, sanitised
 from evolve.errors import ConfigError
-from evolve.output.fidelity import MIN_PAIRS, FidelityRecords
+from evolve.output.fidelity import MIN_PAIRS, FidelityRecords, read_summary
 
 
 def trial(records: FidelityRecords, tid: str, curve: dict[int, float], final: float | None,
@@ -45,6 +45,7 @@ def test_rows_hold_epochs_and_rung_fitness_and_the_total_is_read_back(tmp_path):
     summary = yaml.safe_load((tmp_path / "fidelity.yaml").read_text())
     assert summary == {"fidelity": "prefix", "target_epochs": 9, "rungs": [1, 3], "trials": 4,
                        "trial_epochs": 15, "agreement": []}
+    assert read_summary(tmp_path) == summary and read_summary(tmp_path / "none") == {}
 
 
 def test_a_torn_last_line_is_dropped_and_another_layout_refused(tmp_path):
