@@ -89,6 +89,7 @@ class JobSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         pass
 
+
 class ResultRelay(tune.Callback):
     """Delivers each ended trial (and each per-epoch report) to the source, in the driver."""
 
@@ -119,9 +120,9 @@ class ResultRelay(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any):
         state = self.state
         # The source's start times (when Ray began each trial) against the source's clock.
-        since = {tid: state.source.running_since(job.trial_id) for tid, job in state.jobs.items()}
-        late = dict(state.clock.overdue({tid: t for tid, t in since.items() if t is not None},
-                                        state.source.now()))
+        since = {tid: t for tid, job in state.jobs.items() if (t := state.source.running_since(job.trial_id))
+                 is not None}
+        late = dict(state.clock.overdue(since, state.source.now()))
         for trial in trials:
             if trial.trial_id in late and trial.status == "RUNNING":
                 self._end_overdue(trial, late[trial.trial_id])
@@ -180,6 +181,7 @@ class ResultRelay(tune.Callback):
                        trial.config.get("trial_id"), MAX_FAILURES + 1, error_line(trial))
         reason = one_line(f"worker lost {MAX_FAILURES + 1} times: {error_line(trial)}")
         self._deliver(trial, Metrics(status="failed", epochs=epochs, reason=reason))
+
 
 class StopOnError(Stopper):
     """Ends the whole experiment once the source has raised (the error is re-raised by run)."""

@@ -97,8 +97,9 @@ class Evolution:
                                   data_names(self.cfg.train.data))
         self.ga = GeneticAlgorithm(self.cfg.ga, len(self.space), self.space.levels)
         self.plotter = Plotter(run_dir, self.records.csv_path)
-        self.fidelity = FidelityRecords(run_dir, self.cfg.fidelity, trial_epochs(self.cfg), rungs(self.cfg))
-        warning = warmup_warning(rungs(self.cfg), self.space.base.get("warmup_epochs"))
+        rung_list = rungs(self.cfg)
+        self.fidelity = FidelityRecords(run_dir, self.cfg.fidelity, trial_epochs(self.cfg), rung_list)
+        warning = warmup_warning(rung_list, self.space.base.get("warmup_epochs"))
         if warning:
             LOGGER.warning("%s", warning)
         self.identity = claim_identity(run_dir, plan.checkpoint)
