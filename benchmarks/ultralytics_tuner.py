@@ -5,7 +5,13 @@ and batch, with SGD named so that lr0 and momentum are live in both. Printed for
 our formula (0.1 * mAP50 + 0.9 * mAP50-95 of the last epoch's validation; Ultralytics' tuner itself
 ranks by its own number), the wall time and the most trials that ran at once.
 
-    python benchmarks/ultralytics_tuner.py --data ../shared/data/bccd/data.yaml --trials 6 --epochs 3
+Then each tuner's winner (our ``hyp_evolve.yaml``, Ultralytics' ``best_hyperparameters.yaml`` over its
+defaults) and the base hyp both started from are validated the same way: trained again on the same new
+seeds (1..``--validate-seeds``) for ``--validate-epochs``, each through the trial adapter of
+``--trainer ultralytics``, two at a time on one CPU each, and every winner's paired difference to the base
+is printed with its 95% t interval (``evolve.output.verdict_stats``).
+
+    python benchmarks/ultralytics_tuner.py --data ../shared/data/bccd/data.yaml --trials 6 --epochs 15
 
 The data set is copied to a temporary folder first: Ultralytics writes label caches beside the images.
 """
@@ -18,12 +24,13 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
+import harness  # first of the project's imports: puts the clone on sys.path
 import pandas as pd
 import yaml
-
-import harness  # first of the project's imports: puts the clone on sys.path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -63,7 +70,7 @@ def ours(args: argparse.Namespace, data: Path, project: Path) -> dict:
     wall = time.time() - start
     df = pd.read_csv(run_dir / "evolve.csv")
     return {"trials": len(df), "best_fitness": float(df["fitness"].max()), "wall_s": wall,
-            "at_once": _overlap(run_dir)}
+            "at_once": _overlap(run_dir), "dir": run_dir}
 
 
 def _overlap(run_dir: Path) -> int:
@@ -90,7 +97,8 @@ def theirs(args: argparse.Namespace, data: Path, project: Path) -> dict:
                           val=False, seed=args.seed, project=str(project), name="theirs")
     wall = time.time() - start
     scores = their_fitnesses(project / "theirs")
-    return {"trials": len(scores), "best_fitness": max(scores, default=0.0), "wall_s": wall, "at_once": 1}
+    return {"trials": len(scores), "best_fitness": max(scores, default=0.0), "wall_s": wall, "at_once": 1,
+            "dir": project / "theirs"}
 
 
 def their_fitnesses(tune_dir: Path) -> list[float]:
@@ -104,6 +112,60 @@ def their_fitnesses(tune_dir: Path) -> list[float]:
     return out
 
 
+def winners(ours_dir: Path, theirs_dir: Path) -> dict[str, dict]:
+    """The hyps to validate: the base both tuners start from (our Ultralytics hyp file, Ultralytics'
+    defaults), our winner, and Ultralytics' winner (its tuned keys over the base), SGD in all three."""
+    import hyps
+
+    base = yaml.safe_load(hyps.path(hyps.HYP_ULTRALYTICS).read_text())
+    ours_hyp = yaml.safe_load((ours_dir / "hyp_evolve.yaml").read_text())
+    theirs_hyp = yaml.safe_load((theirs_dir / "best_hyperparameters.yaml").read_text()) or {}
+    out = {"base": base, "ours": {**base, **ours_hyp}, "theirs": {**base, **theirs_hyp}}
+    return {name: {**hyp, "optimizer": "SGD"} for name, hyp in out.items()}
+
+
+def validate(hyp_sets: dict[str, dict], args: argparse.Namespace, data: Path, project: Path,
+             workers: int = 2) -> dict[str, dict[int, float]]:
+    """{name: {seed: fitness}}: every hyp trained on seeds 1..``args.validate_seeds`` for
+    ``args.validate_epochs``, ``workers`` runs at a time in fresh processes of one thread each."""
+    import torch
+
+    from evolve.execution.ultralytics_trainer import train
+
+    seeds = range(1, args.validate_seeds + 1)
+    jobs = {(name, seed): {"model": args.model, "data": str(data), "epochs": args.validate_epochs,
+                           "imgsz": args.imgsz, "batch": args.batch, "workers": 0, "seed": seed,
+                           "val_every": 0, "project": str(project), "name": f"{name}-seed{seed}"}
+            for seed in seeds for name in hyp_sets}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {key: pool.submit(train, hyp_sets[key[0]], trial) for key, trial in jobs.items()}
+        out: dict[str, dict[int, float]] = {name: {} for name in hyp_sets}
+        for (name, seed), future in futures.items():
+            metrics = future.result()
+            out[name][seed] = metrics.fitness if metrics.status == "ok" else 0.0
+    return out
+
+
+def verdict_lines(fitness: dict[str, dict[int, float]]) -> list[str]:
+    """A line per hyp: validated fitness (mean +- sd over seeds) and, for a winner, its paired gain over
+    the base with the 95% t interval."""
+    import numpy as np
+
+    from evolve.output.verdict_stats import paired_difference
+
+    lines = []
+    for name, by_seed in fitness.items():
+        values = np.array(list(by_seed.values()), dtype=float)
+        sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        line = f"{name:8s} {values.mean():.4f} +- {sd:.4f} ({len(values)} seeds)"
+        if name != "base":
+            d = paired_difference(by_seed, fitness["base"])
+            line += f"   gain {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+        lines.append(line)
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="data YAML (default: the embedded data set)")
@@ -114,8 +176,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate-seeds", type=int, default=3, help="new seeds per winner (0: no validation)")
+    p.add_argument("--validate-epochs", type=int, default=None, help="epochs of a validation run (default: --epochs)")
     p.add_argument("--keep", default=None, help="folder to keep both runs in (default: a temporary one)")
     args = p.parse_args()
+    args.validate_epochs = args.validate_epochs or args.epochs
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.keep or tempfile.mkdtemp(prefix="ultralytics-tuner-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -128,6 +193,13 @@ def main() -> None:
     print(f"{'':30s} {'trials':>6s} {'best fitness':>12s} {'wall s':>8s} {'at once':>7s}")
     for name, r in results.items():
         print(f"{name:30s} {r['trials']:6d} {r['best_fitness']:12.5f} {r['wall_s']:8.1f} {r['at_once']:7d}")
+    if args.validate_seeds > 0:
+        start = time.time()
+        ours_r, theirs_r = results.values()
+        fitness = validate(winners(ours_r["dir"], theirs_r["dir"]), args, data, work / "runs" / "validation")
+        print(f"\nvalidated: {args.validate_seeds} new seeds x {args.validate_epochs} epochs, "
+              f"{time.time() - start:.0f} s, load average {harness.load_text()}")
+        print("\n".join(verdict_lines(fitness)))
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 
