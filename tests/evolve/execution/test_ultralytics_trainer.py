@@ -85,7 +85,8 @@ def test_a_hyp_file_of_ultralytics_own_tuner_loads_and_reaches_ultralytics(tmp_p
 
     space = Tuner({"project": str(tmp_path / "tune"), "data": str(tiny_data)}, model=object()).space
     assert "cls_pw" in space and set(space) <= set(ULTRALYTICS.keys)
-    tuned = {k: (round((b[0] + b[1]) / 2) if k == "close_mosaic" else (b[0] + b[1]) / 2) for k, b in space.items()}
+    tuned = {k: (b[0] + b[1]) / 2 for k, b in space.items()}
+    tuned["close_mosaic"] = round(tuned["close_mosaic"])
     path = tmp_path / "best_hyperparameters.yaml"  # what the tuner writes: the keys it searched
     path.write_text(yaml.safe_dump(tuned, sort_keys=False))
     hyp = ULTRALYTICS.load(path)
