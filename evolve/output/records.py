@@ -2,7 +2,8 @@
 so far) and ``evolve_population.yaml`` (a population, also the format of seed and resume files).
 
 The CSV is the source of truth a resumed run reads back, so it is appended and fsync'd one row at a time
-and a line torn by a killed driver is dropped on the next open rather than poisoning the file.
+and a line torn by a killed driver is dropped on the next open rather than poisoning the file. A file of
+an older layout (no ``reason``, a key set lacking keys added since) is read and rewritten in this one.
 
 A run on several data sets (``--data a.yaml,b.yaml``) writes the means in the usual columns and each data
 set's fitness and seven metrics after them, as ``<name>/fitness``, ``<name>/metrics/precision`` ...
@@ -229,9 +230,8 @@ def _read_csv(path: Path, keyset: KeySet, data: Sequence[str] = ()) -> tuple[lis
 
 
 def missing_keys(header: Sequence[str], keyset: KeySet) -> list[str]:
-    """The keys of ``keyset`` an evolve.csv header has no column for: keys added to the key set after the
-    file was written (``cls_pw`` of the Ultralytics one). Its trials trained without them, that is at
-    the key set's default, which is what reading fills in."""
+    """The keys of ``keyset`` an evolve.csv header lacks: added to the key set after the file was written
+    (Ultralytics' ``cls_pw``), so its trials trained at their defaults, which reading fills in."""
     return [k for k in keyset.keys if k not in header]
 
 
@@ -242,10 +242,9 @@ def _upgraded(lines: Sequence[str], header: list[str], columns: list[str], keyse
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
-    for row in csv.reader(lines[1:]):
-        if row:
-            cells = dict(zip(header, row))
-            writer.writerow([cells.get(c, fill.get(c, "")) for c in columns])
+    for row in filter(None, csv.reader(lines[1:])):
+        cells = dict(zip(header, row))
+        writer.writerow([cells.get(c, fill.get(c, "")) for c in columns])
     return buf.getvalue()
 
 
