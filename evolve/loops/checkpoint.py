@@ -150,7 +150,7 @@ def upgraded(state: dict[str, Any], run_dir: Path, cfg: EvolveConfig, space: Sea
     except (OSError, UnicodeDecodeError):
         return state
     defaults = space.keyset.default_hyp()
-    if (not missing or state.get("fingerprint") == digest
+    if (not missing or state.get("fingerprint") == digest or not isinstance(state.get("population"), list)
             or any(space.base[k] != defaults[k] for k in missing)
             or state.get("fingerprint") != fingerprint(cfg, space, without=missing)):
         return state
