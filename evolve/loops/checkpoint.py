@@ -8,10 +8,13 @@ A checkpoint is accepted only if it fits the configuration and the search space 
 only in the folder of the run that wrote it: each run has an identity (``RunIdentity``, kept in the
 folder's ``.run`` file and in every checkpoint) and every checkpoint names the records it had seen (rows
 and a digest of evolve.csv), so a checkpoint copied in from another run, whose genomes would otherwise be
-matched by position to this folder's rows, is refused naming both runs.
+matched by position to this folder's rows, is refused naming both runs. A checkpoint written before the
+trainer's key set gained a key (``upgraded``) is brought to this version first, so such a run goes on.
 """
 from __future__ import annotations
 
+import copy
+import csv
 import hashlib
 import json
 import logging
@@ -19,11 +22,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from evolve.config.run import EvolveConfig, resumed_config
 from evolve.errors import ConfigError
-from evolve.output.records import CSV_NAME
+from evolve.output.records import CSV_NAME, missing_keys
 from evolve.output.rundir import atomic_write_text, checkpoint_path
 from evolve.search.space import SearchSpace
 
@@ -99,15 +102,17 @@ def checkpoint_state(cfg: EvolveConfig, digest: str, **state: Any) -> dict[str, 
             "seed": cfg.seed, **state}
 
 
-def fingerprint(cfg: EvolveConfig, space: SearchSpace) -> str:
-    """A digest of everything that decides results, except the generation count (a run may be extended)."""
+def fingerprint(cfg: EvolveConfig, space: SearchSpace, without: Sequence[str] = ()) -> str:
+    """A digest of everything that decides results, except the generation count (a run may be extended);
+    ``without``: as a run whose key set lacked those keys saw the same search space (``upgraded``)."""
     settings = cfg.result_settings()
     settings["ga"].pop("generations")
     if not settings["ga"]["age"]:
         settings["ga"].pop("age")  # a run without ageing keeps the fingerprint it had before --age existed
     if settings.get("fidelity") == "compressed":
         settings.pop("fidelity")  # likewise a compressed run, the only kind before --fidelity existed
-    blob = {"settings": settings, "base": space.base, "genes": [g.record() for g in space.genes]}
+    blob = {"settings": settings, "base": {k: v for k, v in space.base.items() if k not in without},
+            "genes": [g.record() for g in space.genes if g.key not in without]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -128,6 +133,52 @@ def resumed_from(cfg: EvolveConfig, checkpoint: dict[str, Any], run_dir: Path) -
                           f"generation {generation} (counted from 0); ask for at least {generation + 1} "
                           "generations")
     return merged
+
+
+def upgraded(state: dict[str, Any], run_dir: Path, cfg: EvolveConfig, space: SearchSpace,
+             digest: str) -> dict[str, Any]:
+    """``state`` as this version's checkpoint when it was written before the key set gained keys its
+    evolve.csv has no column for (``cls_pw`` of the Ultralytics key set), else ``state`` as it is.
+
+    It is upgraded only when it fits the search space as that run saw it (the same fingerprint without
+    those keys) and the base holds them at the key set default, the value its trials trained with: every
+    genome gains their genes at that value, and a meta file that evolves them evolves them from here on.
+    Anything else is left to ``check_checkpoint`` to refuse."""
+    try:
+        with (Path(run_dir) / CSV_NAME).open(encoding="utf-8", newline="") as fh:
+            missing = missing_keys(next(csv.reader(fh), []), space.keyset)
+    except (OSError, UnicodeDecodeError):
+        return state
+    defaults = space.keyset.default_hyp()
+    if (not missing or state.get("fingerprint") == digest or not isinstance(state.get("population"), list)
+            or any(space.base[k] != defaults[k] for k in missing)
+            or state.get("fingerprint") != fingerprint(cfg, space, without=missing)):
+        return state
+    at = [i for i, g in enumerate(space.genes) if g.key in missing]
+    fill = space.encode(space.base)
+
+    def grown(genome: Any) -> list[float]:
+        out = list(genome)
+        for i in at:  # ascending, so each index is already that of the grown genome
+            out.insert(i, fill[i])
+        return out
+
+    state = copy.deepcopy(state)
+    members = state.get("mode") == "async"  # async members are (index, genome, selection value, fitness)
+    state["population"] = [(m[0], grown(m[1]), *m[2:]) if members else grown(m) for m in state["population"]]
+    if "reserve" in state:
+        state["reserve"] = [(m[0], grown(m[1]), *m[2:]) for m in state["reserve"]]
+    if "pending" in state:
+        state["pending"] = [(c[0], c[1], grown(c[2])) for c in state["pending"]]
+    ga_state = state.get("ga_state")
+    if isinstance(ga_state, dict) and "archive" in ga_state:
+        ga_state["archive"] = [(tuple(grown(k)), v) for k, v in ga_state["archive"]]
+    state["fingerprint"] = digest
+    LOGGER.info("%s: written before the %s key set had %s; its genomes gain %s at the default the trials "
+                "on record trained with%s", checkpoint_path(run_dir), space.keyset.name, ", ".join(missing),
+                "them" if len(missing) > 1 else "it",
+                ", evolved from here on" if at else "")
+    return state
 
 
 def _fits(genome: Any, space: SearchSpace) -> bool:

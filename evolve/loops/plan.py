@@ -17,7 +17,7 @@ from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_sets
 from evolve.errors import ConfigError
 from evolve.execution.trainers import check, preflight
-from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from
+from evolve.loops.checkpoint import check_checkpoint, fingerprint, resumed_from, upgraded
 from evolve.output.population import read_hyp_dir, read_population
 from evolve.output.rundir import load_checkpoint
 from evolve.search.space import SearchSpace
@@ -73,6 +73,7 @@ def prepare(cfg: EvolveConfig) -> Plan:
                              trainer.keyset)
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:
+        checkpoint = upgraded(checkpoint, run_dir, cfg, space, digest)
         check_checkpoint(checkpoint, run_dir, space, digest, cfg.mode)
     # Every data set of a list is checked as the only one would be (each trial trains on all of them).
     for data in data_sets(cfg.train.data) or [None]:

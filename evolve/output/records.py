@@ -2,7 +2,8 @@
 so far) and ``evolve_population.yaml`` (a population, also the format of seed and resume files).
 
 The CSV is the source of truth a resumed run reads back, so it is appended and fsync'd one row at a time
-and a line torn by a killed driver is dropped on the next open rather than poisoning the file.
+and a line torn by a killed driver is dropped on the next open rather than poisoning the file. A file of
+an older layout (no ``reason``, a key set lacking keys added since) is read and rewritten in this one.
 
 A run on several data sets (``--data a.yaml,b.yaml``) writes the means in the usual columns and each data
 set's fitness and seven metrics after them, as ``<name>/fitness``, ``<name>/metrics/precision`` ...
@@ -153,7 +154,7 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         column = "individual"
         individual = int(cells[column])
         numbers: dict[str, float] = {}
-        for column in ("fitness", *METRIC_COLUMNS, "seconds", *keyset.keys):
+        for column in ("fitness", *METRIC_COLUMNS, "seconds", *(k for k in keyset.keys if k in cells)):
             if keyset.choices_of(column) is None:  # a named choice (the optimizer) stays text
                 numbers[column] = float(cells[column])
     except ValueError:
@@ -172,8 +173,10 @@ def _parse_row(path: Path, line_no: int, row: list[str], keyset: KeySet, columns
         )
     except ValueError as exc:
         raise ConfigError(f"{path}: line {line_no}: column 'status': {exc}") from None
-    hyp = {k: (cells[k] if keyset.choices_of(k) is not None else int(round(numbers[k])) if k in keyset.integer
-               else numbers[k]) for k in keyset.keys}
+    # A key the file has no column for (added to the key set later, see missing_keys) is its default.
+    defaults = keyset.default_hyp()
+    hyp = {k: (defaults[k] if k not in cells else cells[k] if keyset.choices_of(k) is not None
+               else int(round(numbers[k])) if k in keyset.integer else numbers[k]) for k in keyset.keys}
     return TrialRecord(generation, individual, cells["trial_id"], hyp, metrics)
 
 
@@ -202,12 +205,13 @@ def _read_csv(path: Path, keyset: KeySet, data: Sequence[str] = ()) -> tuple[lis
     if not lines:
         return [], clean
     header = next(csv.reader([lines[0]]))
-    if header == csv_columns(keyset, tail=False) and not data:
-        records = [_parse_row(path, i, row, keyset, header)
+    missing = missing_keys(header, keyset)
+    older = [c for c in columns if c not in missing]  # this version's layout less the keys it lacks
+    before_reason = [c for c in csv_columns(keyset, tail=False) if c not in missing]
+    if (header == before_reason and not data) or (missing and header == older):
+        records = [_parse_row(path, i, row, keyset, header, data)
                    for i, row in enumerate(csv.reader(lines[1:]), start=2) if row]
-        # Each old row gains an empty reason: its CSV text is kept as it is, plus one trailing comma.
-        kept = [",".join(columns)] + [line + "," * len(TAIL_COLUMNS) for line in lines[1:] if line]
-        return records, "".join(line + "\n" for line in kept)
+        return records, _upgraded(lines, header, columns, keyset)
     if header != columns:
         shorter = min(len(header), len(columns))
         diff = next((i for i, (a, b) in enumerate(zip(header, columns)) if a != b), shorter)
@@ -225,11 +229,39 @@ def _read_csv(path: Path, keyset: KeySet, data: Sequence[str] = ()) -> tuple[lis
     return records, clean
 
 
-def _repair_note(path: Path, keyset: KeySet) -> str:
-    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
-    if next(csv.reader([first]), []) == csv_columns(keyset, tail=False):
-        return "adding the 'reason' column (empty for the trials already recorded)"
-    return "dropping an incomplete last line (its writer was killed)"
+def missing_keys(header: Sequence[str], keyset: KeySet) -> list[str]:
+    """The keys of ``keyset`` an evolve.csv header lacks: added to the key set after the file was written
+    (Ultralytics' ``cls_pw``), so its trials trained at their defaults, which reading fills in."""
+    return [k for k in keyset.keys if k not in header]
+
+
+def _upgraded(lines: Sequence[str], header: list[str], columns: list[str], keyset: KeySet) -> str:
+    """The complete ``lines`` of an older layout (``header``) in this version's ``columns``: a missing key
+    gets its default, a missing reason stays empty; the other cells keep their text."""
+    fill = {k: keyset.format_value(k, v) for k, v in keyset.defaults}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in filter(None, csv.reader(lines[1:])):
+        cells = dict(zip(header, row))
+        writer.writerow([cells.get(c, fill.get(c, "")) for c in columns])
+    return buf.getvalue()
+
+
+def _repair_note(path: Path, keyset: KeySet) -> tuple[int, str]:
+    """How a rewrite of the file on opening is logged: its level and what it does."""
+    text = path.read_text(encoding="utf-8")
+    first = next(csv.reader([text.split("\n", 1)[0]]), [])
+    torn = "; dropping an incomplete last line (its writer was killed)" if not text.endswith("\n") else ""
+    missing = missing_keys(first, keyset)
+    if missing:
+        filled = ", ".join(f"{k} {keyset.default_hyp()[k]!r}" for k in missing)
+        return (logging.WARNING if torn else logging.INFO,
+                f"written before the {keyset.name} key set had {', '.join(missing)}; adding the column(s) "
+                f"with the default the trials already recorded trained with ({filled}){torn}")
+    if first == csv_columns(keyset, tail=False):
+        return logging.WARNING, "adding the 'reason' column (empty for the trials already recorded)"
+    return logging.WARNING, "dropping an incomplete last line (its writer was killed)"
 
 
 def use_line(keyset_name: str, path: Path) -> str:
@@ -269,7 +301,8 @@ class RunRecords:
         if self.csv_path.is_file():
             records, clean = _read_csv(self.csv_path, keyset, self.data)
             if clean is not None:
-                LOGGER.warning("%s: %s", self.csv_path, _repair_note(self.csv_path, keyset))
+                level, note = _repair_note(self.csv_path, keyset)
+                LOGGER.log(level, "%s: %s", self.csv_path, note)
                 atomic_write_text(self.csv_path, clean)
             self._digest.update(self.csv_path.read_bytes())
             self._has_header = self.csv_path.stat().st_size > 0

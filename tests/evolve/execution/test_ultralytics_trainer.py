@@ -77,6 +77,41 @@ def test_a_named_choice_cannot_be_evolved_as_a_number_or_hold_an_unknown_name(tm
         ULTRALYTICS.validate({"optimizer": "auto"}, source="h.yaml")
 
 
+def test_a_hyp_file_of_ultralytics_own_tuner_loads_and_reaches_ultralytics(tmp_path, tiny_data):
+    from ultralytics.cfg import get_cfg
+    from ultralytics.engine.tuner import Tuner
+
+    from evolve.execution.ultralytics_trainer import trainer_args
+
+    space = Tuner({"project": str(tmp_path / "tune"), "data": str(tiny_data)}, model=object()).space
+    assert "cls_pw" in space and set(space) <= set(ULTRALYTICS.keys)
+    tuned = {k: (b[0] + b[1]) / 2 for k, b in space.items()}
+    tuned["close_mosaic"] = round(tuned["close_mosaic"])
+    path = tmp_path / "best_hyperparameters.yaml"  # what the tuner writes: the keys it searched
+    path.write_text(yaml.safe_dump(tuned, sort_keys=False))
+    hyp = ULTRALYTICS.load(path)
+    assert hyp["cls_pw"] == 0.5 and hyp["close_mosaic"] == 5
+    args = trainer_args(hyp, TrialConfig(model="yolov8n.yaml", device="cpu"), tiny_data, embedded=True)
+    assert args["cls_pw"] == 0.5 and get_cfg(overrides=args).cls_pw == 0.5  # Ultralytics' own checks
+
+
+def test_a_key_unknown_to_the_installed_ultralytics_is_left_out_at_its_default_else_refused():
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+    from evolve.execution.ultralytics_trainer import supported_hyps
+
+    version = ultralytics.__version__
+    hyp = ULTRALYTICS.default_hyp()
+    assert supported_hyps(hyp, DEFAULT_CFG_DICT, version) == hyp  # this version knows the whole key set
+    older = set(DEFAULT_CFG_DICT) - {"cls_pw"}  # an Ultralytics from before cls_pw
+    args = supported_hyps(hyp, older, version)
+    assert list(args) == [k for k in ULTRALYTICS.keys if k != "cls_pw"]
+    assert get_cfg(overrides=args).cls_pw == 0.0  # leaving it out trains what the records say
+    with pytest.raises(ValueError) as err:
+        supported_hyps({**hyp, "cls_pw": 0.25}, older, version)
+    assert str(err.value).startswith(f"hyp 'cls_pw' = 0.25: Ultralytics {version} has no such argument")
+
+
 # -- inputs ----------------------------------------------------------------------------------------------
 
 def test_a_relative_data_path_is_resolved_against_the_yaml_folder(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Tests of evolve/loops/checkpoint.py: a checkpoint is resumed only in the folder of the run that wrote it."""
+"""Tests of evolve/loops/checkpoint.py: a checkpoint is resumed only in the folder of the run that wrote it,
+and one written before its key set gained a key is upgraded."""
 from __future__ import annotations
 
 import json
@@ -85,3 +86,61 @@ def test_the_identity_file_is_one_json_line(tmp_path):
     data = json.loads((ev.run_dir / RUN_NAME).read_text())
     assert set(data) == {"id", "started", "folder"} and data["folder"] == str(ev.run_dir.absolute())
     assert len(data["id"]) == 12
+
+
+def test_a_checkpoint_from_before_the_key_set_gained_a_key_resumes_at_its_default(tmp_path, tiny_data):
+    # An Ultralytics run of the version whose key set had no cls_pw: its records and checkpoint as that
+    # version wrote them (the same code, with the key set it had).
+    pytest.importorskip("ultralytics")
+    from dataclasses import replace
+
+    from evolve.loops.checkpoint import checkpoint_state, fingerprint, records_mark, upgraded
+    from evolve.output.records import RunRecords, TrialRecord
+    from evolve.output.rundir import save_checkpoint
+    from evolve.search.space import SearchSpace
+
+    argv = ["--trainer", "ultralytics", "--model", "yolov8n.yaml", "--imgsz", "64", "--epochs", "1",
+            "--data", str(tiny_data), "--population", "2", "--generations", "2", "--project", str(tmp_path)]
+    plan = prepare(config(argv))
+    keyset = plan.space.keyset
+    old_keys = replace(keyset, defaults=tuple(d for d in keyset.defaults if d[0] != "cls_pw"))
+    old = SearchSpace({k: v for k, v in plan.space.base.items() if k != "cls_pw"},
+                      [g for g in plan.space.genes if g.key != "cls_pw"], old_keys)
+    genomes = [old.encode(old.base), old.encode({**old.base, "lr0": 0.02, "cls": 1.0})]
+    run_dir = tmp_path / "old"
+    records = RunRecords(run_dir, old_keys)
+    for i, genome in enumerate(genomes):
+        records.append(TrialRecord(0, i, f"g000i00{i}", old.decode(genome),
+                                   Metrics(map50=0.5, map50_95=0.1 * (i + 1)).with_fitness()))
+    state = checkpoint_state(plan.cfg, fingerprint(plan.cfg, old), generation=0, population=genomes,
+                             ga_state={"random": None, "archive": [(tuple(g), 0.1) for g in genomes]},
+                             records=records_mark(run_dir / "evolve.csv", 2))
+    save_checkpoint(run_dir, state)
+    # Its search space edited since (here the base lr0): refused as any edited run is.
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    save_checkpoint(edited, {**state, "fingerprint": fingerprint(
+        plan.cfg, SearchSpace({**old.base, "lr0": 0.02}, old.genes, old_keys))})
+    with pytest.raises(ConfigError, match="checkpoint population does not fit the search space"):
+        prepare(config(["--resume", str(edited)]))
+
+    # An async run's members (index, genome, selection value, fitness) and pending children gain it too.
+    members = [(i, g, 0.5, 0.1) for i, g in enumerate(genomes)]
+    async_state = upgraded({**state, "mode": "async", "population": members, "reserve": members[:1],
+                            "pending": [(2, "g001i000", genomes[1])]}, run_dir, plan.cfg, plan.space,
+                           plan.fingerprint)
+    at = plan.space.keys.index("cls_pw")
+    grown = [g[:at] + [0.0] + g[at:] for g in genomes]
+    assert [m[1] for m in async_state["population"]] == grown and async_state["reserve"][0][1] == grown[0]
+    assert async_state["pending"] == [(2, "g001i000", grown[1])]
+    assert async_state["population"][1][2:] == (0.5, 0.1)
+
+    resumed = prepare(config(["--resume", str(run_dir)]))
+    population = resumed.checkpoint["population"]
+    assert [len(g) for g in population] == [len(resumed.space)] * 2 == [len(old) + 1] * 2
+    assert population == grown  # the new gene at the default the trials trained with
+    assert [len(k) for k, _ in resumed.checkpoint["ga_state"]["archive"]] == [len(resumed.space)] * 2
+    assert resumed.checkpoint["fingerprint"] == resumed.fingerprint
+    ev = GenerationalEvolution(resumed, run_dir)  # reads the old evolve.csv: its trials map onto the genomes
+    generation, population = ev._start()
+    assert generation == 0 and all(ev.space.genome_key(g) in ev.cache for g in population)

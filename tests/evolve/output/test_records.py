@@ -317,6 +317,46 @@ def test_a_file_written_before_the_reason_column_is_read_and_upgraded_on_append(
     assert path.read_text().splitlines()[1] == old.splitlines()[1] + ","
 
 
+# evolve.csv of an Ultralytics run as written before its key set had cls_pw (made by that version).
+ULTRALYTICS_CSV_WITHOUT_CLS_PW = """\
+generation,individual,trial_id,status,fitness,metrics/precision,metrics/recall,metrics/mAP_0.5,\
+metrics/mAP_0.5:0.95,val/box_loss,val/obj_loss,val/cls_loss,seconds,lr0,lrf,momentum,weight_decay,\
+warmup_epochs,warmup_momentum,warmup_bias_lr,box,cls,dfl,hsv_h,hsv_s,hsv_v,degrees,translate,scale,\
+shear,perspective,flipud,fliplr,bgr,mosaic,mixup,cutmix,copy_paste,close_mosaic,optimizer,reason
+0,0,g000i000,ok,0.275,0.4,0.3,0.5,0.25,1.1,0.0,2.0,12.5,0.0123,0.01,0.937,0.0005,3,0.8,0.1,7.5,0.8,\
+1.5,0.015,0.7,0.4,0,0.1,0.5,0,0,0,0.5,0,1,0,0,0,4,SGD,
+0,1,g000i001,failed,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.01,0.01,0.937,0.0005,3,0.8,0.1,7.5,0.5,\
+1.5,0.015,0.7,0.4,0,0.1,0.5,0,0,0,0.5,0,1,0,0,0,10,SGD,"RuntimeError: boom, twice"
+"""
+
+
+def test_a_file_without_a_column_the_key_set_gained_later_reads_it_at_its_default(tmp_path, caplog):
+    from evolve.output.records import csv_columns
+    from evolve.search.keyset import ULTRALYTICS
+
+    path = tmp_path / "evolve.csv"
+    path.write_text(ULTRALYTICS_CSV_WITHOUT_CLS_PW)
+    old = pd.read_csv(path)
+    assert "cls_pw" not in old.columns and len(old) == 2
+    with caplog.at_level(logging.INFO, logger="evolve.output.records"):
+        records = RunRecords(tmp_path, ULTRALYTICS)
+    notes = [r for r in caplog.records if r.name == "evolve.output.records"]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO
+    assert "before the ultralytics key set had cls_pw" in notes[0].getMessage()
+    rows = records.rows()
+    assert [[r.hyp[k] for k in ("lr0", "cls", "cls_pw", "dfl", "close_mosaic")] for r in rows] == [
+        [0.0123, 0.8, 0.0, 1.5, 4], [0.01, 0.5, 0.0, 1.5, 10]]
+    assert [r.metrics.fitness for r in rows] == [0.275, 0.0]
+    assert rows[1].metrics.reason == "RuntimeError: boom, twice"
+    assert records.best().trial_id == "g000i000" and len(records) == 2
+    metrics = Metrics(map50=0.6, map50_95=0.3).with_fitness()
+    records.append(TrialRecord(1, 0, "g001i000", ULTRALYTICS.validate({"cls_pw": 0.4}), metrics))
+    new = pd.read_csv(path)  # one layout for old and new rows: the column added, every other cell as it was
+    assert list(new.columns) == csv_columns(ULTRALYTICS) and list(new["cls_pw"]) == [0.0, 0.0, 0.4]
+    assert new.drop(columns="cls_pw").iloc[:2].equals(old)
+    assert [r.hyp["cls_pw"] for r in RunRecords(tmp_path, ULTRALYTICS).rows()] == [0.0, 0.0, 0.4]
+
+
 def test_the_header_names_a_command_of_the_trainer_that_takes_the_file(tmp_path):
     from evolve.search.keyset import ULTRALYTICS
 

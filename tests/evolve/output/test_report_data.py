@@ -130,6 +130,27 @@ def test_gather_reads_a_run_folder(tmp_path):
     assert data.verdict == [] and data.validated is None and data.notes == []
 
 
+def test_an_ultralytics_run_from_before_cls_pw_is_reported_as_recorded(tmp_path):
+    # evolve.csv as the version whose Ultralytics key set had no cls_pw wrote it (its key set, same code).
+    from dataclasses import replace
+
+    from evolve.search.keyset import ULTRALYTICS
+
+    old = replace(ULTRALYTICS, defaults=tuple(d for d in ULTRALYTICS.defaults if d[0] != "cls_pw"))
+    records = RunRecords(tmp_path, old)
+    for i, cls in enumerate((0.5, 0.8, 2.0)):
+        records.append(TrialRecord(0, i, f"g000i00{i}", old.validate({"cls": cls}),
+                                   Metrics(fitness=0.1 * (i + 1), status="ok", seconds=1.0)))
+    cfg = EvolveConfig(trainer="ultralytics")
+    save_checkpoint(tmp_path, checkpoint_state(cfg, "digest", generation=0))
+    before = (tmp_path / "evolve.csv").read_bytes()
+    data = report_data.gather(tmp_path)
+    assert "cls_pw" not in data.trials.columns and data.best_row["trial_id"] == "g000i002"
+    assert data.best["cls"] == 2.0 and "cls_pw" not in data.best  # only what the trials recorded
+    assert "cls_pw" in data.evolved and [b.key for b in data.bounds if b.key == "cls_pw"] == []
+    assert (tmp_path / "evolve.csv").read_bytes() == before  # reporting never rewrites the records
+
+
 def test_a_run_without_checkpoint_still_gets_its_trials_with_a_note(tmp_path):
     write_run(tmp_path)
     (tmp_path / "checkpoint.pkl").unlink()
