@@ -16,6 +16,9 @@ and the checks of a run's settings made before any run folder exists (``prefligh
   resolves a symlinked image folder before deriving label paths, and reads a relative line of a .txt list
   from the working folder unless it starts with ``./``.
 - More than one GPU per trial is refused (see ``preflight``).
+- A hyp the installed Ultralytics does not have (``cls_pw`` came in 8.4.50) is refused before the run when
+  the search space evolves it or the base hyp file moves it from its default (``check_version``); held at
+  its default it is simply not passed (``ultralytics_trainer.supported_hyps``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Optional
 
 import yaml
 
@@ -161,6 +164,25 @@ def write_data(data: Optional[str], trial_dir: Path) -> tuple[Path, bool]:
     return out, embedded
 
 
+def check_version(evolved: Collection[str], base: Mapping[str, Any], known: Collection[str],
+                  version: str) -> None:
+    """ConfigError naming the first hyp the installed Ultralytics (``version``, argument names ``known``)
+    lacks although the run would move it: evolved by the search space, or off its default in the base."""
+    from evolve.search.keyset import ULTRALYTICS
+
+    defaults = ULTRALYTICS.default_hyp()
+    for key in ULTRALYTICS.keys:
+        if key in known:
+            continue
+        if key in evolved:
+            raise ConfigError(f"the search space evolves '{key}', which Ultralytics {version} does not have: "
+                              f"upgrade it (pip install -U 'ultralytics>=8.4.50') or set {key}: "
+                              f"{{evolve: false}} in a copy of the meta file (--meta)")
+        if base.get(key, defaults[key]) != defaults[key]:
+            raise ConfigError(f"the base hyp sets '{key}' to {base[key]!r}, which Ultralytics {version} does "
+                              f"not have: upgrade it or set '{key}' to its default {defaults[key]!r}")
+
+
 def preflight(cfg: "EvolveConfig") -> None:
     """Check a run's settings for the Ultralytics trainer before anything is written or started.
 
@@ -183,3 +205,13 @@ def preflight(cfg: "EvolveConfig") -> None:
         nc = len(names) if names else int(content["nc"])
         channels = int(content.get("channels", 3))
     check_model(cfg.train.model, nc, channels)
+    import hyps
+    from evolve.search.keyset import ULTRALYTICS
+    from evolve.search.space import SearchSpace
+
+    space = SearchSpace.load(cfg.meta or hyps.path(hyps.META_ULTRALYTICS),
+                             cfg.hyp or hyps.path(hyps.HYP_ULTRALYTICS), ULTRALYTICS)
+    ultralytics = import_ultralytics()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    check_version(space.keys, space.base, DEFAULT_CFG_DICT, ultralytics.__version__)

@@ -12,7 +12,8 @@ from evolve.errors import ConfigError
 
 pytest.importorskip("ultralytics")
 
-from evolve.execution.ultralytics_inputs import check_model
+from evolve.execution.ultralytics_inputs import check_model, check_version
+from evolve.search.keyset import ULTRALYTICS
 
 TINY = ["--trainer", "ultralytics", "--imgsz", "64", "--epochs", "1", "--batch", "8", "--workers", "0",
         "--generations", "1", "--population", "2"]
@@ -118,3 +119,22 @@ def test_ultralytics_reads_the_images_and_labels_our_check_read(tmp_path, monkey
         listed = BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), resolved[split])
         assert listed == sorted(str(p) for p in images) and len(listed) == 2
         assert [Path(label).read_text()[0] for label in img2label_paths(listed)] == ["0", "1"]
+
+
+def test_a_hyp_an_older_ultralytics_lacks_is_refused_only_when_the_run_would_move_it():
+    base = ULTRALYTICS.default_hyp()
+    older = set(ULTRALYTICS.keys) - {"cls_pw"}  # Ultralytics before 8.4.50 has no cls_pw
+    check_version(["lr0", "momentum"], base, older, "8.4.30")  # held at its default: not passed, fine
+    check_version(["lr0", "cls_pw"], base, ULTRALYTICS.keys, "8.4.190")  # this version has it
+    with pytest.raises(ConfigError, match=r"evolves 'cls_pw', which Ultralytics 8\.4\.30 does not have"):
+        check_version(["lr0", "cls_pw"], base, older, "8.4.30")
+    with pytest.raises(ConfigError, match=r"base hyp sets 'cls_pw' to 0\.3, which Ultralytics 8\.4\.30"):
+        check_version(["lr0"], {**base, "cls_pw": 0.3}, older, "8.4.30")
+
+
+def test_the_shipped_search_space_passes_the_installed_ultralytics():
+    # the default meta evolves cls_pw: the version the install requires (>= 8.4.50) has it
+    from evolve.config import config_from_argv
+    from evolve.execution.ultralytics_inputs import preflight
+
+    preflight(config_from_argv(["--trainer", "ultralytics", "--model", "yolov8n.yaml"]))
