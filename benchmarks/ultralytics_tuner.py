@@ -11,7 +11,7 @@ seeds (1..``--validate-seeds``) for ``--validate-epochs``, each through the tria
 ``--trainer ultralytics``, two at a time on one CPU each, and every winner's paired difference to the base
 is printed with its 95% t interval (``evolve.output.verdict_stats``).
 
-    python benchmarks/ultralytics_tuner.py --data ../shared/data/bccd/data.yaml --trials 6 --epochs 15
+    python benchmarks/ultralytics_tuner.py --data ../shared/data/bccd/data.yaml --trials 6 --epochs 12 --imgsz 160
 
 The data set is copied to a temporary folder first: Ultralytics writes label caches beside the images.
 """
