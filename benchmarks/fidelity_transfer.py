@@ -12,7 +12,8 @@ The budget is made equal by construction: the ``prefix`` run goes first (``--pre
 ``--compressed-epochs`` as fit the trial-epochs the ``prefix`` run spent (rounded to whole generations of
 ``--population``). Both runs use the async loop, so every trial counts.
 
-    python benchmarks/fidelity_transfer.py --data ../shared/data/bccd/data.yaml
+    python benchmarks/fidelity_transfer.py --data ../shared/data/bccd/data.yaml --target 20 \\
+        --compressed-epochs 7 --prefix-trials 16
     python benchmarks/fidelity_transfer.py --data ../shared/data/bccd/data.yaml -- --hyp hyps/hyp.scratch-low.yaml \\
         --optimizer SGD          # the power check: a base known to be poor for the data
     python benchmarks/fidelity_transfer.py --data my.yaml --strategies compressed --budget 120
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--budget", type=int, default=0,
                    help="trial-epochs for compressed when prefix is not run (0: from the prefix run)")
     p.add_argument("--population", type=int, default=4)
-    p.add_argument("--grace-epochs", type=int, default=1)
+    p.add_argument("--grace-epochs", type=int, default=4,
+                   help="first rung of prefix trials (4: the epoch after the default hyps' 3-epoch warmup)")
     p.add_argument("--reduction-factor", type=float, default=3.0)
     p.add_argument("--imgsz", type=int, default=192)
     p.add_argument("--batch", type=int, default=16)

@@ -37,7 +37,7 @@ def test_each_strategy_trains_its_trials_at_its_length_and_validates_at_the_targ
     assert extra == ["--optimizer", "SGD"] and args.strategies == ["prefix", "compressed"]
     prefix = config_from_argv(fidelity_transfer.strategy_argv(args, "prefix", 4, extra))
     compressed = config_from_argv(fidelity_transfer.strategy_argv(args, "compressed", 2, extra))
-    assert (prefix.fidelity, trial_epochs(prefix), prefix.ray.grace_epochs) == ("prefix", 20, 1)
+    assert (prefix.fidelity, trial_epochs(prefix), prefix.ray.grace_epochs) == ("prefix", 20, 4)  # first rung after the 3-epoch warmup
     assert (compressed.fidelity, trial_epochs(compressed)) == ("compressed", 7)
     for cfg in (prefix, compressed):
         assert cfg.mode == "async" and cfg.train.optimizer == "SGD" and cfg.train.imgsz == 192
