@@ -9,9 +9,12 @@ trial and its early stopping.
   ``stopped``, ranked below every finished trial by ``evolve.contract.standing``), survivors reach the full
   length. ``--early-stop none`` is refused (``EvolveConfig.validate``).
 
-The default is ``compressed``: on BCCD neither strategy has yet ranked hyps as the target length does
-(Spearman +0.43 for ``prefix``, -0.37 for ``compressed``, 6 hyps each; docs/evolve-fidelity.md), so the
-evidence does not pick the other. No schedule-aware or extrapolating mode is offered without evidence.
+The default is ``compressed``, although the evidence now favours ``prefix`` with its first rung after
+the base hyp's warmup: on BCCD at equal trial-epochs it ranked hyps as the target length does (Spearman
++0.94 over 6 hyps) where ``compressed`` did not (-0.14); docs/evolve-fidelity.md says why the default has
+not moved yet (under ``prefix`` the trial length is the validation length, 3x ``--epochs``, and the first
+rung ``--grace-epochs`` 1 lies within the warmup). No schedule-aware or extrapolating mode is offered
+without evidence.
 """
 from __future__ import annotations
 
