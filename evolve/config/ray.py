@@ -78,8 +78,11 @@ class RayConfig:
                                         "fitness (validates every epoch); a stopped trial is recorded "
                                         "'stopped' (default: asha under --fidelity prefix, else none)",
                                         choices=EARLY_STOP, optional=True)
-    grace_epochs: int = setting(1, "--grace-epochs", "with --early-stop asha: epochs every trial runs "
-                                "before it may be stopped", parse=int)
+    # None: decided once the base hyp is known (evolve.config.fidelity.resolve_grace)
+    grace_epochs: Optional[int] = setting(None, "--grace-epochs", "with --early-stop asha: epochs every trial "
+                                          "runs before it may be stopped (default: under --fidelity prefix "
+                                          "the first epoch after the base hyp's warmup, 4 for the shipped "
+                                          "hyps; else 1)", parse=int, optional=True)
     reduction_factor: float = setting(3.0, "--reduction-factor", "with --early-stop asha: only 1/F of the "
                                       "trials go on at each rung", parse=float)
 
@@ -104,7 +107,7 @@ class RayConfig:
         if self.early_stop is not None and self.early_stop not in EARLY_STOP:
             raise bad("early-stop", self.early_stop, f"expected one of {', '.join(EARLY_STOP)}")
         grace = self.grace_epochs
-        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+        if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace < 1):
             raise bad("grace-epochs", self.grace_epochs, "must be a whole number >= 1")
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, (int, float)) \
                 or not math.isfinite(self.reduction_factor) or self.reduction_factor <= 1:

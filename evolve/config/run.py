@@ -149,14 +149,15 @@ class EvolveConfig:
                               "drop --early-stop or use --fidelity compressed")
         self.validation.check_sentinels(self.ga.population, self.ga.generations)
         length = trial_epochs(self)
-        if early_stop(self) != "none" and self.ray.grace_epochs >= length:
+        grace = self.ray.grace_epochs or 1  # unset: resolve_grace keeps it below the length when it can
+        if early_stop(self) != "none" and grace >= length:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
             if self.fidelity == "prefix":
                 raise ConfigError(f"--grace-epochs must be below the target length of --fidelity prefix "
-                                  f"({length} epochs, {target_source(self)}), got {self.ray.grace_epochs}")
+                                  f"({length} epochs, {target_source(self)}), got {grace}")
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
                               f"--early-stop {early_stop(self)} to stop anything, got "
-                              f"{self.ray.grace_epochs}")
+                              f"{grace}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (nested dicts, tuples kept) for the checkpoint."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evolve.config.fidelity import resolve_grace
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_sets
 from evolve.errors import ConfigError
@@ -71,6 +72,7 @@ def prepare(cfg: EvolveConfig) -> Plan:
     trainer = check(cfg.trainer)
     space = SearchSpace.load(cfg.meta or trainer.space_file, cfg.hyp or trainer.default_hyp(cfg.train.optimizer),
                              trainer.keyset)
+    cfg = resolve_grace(cfg, space.base)  # before the fingerprint: a run's first rung is a result setting
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:
         checkpoint = upgraded(checkpoint, run_dir, cfg, space, digest)
