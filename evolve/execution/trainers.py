@@ -37,6 +37,7 @@ from evolve.search.keyset import ULTRALYTICS, YOLOV5, KeySet
 
 if TYPE_CHECKING:  # pragma: no cover
     from evolve.config.run import EvolveConfig
+    from evolve.search.space import SearchSpace
 
 TrainFn = Callable[..., object]
 
@@ -89,6 +90,13 @@ class Trainer:
         """The base hyp file of an evolution without ``--hyp``: the trainer's own, or for the detector the
         file of the trials' optimizer (``detector.hyp.default_hyp_path``)."""
         return Path(_load(self.name, self.hyp_entry)(optimizer)) if self.hyp_entry else self.hyp_file
+
+    def space(self, cfg: EvolveConfig) -> SearchSpace:
+        """The search space of a run of ``cfg``: ``--meta`` or this trainer's, over ``--hyp`` or its base hyp."""
+        from evolve.search.space import SearchSpace
+
+        return SearchSpace.load(cfg.meta or self.space_file, cfg.hyp or self.default_hyp(cfg.train.optimizer),
+                                self.keyset)
 
     def function(self) -> TrainFn:
         """The training function itself (imports its module)."""

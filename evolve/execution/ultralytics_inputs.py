@@ -164,10 +164,39 @@ def write_data(data: Optional[str], trial_dir: Path) -> tuple[Path, bool]:
     return out, embedded
 
 
+def installed_arguments() -> tuple[Collection[str], str]:
+    """The argument names the installed Ultralytics takes, and its version."""
+    ultralytics = import_ultralytics()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return DEFAULT_CFG_DICT, ultralytics.__version__
+
+
+def supported_hyps(values: Mapping[str, Any], known: Collection[str], version: str) -> dict[str, Any]:
+    """The hyps of a complete hyp dict of our key set that the installed Ultralytics (``version``, whose
+    argument names are ``known``) takes. A key it does not know (one it added after that version, such as
+    ``cls_pw``) is left out when its value is the key set's default, which is what leaving it out means;
+    any other value is a ValueError naming key, value and version, since dropping it would train something
+    other than what the records say."""
+    from evolve.search.keyset import ULTRALYTICS
+
+    defaults = ULTRALYTICS.default_hyp()
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in known:
+            out[key] = value
+        elif value != defaults[key]:
+            raise ValueError(f"hyp '{key}' = {value!r}: Ultralytics {version} has no such argument; use a "
+                             f"version that has it, or set '{key}' to its default {defaults[key]!r} "
+                             "and stop evolving it")
+    return out
+
+
 def check_version(evolved: Collection[str], base: Mapping[str, Any], known: Collection[str],
                   version: str) -> None:
     """ConfigError naming the first hyp the installed Ultralytics (``version``, argument names ``known``)
-    lacks although the run would move it: evolved by the search space, or off its default in the base."""
+    lacks although the run would move it: evolved by the search space, or off its default in the base
+    (where every trial would fail by ``supported_hyps``)."""
     from evolve.search.keyset import ULTRALYTICS
 
     defaults = ULTRALYTICS.default_hyp()
@@ -205,13 +234,7 @@ def preflight(cfg: "EvolveConfig") -> None:
         nc = len(names) if names else int(content["nc"])
         channels = int(content.get("channels", 3))
     check_model(cfg.train.model, nc, channels)
-    import hyps
-    from evolve.search.keyset import ULTRALYTICS
-    from evolve.search.space import SearchSpace
+    from evolve.execution.trainers import trainer_for
 
-    space = SearchSpace.load(cfg.meta or hyps.path(hyps.META_ULTRALYTICS),
-                             cfg.hyp or hyps.path(hyps.HYP_ULTRALYTICS), ULTRALYTICS)
-    ultralytics = import_ultralytics()
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
-    check_version(space.keys, space.base, DEFAULT_CFG_DICT, ultralytics.__version__)
+    space = trainer_for(cfg.trainer).space(cfg)
+    check_version(space.keys, space.base, *installed_arguments())

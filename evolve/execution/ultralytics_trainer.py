@@ -28,11 +28,12 @@ import re
 import shutil
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from evolve.config.trial import TrialConfig
 from evolve.contract import Metrics
-from evolve.execution.ultralytics_inputs import import_ultralytics, resolve_model, write_data
+from evolve.execution.ultralytics_inputs import (import_ultralytics, installed_arguments, resolve_model,
+                                                supported_hyps, write_data)
 from evolve.search.keyset import ULTRALYTICS
 
 LOGGER = logging.getLogger(__name__)
@@ -55,31 +56,10 @@ class Diverged(RuntimeError):
     """Raised from a callback when the training losses stop being finite."""
 
 
-def supported_hyps(values: Mapping[str, Any], known: Collection[str], version: str) -> dict[str, Any]:
-    """The hyps of a complete hyp dict of our key set that the installed Ultralytics (``version``, whose
-    argument names are ``known``) takes. A key it does not know (one it added after that version, such as
-    ``cls_pw``) is left out when its value is the key set's default, which is what leaving it out means;
-    any other value is a ValueError naming key, value and version, since dropping it would train something
-    other than what the records say."""
-    defaults = ULTRALYTICS.default_hyp()
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in known:
-            out[key] = value
-        elif value != defaults[key]:
-            raise ValueError(f"hyp '{key}' = {value!r}: Ultralytics {version} has no such argument; use a "
-                             f"version that has it, or set '{key}' to its default {defaults[key]!r} "
-                             "and stop evolving it")
-    return out
-
-
 def trainer_args(hyp: Mapping[str, Any], cfg: TrialConfig, data: Path, embedded: bool) -> dict[str, Any]:
     """The Ultralytics arguments of one trial: every hyp the installed Ultralytics knows
     (``supported_hyps``), and the trial's settings."""
     import torch
-
-    ultralytics = import_ultralytics()
-    from ultralytics.cfg import DEFAULT_CFG_DICT
 
     device = cfg.device or ("0" if torch.cuda.is_available() else "cpu")
     cuda = device != "cpu" and not str(device).startswith("mps")
@@ -87,7 +67,7 @@ def trainer_args(hyp: Mapping[str, Any], cfg: TrialConfig, data: Path, embedded:
     if cfg.optimizer != "auto":  # --optimizer given: it wins over the hyp file's named optimizer
         values["optimizer"] = cfg.optimizer
     return {
-        **supported_hyps(values, DEFAULT_CFG_DICT, ultralytics.__version__),
+        **supported_hyps(values, *installed_arguments()),
         "model": resolve_model(cfg.model), "data": str(data), "epochs": cfg.epochs,
         "imgsz": cfg.imgsz or (256 if embedded else 640), "batch": cfg.batch, "device": device,
         "workers": cfg.workers, "seed": cfg.seed, "project": str(Path(cfg.project).absolute()),

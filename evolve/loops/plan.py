@@ -70,8 +70,7 @@ def prepare(cfg: EvolveConfig) -> Plan:
         else:
             resume_target = target
     trainer = check(cfg.trainer)
-    space = SearchSpace.load(cfg.meta or trainer.space_file, cfg.hyp or trainer.default_hyp(cfg.train.optimizer),
-                             trainer.keyset)
+    space = trainer.space(cfg)
     cfg = resolve_grace(cfg, space.base)  # before the fingerprint: a run's first rung is a result setting
     digest = fingerprint(cfg, space)
     if checkpoint is not None and run_dir is not None:

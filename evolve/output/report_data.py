@@ -147,9 +147,7 @@ def _config_and_space(run_dir: Path, notes: list[str]) -> tuple[EvolveConfig | N
         notes.append(f"settings not shown: {exc}")
         return None, None
     try:
-        trainer = trainer_for(cfg.trainer)
-        space = SearchSpace.load(cfg.meta or trainer.space_file,
-                                 cfg.hyp or trainer.default_hyp(cfg.train.optimizer), trainer.keyset)
+        space = trainer_for(cfg.trainer).space(cfg)
     except Exception as exc:  # a moved hyp/meta file, a user trainer not importable here
         notes.append(f"base hyp and bounds not shown: the run's search space cannot be loaded ({exc})")
         return cfg, None

@@ -98,7 +98,7 @@ def test_a_hyp_file_of_ultralytics_own_tuner_loads_and_reaches_ultralytics(tmp_p
 def test_a_key_unknown_to_the_installed_ultralytics_is_left_out_at_its_default_else_refused():
     from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
 
-    from evolve.execution.ultralytics_trainer import supported_hyps
+    from evolve.execution.ultralytics_inputs import supported_hyps
 
     version = ultralytics.__version__
     hyp = ULTRALYTICS.default_hyp()
