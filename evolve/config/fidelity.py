@@ -55,7 +55,7 @@ def trial_configs(cfg: Any) -> tuple[Any, Any]:
     """Copies of the run's RayConfig and TrialConfig as the trials of its fidelity run them."""
     ray_cfg = copy.deepcopy(cfg.ray)
     ray_cfg.early_stop = early_stop(cfg)
-    ray_cfg.grace_epochs = ray_cfg.grace_epochs or 1
+    ray_cfg.grace_epochs = grace_epochs(cfg)
     return ray_cfg, cfg.train.replace(epochs=trial_epochs(cfg))
 
 
@@ -68,6 +68,12 @@ def default_grace(cfg: Any, warmup: Optional[float]) -> int:
     if cfg.fidelity != "prefix" or not warmup:
         return 1
     return max(1, min(math.floor(warmup) + 1, trial_epochs(cfg) - 1))
+
+
+def grace_epochs(cfg: Any) -> int:
+    """The first rung epoch of ``cfg``: ``--grace-epochs``, or 1 while it is unset (before ``resolve_grace``
+    decides it as a run starts; the checks of a config read it so, as the smallest it can become)."""
+    return cfg.ray.grace_epochs or 1
 
 
 def resolve_grace(cfg: Any, base_hyp: Mapping[str, Any]) -> Any:
@@ -107,4 +113,4 @@ def rungs(cfg: Any) -> list[int]:
     """The rung epochs of ``cfg``'s trials; none without early stopping."""
     if early_stop(cfg) != "asha":
         return []
-    return rung_epochs(cfg.ray.grace_epochs or 1, cfg.ray.reduction_factor, trial_epochs(cfg))
+    return rung_epochs(grace_epochs(cfg), cfg.ray.reduction_factor, trial_epochs(cfg))

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Iterator, Mapping
 
-from evolve.config.fidelity import FIDELITIES, early_stop, target_source, trial_epochs
+from evolve.config.fidelity import FIDELITIES, early_stop, grace_epochs, target_source, trial_epochs
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import SEED_MAX, GAConfig
 from evolve.config.ray import RayConfig
@@ -149,7 +149,7 @@ class EvolveConfig:
                               "drop --early-stop or use --fidelity compressed")
         self.validation.check_sentinels(self.ga.population, self.ga.generations)
         length = trial_epochs(self)
-        grace = self.ray.grace_epochs or 1  # unset: resolve_grace keeps it below the length when it can
+        grace = grace_epochs(self)
         if early_stop(self) != "none" and grace >= length:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
             if self.fidelity == "prefix":
