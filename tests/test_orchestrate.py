@@ -131,13 +131,10 @@ def bad_cases(tmp: Path, project: Path) -> dict[str, tuple[list[str], list[str]]
         "unknown fidelity": (["--fidelity", "short"], ["--fidelity", "'short'"]),
         "prefix with early stop none": (["--fidelity", "prefix", "--early-stop", "none"],
                                         ["--early-stop none", "--fidelity prefix"]),
-        "grace at the prefix target": (["--fidelity", "prefix", "--validate-epochs", "2",
-                                        "--grace-epochs", "2"],
-                                       ["--grace-epochs", "target length of --fidelity prefix",
-                                        "(2 epochs, --validate-epochs)", "got 2"]),
-        "grace past the prefix target": (["--fidelity", "prefix", "--validate-top", "0",
-                                          "--grace-epochs", "3"],
-                                         ["--grace-epochs", "(1 epochs, --epochs)", "got 3"]),
+        "grace at the prefix target": (["--fidelity", "prefix", "--epochs", "2", "--grace-epochs", "2"],
+                                       ["--grace-epochs", "below --epochs (2)", "got 2"]),
+        "grace past the prefix target": (["--grace-epochs", "3"],  # prefix, the default
+                                         ["--grace-epochs", "below --epochs (1)", "got 3"]),
         "workers per trial below 1": (["--workers-per-trial", "0"], ["--workers-per-trial", ">= 1"]),
         "workers per trial with one GPU": (["--workers-per-trial", "2", "--gpus-per-trial", "1"],
                                            ["--workers-per-trial 2", "--gpus-per-trial 1"]),
@@ -254,7 +251,8 @@ def test_scale_out_flags_reach_the_ray_config():
     assert (ray.workers_per_trial, ray.storage) == (2, "/shared/ray")
     assert cfg.train.val_every == 1  # early stopping validates every epoch
     default = config_from_argv([])
-    assert default.mode == "generational" and (default.ray.early_stop, early_stop(default)) == (None, "none")
+    assert default.mode == "generational" and default.fidelity == "prefix"
+    assert (default.ray.early_stop, early_stop(default)) == (None, "asha")  # the default fidelity's own
     assert default.ray.workers_per_trial is None and default.ray.storage is None
 
 

@@ -1,20 +1,22 @@
 """What a trial is a proxy for (``--fidelity``): the one place that turns the setting into the length of a
 trial and its early stopping.
 
-- ``compressed`` (the default): every trial is a whole schedule of ``--epochs``, as it always was;
-  ``--early-stop`` applies as given (none unless asked for).
-- ``prefix``: every trial trains the target schedule, the length the winners are validated at
-  (``--validate-epochs``, 3x ``--epochs`` by default; ``--epochs`` when validation is off), and is judged
-  at ASHA rungs (``--grace-epochs``, ``--reduction-factor``): the hopeless are stopped (recorded
-  ``stopped``, ranked below every finished trial by ``evolve.contract.standing``), survivors reach the full
-  length. ``--early-stop none`` is refused (``EvolveConfig.validate``).
+- ``prefix`` (the default): ``--epochs`` is the target length, the training the user will do. Every trial
+  trains that whole schedule and is judged at ASHA rungs (``--grace-epochs``, ``--reduction-factor``): the
+  hopeless are stopped (recorded ``stopped``, ranked below every finished trial by
+  ``evolve.contract.standing``), survivors reach the full length, and the winners are validated at the same
+  length (``--validate-epochs`` defaults to ``--epochs``). ``--early-stop none`` is refused
+  (``EvolveConfig.validate``).
+- ``compressed``: every trial is a whole schedule of ``--epochs``, a short stand-in for the target;
+  ``--early-stop`` applies as given (none unless asked for) and the winners are validated at 3x
+  ``--epochs``. It was the only kind before ``--fidelity`` existed, and a run saved without the setting
+  resumes as one.
 
-The default is ``compressed``, although the evidence now favours ``prefix`` with its first rung after
-the base hyp's warmup: on BCCD at equal trial-epochs it ranked hyps as the target length does (Spearman
-+0.94 over 6 hyps) where ``compressed`` did not (-0.14); docs/evolve-fidelity.md says why the default has
-not moved yet (under ``prefix`` the trial length is the validation length, 3x ``--epochs``). Under
-``prefix`` the first rung follows the base hyp's warmup unless ``--grace-epochs`` is given
-(``default_grace``, decided by ``resolve_grace`` before a run's fingerprint). No schedule-aware or
+Why ``prefix`` is the default: on BCCD (the tuning set of this choice) at equal trial-epochs it ranked
+hyps as the target length does (Spearman +0.94 over 6 validated hyps) where ``compressed`` did not
+(-0.14); docs/evolve-fidelity.md has the runs. Its first rung follows the base hyp's warmup unless
+``--grace-epochs`` is given (``default_grace``, decided by ``resolve_grace`` before a run's fingerprint);
+a target too short for a rung after the warmup trains every trial to the end. No schedule-aware or
 extrapolating mode is offered without evidence.
 """
 from __future__ import annotations
@@ -26,21 +28,24 @@ from typing import Any, Optional
 
 # The functions take an EvolveConfig; it is not imported, since evolve.config.run imports this module.
 
-FIDELITIES = ("compressed", "prefix")
+FIDELITIES = ("prefix", "compressed")
+DEFAULT_FIDELITY = "prefix"
+# A run saved without the setting began before it existed, when every trial was compressed.
+SAVED_WITHOUT = "compressed"
+COMPRESSION = 3  # a compressed trial stands in for a target 3x its length, the default validation length
 
 
 def trial_epochs(cfg: Any) -> int:
-    """Epochs a trial of ``cfg`` trains when nothing stops it: its target length."""
-    if cfg.fidelity == "prefix" and cfg.validation.top > 0:
-        return cfg.validation.epochs_for(cfg.train.epochs)
+    """Epochs a trial of ``cfg`` trains when nothing stops it: ``--epochs`` under either fidelity."""
     return int(cfg.train.epochs)
 
 
-def target_source(cfg: Any) -> str:
-    """The flag that sets the trial length, for messages: ``--epochs`` or ``--validate-epochs``."""
-    if cfg.fidelity == "prefix" and cfg.validation.top > 0:
-        return "--validate-epochs" if cfg.validation.epochs is not None else "--validate-epochs (3x --epochs)"
-    return "--epochs"
+def validation_epochs(cfg: Any) -> int:
+    """The length the winners of ``cfg`` are validated at: ``--validate-epochs``, else the target length
+    (``--epochs`` under ``prefix``, 3x ``--epochs`` under ``compressed``)."""
+    if cfg.validation.epochs is not None:
+        return int(cfg.validation.epochs)
+    return int(cfg.train.epochs) * (1 if cfg.fidelity == "prefix" else COMPRESSION)
 
 
 def early_stop(cfg: Any) -> str:
@@ -52,28 +57,35 @@ def early_stop(cfg: Any) -> str:
 
 
 def trial_configs(cfg: Any) -> tuple[Any, Any]:
-    """Copies of the run's RayConfig and TrialConfig as the trials of its fidelity run them."""
+    """Copies of the run's RayConfig and TrialConfig as the trials of its fidelity run them: a ``prefix``
+    run whose target has no room for a rung after the warmup stops nothing."""
     ray_cfg = copy.deepcopy(cfg.ray)
-    ray_cfg.early_stop = early_stop(cfg)
-    ray_cfg.grace_epochs = grace_epochs(cfg)
+    grace = grace_epochs(cfg)
+    ray_cfg.early_stop = early_stop(cfg) if grace is not None else "none"
+    ray_cfg.grace_epochs = grace or 1
     return ray_cfg, cfg.train.replace(epochs=trial_epochs(cfg))
 
 
-def default_grace(cfg: Any, warmup: Optional[float]) -> int:
-    """``--grace-epochs`` when not given: under ``prefix`` the first epoch after the base hyp's warmup,
-    kept below the target length so that a rung remains; otherwise (and without a warmup key) 1.
+def default_grace(cfg: Any, warmup: Optional[float]) -> Optional[int]:
+    """``--grace-epochs`` when not given: under ``prefix`` the first epoch after the base hyp's warmup, or
+    None (no rung: every trial trains to the end) when that is not below the target length; otherwise (and
+    without a warmup key) 1.
 
     On BCCD ``prefix`` with rungs within the 3-epoch warmup (epochs 1 and 3) ranked hyps with Spearman
     +0.43; with its first rung at epoch 4, +0.94 (docs/evolve-fidelity.md)."""
     if cfg.fidelity != "prefix" or not warmup:
         return 1
-    return max(1, min(math.floor(warmup) + 1, trial_epochs(cfg) - 1))
+    grace = max(1, math.floor(warmup) + 1)
+    return grace if grace < trial_epochs(cfg) else None
 
 
-def grace_epochs(cfg: Any) -> int:
-    """The first rung epoch of ``cfg``: ``--grace-epochs``, or 1 while it is unset (before ``resolve_grace``
-    decides it as a run starts; the checks of a config read it so, as the smallest it can become)."""
-    return cfg.ray.grace_epochs or 1
+def grace_epochs(cfg: Any) -> Optional[int]:
+    """The first rung epoch of ``cfg``: ``--grace-epochs``; while it is unset, 1 under ``compressed`` (its
+    default) and None under ``prefix`` (no rung yet: ``resolve_grace`` decides it as a run starts, and
+    leaves it None when the target is too short for a rung after the warmup)."""
+    if cfg.ray.grace_epochs is not None:
+        return int(cfg.ray.grace_epochs)
+    return None if cfg.fidelity == "prefix" else 1
 
 
 def resolve_grace(cfg: Any, base_hyp: Mapping[str, Any]) -> Any:
@@ -110,7 +122,8 @@ def warmup_warning(rung_list: list[int], warmup_epochs: Optional[float]) -> Opti
 
 
 def rungs(cfg: Any) -> list[int]:
-    """The rung epochs of ``cfg``'s trials; none without early stopping."""
-    if early_stop(cfg) != "asha":
+    """The rung epochs of ``cfg``'s trials; none without early stopping or a first rung."""
+    grace = grace_epochs(cfg)
+    if early_stop(cfg) != "asha" or grace is None:
         return []
-    return rung_epochs(grace_epochs(cfg), cfg.ray.reduction_factor, trial_epochs(cfg))
+    return rung_epochs(grace, cfg.ray.reduction_factor, trial_epochs(cfg))

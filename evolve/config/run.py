@@ -15,7 +15,15 @@ import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Iterator, Mapping
 
-from evolve.config.fidelity import FIDELITIES, early_stop, grace_epochs, target_source, trial_epochs
+from evolve.config.fidelity import (
+    COMPRESSION,
+    DEFAULT_FIDELITY,
+    FIDELITIES,
+    SAVED_WITHOUT,
+    early_stop,
+    grace_epochs,
+    trial_epochs,
+)
 from evolve.config.fields import Flag, check_fields, setting
 from evolve.config.ga import SEED_MAX, GAConfig
 from evolve.config.ray import RayConfig
@@ -35,6 +43,8 @@ EARLY_STOP_SETTINGS = ("early_stop", "grace_epochs", "reduction_factor")
 # Winner validation runs after the evolution and changes none of its results: a resumed run validates
 # as it was started, unless its new command names validation flags.
 VALIDATION = "validation"
+# Saved with every prefix run since --epochs became its target length; one saved without it is older.
+TARGET_MARK = "prefix_epochs_are_target"
 _EVOLUTION = "evolution"
 _OUTPUT = "output"
 
@@ -59,11 +69,11 @@ class EvolveConfig:
     mode: str = setting("generational", "--mode", "generational: a barrier per generation; async: a "
                         "steady-state GA that breeds a child the moment any trial ends, so no slot waits "
                         "for the slowest trial", choices=MODES, group=_EVOLUTION)
-    fidelity: str = setting("compressed", "--fidelity", "what a trial is a proxy for: compressed: each trial "
-                            "a whole schedule of --epochs; prefix: each trial trains the validation length "
-                            "(--validate-epochs; --epochs with --validate-top 0), judged at ASHA rungs "
-                            "(--grace-epochs, --reduction-factor), survivors reach the full length",
-                            choices=FIDELITIES, group="trials")
+    fidelity: str = setting(DEFAULT_FIDELITY, "--fidelity", "what a trial is a proxy for: prefix: --epochs is "
+                            "the target length; each trial trains it, judged at ASHA rungs (--grace-epochs, "
+                            "--reduction-factor), the hopeless stopped, survivors reach the end, winners "
+                            "validated at it; compressed: each trial a whole schedule of --epochs standing in "
+                            "for one 3x longer", choices=FIDELITIES, group="trials")
     trainer: str = setting("detector", "--trainer", "what trains one hyp: the built-in detector, the "
                            "analytic surrogate, Ultralytics models (an optional extra), or your own function "
                            "trainer(hyp, cfg, report=None)",
@@ -150,11 +160,8 @@ class EvolveConfig:
         self.validation.check_sentinels(self.ga.population, self.ga.generations)
         length = trial_epochs(self)
         grace = grace_epochs(self)
-        if early_stop(self) != "none" and grace >= length:
+        if early_stop(self) != "none" and grace is not None and grace >= length:
             # A trial must get past the grace period with epochs left, or nothing could ever be stopped.
-            if self.fidelity == "prefix":
-                raise ConfigError(f"--grace-epochs must be below the target length of --fidelity prefix "
-                                  f"({length} epochs, {target_source(self)}), got {grace}")
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
                               f"--early-stop {early_stop(self)} to stop anything, got "
                               f"{grace}")
@@ -167,13 +174,22 @@ class EvolveConfig:
             # Saved as the default was before the fidelity decided it, so a run's checkpoint and fingerprint
             # are what they were; from_dict reads it back.
             out["ray"]["early_stop"] = "none"
+        if self.fidelity == "prefix":
+            out[TARGET_MARK] = True
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "EvolveConfig":
-        """Rebuild a config saved by ``to_dict``; ConfigError naming ``source`` if it does not fit."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config", upgrade: bool = True) -> "EvolveConfig":
+        """Rebuild a config saved by ``to_dict``; ConfigError naming ``source`` if it does not fit.
+
+        A run saved without ``fidelity`` is ``compressed``. A ``prefix`` run saved before ``--epochs`` was
+        its target length trained the validation length (``--validate-epochs``, 3x ``--epochs``; ``--epochs``
+        with validation off): ``upgrade`` makes that its ``--epochs``, so it goes on as it began (its
+        checkpoint's fingerprint is brought along by ``evolve.loops.checkpoint.upgraded``)."""
         try:
             values = dict(data)
+            values.setdefault("fidelity", SAVED_WITHOUT)
+            target = bool(values.pop(TARGET_MARK, False))
             # A run saved before ageing existed had none; it resumes without it, exactly as it began.
             values["ga"] = GAConfig(**{"age": 0.0, **values["ga"]})
             values["ray"] = RayConfig(**values["ray"])
@@ -182,6 +198,10 @@ class EvolveConfig:
                 values["ray"].early_stop = None
             values["train"] = TrialConfig(**values["train"])
             values[VALIDATION] = ValidationConfig(**values.get(VALIDATION, {}))
+            if values["fidelity"] == "prefix" and not target and upgrade:
+                v = values[VALIDATION]
+                length = (v.epochs or COMPRESSION * values["train"].epochs) if v.top > 0 else values["train"].epochs
+                values["train"] = values["train"].replace(epochs=int(length))
             values["explicit"] = frozenset(values.get("explicit", ()))
             known = {f.name for f in fields(cls)}
             unknown = sorted(set(values) - known)
@@ -260,13 +280,6 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         was = saved.train.data or "the embedded data set"
         raise ConfigError(f"--data {new.train.data}: the resumed run trains on {was}; start a new run to "
                           "change the data sets")
-    if trial_epochs(merged) != trial_epochs(saved):
-        # Under --fidelity prefix the validation length is the trials' length, a result setting.
-        flag = "--validate-top" if (merged.validation.top > 0) != (saved.validation.top > 0) \
-            else "--validate-epochs"
-        raise ConfigError(f"{flag} {_show(get_setting(new, flag_path(flag)))}: the resumed run's trials "
-                          f"train {trial_epochs(saved)} epochs (--fidelity prefix trains the validation "
-                          f"length); start a new run to change it")
     notes = []
     for path, flag in flag_paths().items():
         if flag not in new.explicit or path in ("ga.generations", "resume") or _is_execution(path):

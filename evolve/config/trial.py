@@ -103,7 +103,9 @@ class TrialConfig:
     model: str = setting("n", "--model", "the detector's model size: n, s or m; with --trainer ultralytics a "
                          "model YAML (yolo11n.yaml, yolov8s.yaml: built from scratch), a local .pt file, or n/s/m "
                          "for yolo11n/s/m.yaml (default: n)", metavar="n|s|m|MODEL")
-    epochs: int = setting(100, "--epochs", "epochs of every trial", parse=int, low=1)
+    epochs: int = setting(100, "--epochs", "the target length: epochs of every trial not stopped early and of "
+                          "validation (--fidelity prefix); epochs of every short trial (compressed)", parse=int,
+                          low=1)
     imgsz: Optional[int] = setting(None, "--imgsz", "image size, a multiple of 32 (default: 256 for the "
                                    "embedded data set, else 640)", parse=int, low=32, optional=True)
     batch: int = setting(16, "--batch", "batch size", parse=int, low=1)

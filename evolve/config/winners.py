@@ -16,7 +16,6 @@ from evolve.config.fields import check_fields, setting
 from evolve.errors import ConfigError
 
 GROUP = "validation"
-EPOCHS_FACTOR = 3  # default validation length: a full-length run, 3x a trial's epochs
 MIN_PAIRED_SEEDS = 2  # a t interval over the seeds' paired differences needs two of them
 DEFAULT_SENTINELS = 2  # one near the median, one in the bottom quarter
 
@@ -40,7 +39,8 @@ class ValidationConfig:
                          "paired verdict's interval is over them (>= 2)", parse=int, low=1, metavar="S",
                          group=GROUP)
     epochs: Optional[int] = setting(None, "--validate-epochs", "epochs of a validation run (default: "
-                                    f"{EPOCHS_FACTOR}x --epochs)", parse=int, low=1, optional=True,
+                                    "the target length: --epochs under --fidelity prefix, 3x --epochs under "
+                                    "compressed)", parse=int, low=1, optional=True,
                                     metavar="E", group=GROUP)
 
     def __post_init__(self) -> None:
@@ -70,7 +70,3 @@ class ValidationConfig:
                               f"{generations}) has at most {most} hyp(s) besides the base, "
                               f"{'all' if left == 0 else f'{self.top} of them'} taken by --validate-top "
                               f"{self.top}; give --validate-sentinels {left} or fewer")
-
-    def epochs_for(self, trial_epochs: int) -> int:
-        """The validation length for trials of ``trial_epochs`` epochs."""
-        return int(self.epochs) if self.epochs is not None else EPOCHS_FACTOR * int(trial_epochs)

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evolve.config.fidelity import rungs, trial_configs, trial_epochs, warmup_warning
+from evolve.config.fidelity import rungs, trial_configs, trial_epochs, validation_epochs, warmup_warning
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import MODEL_SIZES, data_names
 from evolve.contract import FAILED_STATUSES, Metrics, standing
@@ -79,7 +79,7 @@ def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, A
     parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
     v = cfg.validation
     runs = (v.top + v.sentinels_wanted + 1) * v.seeds if v.top > 0 else 0  # the base, top K, sentinels
-    budget = Budget(trials, cfg.train.epochs * parts, runs, v.epochs_for(cfg.train.epochs) * parts, exact)
+    budget = Budget(trials, cfg.train.epochs * parts, runs, validation_epochs(cfg) * parts, exact)
     return {"live": True, "planned": budget}
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from evolve.config.run import EvolveConfig, resumed_config
+from evolve.config.run import TARGET_MARK, EvolveConfig, resumed_config
 from evolve.errors import ConfigError
 from evolve.output.records import CSV_NAME, missing_keys
 from evolve.output.rundir import atomic_write_text, checkpoint_path
@@ -105,7 +105,10 @@ def checkpoint_state(cfg: EvolveConfig, digest: str, **state: Any) -> dict[str, 
 def fingerprint(cfg: EvolveConfig, space: SearchSpace, without: Sequence[str] = ()) -> str:
     """A digest of everything that decides results, except the generation count (a run may be extended);
     ``without``: as a run whose key set lacked those keys saw the same search space (``upgraded``)."""
-    settings = cfg.result_settings()
+    return _digest(cfg.result_settings(), space, without)
+
+
+def _digest(settings: dict[str, Any], space: SearchSpace, without: Sequence[str] = ()) -> str:
     settings["ga"].pop("generations")
     if not settings["ga"]["age"]:
         settings["ga"].pop("age")  # a run without ageing keeps the fingerprint it had before --age existed
@@ -114,6 +117,26 @@ def fingerprint(cfg: EvolveConfig, space: SearchSpace, without: Sequence[str] = 
     blob = {"settings": settings, "base": {k: v for k, v in space.base.items() if k not in without},
             "genes": [g.record() for g in space.genes if g.key not in without]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _older_prefix(state: dict[str, Any], run_dir: Path, space: SearchSpace, digest: str) -> dict[str, Any]:
+    """``state`` with this version's fingerprint when it is the checkpoint of a ``prefix`` run saved before
+    ``--epochs`` was the target length, whose configuration ``EvolveConfig.from_dict`` has brought to this
+    version, and it fits the search space as that run saw it; else ``state`` as it is."""
+    saved = state.get("config")
+    if not isinstance(saved, dict) or saved.get("fidelity") != "prefix" or saved.get(TARGET_MARK) \
+            or state.get("fingerprint") == digest:
+        return state
+    try:
+        settings = EvolveConfig.from_dict(saved, upgrade=False).result_settings()
+    except ConfigError:
+        return state
+    settings.pop(TARGET_MARK, None)
+    if state.get("fingerprint") != _digest(settings, space):
+        return state
+    LOGGER.info("%s: a prefix run saved before --epochs was its target length; it goes on as it began, with "
+                "--epochs %s", checkpoint_path(run_dir), EvolveConfig.from_dict(saved).train.epochs)
+    return {**state, "fingerprint": digest}
 
 
 def resumed_from(cfg: EvolveConfig, checkpoint: dict[str, Any], run_dir: Path) -> EvolveConfig:
@@ -143,7 +166,9 @@ def upgraded(state: dict[str, Any], run_dir: Path, cfg: EvolveConfig, space: Sea
     It is upgraded only when it fits the search space as that run saw it (the same fingerprint without
     those keys) and the base holds them at the key set default, the value its trials trained with: every
     genome gains their genes at that value, and a meta file that evolves them evolves them from here on.
-    Anything else is left to ``check_checkpoint`` to refuse."""
+    A checkpoint of a ``prefix`` run older than ``--epochs`` as its target length is brought along too
+    (``_older_prefix``). Anything else is left to ``check_checkpoint`` to refuse."""
+    state = _older_prefix(state, run_dir, space, digest)
     try:
         with (Path(run_dir) / CSV_NAME).open(encoding="utf-8", newline="") as fh:
             missing = missing_keys(next(csv.reader(fh), []), space.keyset)

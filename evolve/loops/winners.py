@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from evolve.config.fidelity import validation_epochs
 from evolve.config.run import EvolveConfig
 from evolve.config.trial import data_names
 from evolve.contract import Metrics, selection_value, standing
@@ -200,7 +201,7 @@ def _plan(plan: Plan, run_dir: Path, strict: bool) -> ValidationPlan | None:
             "%s; validating %d sentinel(s), so the transfer coefficient spans less of the ranking", message,
             left)
     out = ValidationPlan(plan, run_dir, candidates, validation_seeds(plan.cfg.seed, vcfg.seeds),
-                         vcfg.epochs_for(plan.cfg.train.epochs))
+                         validation_epochs(plan.cfg))
     _check_earlier(out)
     return out
 

@@ -15,7 +15,7 @@ import harness
 sys.path.remove(str(ROOT / "benchmarks"))
 
 from evolve.config import config_from_argv
-from evolve.config.fidelity import trial_epochs
+from evolve.config.fidelity import trial_epochs, validation_epochs
 
 
 def test_flags_after_a_double_dash_pass_through():
@@ -42,7 +42,7 @@ def test_each_strategy_trains_its_trials_at_its_length_and_validates_at_the_targ
     for cfg in (prefix, compressed):
         assert cfg.mode == "async" and cfg.train.optimizer == "SGD" and cfg.train.imgsz == 192
         assert (cfg.validation.top, cfg.validation.sentinels_wanted, cfg.validation.seeds) == (3, 2, 3)
-        assert cfg.validation.epochs_for(cfg.train.epochs) == 20
+        assert validation_epochs(cfg) == 20
     assert (prefix.ga.generations, compressed.ga.generations) == (4, 2)
 
 

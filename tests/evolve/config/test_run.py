@@ -18,14 +18,23 @@ from evolve.config import (
     resumed_config,
     settings,
 )
-from evolve.config.fidelity import early_stop, rung_epochs, rungs, trial_configs, trial_epochs
+from evolve.config.fidelity import (
+    early_stop,
+    grace_epochs,
+    rung_epochs,
+    rungs,
+    trial_configs,
+    trial_epochs,
+    validation_epochs,
+)
+from evolve.config.run import TARGET_MARK
 from evolve.config.winners import ValidationConfig
 from evolve.errors import ConfigError
 
 
-def make(**ga) -> EvolveConfig:
+def make(fidelity: str = "prefix", **ga) -> EvolveConfig:
     return EvolveConfig(ga=GAConfig(population=6, generations=3, **ga), train=TrialConfig(epochs=2),
-                        trainer="surrogate")
+                        trainer="surrogate", fidelity=fidelity)
 
 
 def test_defaults_are_those_of_an_evolution():
@@ -105,7 +114,7 @@ def test_seeds_at_the_top_of_the_range_leave_room_for_the_validation_seeds():
 
 
 def test_asha_needs_epochs_after_the_grace_period():
-    cfg = make()
+    cfg = make(fidelity="compressed")
     cfg.ray.early_stop, cfg.ray.grace_epochs = "asha", 2  # the trials run 2 epochs
     with pytest.raises(ConfigError, match=r"^--grace-epochs must be below --epochs \(2\) .*got 2$"):
         cfg.validate()
@@ -187,11 +196,12 @@ def test_round_trip_through_a_plain_dict():
 
 def test_a_config_saved_before_async_mode_existed_loads_with_the_defaults():
     data = make().to_dict()
-    del data["mode"]
+    del data["mode"], data["fidelity"], data[TARGET_MARK]
     for name in ("workers_per_trial", "early_stop", "grace_epochs", "reduction_factor"):
         del data["ray"][name]
     back = EvolveConfig.from_dict(data)
     assert back.mode == "generational" and (back.ray.early_stop, early_stop(back)) == (None, "none")
+    assert back.fidelity == "compressed"  # the only kind before --fidelity existed
     assert back.ray.workers_per_trial is None
 
 
@@ -304,25 +314,35 @@ def test_every_flag_is_declared_once_with_help():
 
 
 def test_compressed_trials_run_epochs_with_the_early_stopping_asked_for():
-    cfg = make()
+    cfg = make(fidelity="compressed")
     assert (cfg.fidelity, trial_epochs(cfg), early_stop(cfg), rungs(cfg)) == ("compressed", 2, "none", [])
     cfg.ray.early_stop = "asha"
     ray_cfg, train_cfg = trial_configs(cfg)
     assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg)) == ("asha", 2, [1])
 
 
-def test_prefix_trials_run_the_validation_length_under_asha():
+def test_prefix_trials_run_the_target_length_under_asha_and_are_validated_at_it():
     cfg = make()
-    cfg.fidelity = "prefix"  # validation on, no --validate-epochs: 3 x --epochs
+    assert cfg.fidelity == EvolveConfig().fidelity == "prefix"  # the default
+    cfg.train.epochs, cfg.ray.grace_epochs = 6, 1
     cfg.validate()
     ray_cfg, train_cfg = trial_configs(cfg)
-    assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg)) == ("asha", 6, [1, 3])
-    assert (cfg.ray.early_stop, cfg.train.epochs) == (None, 2)  # the run's own configs are left alone
-    cfg.validation = ValidationConfig(epochs=20)
+    assert (ray_cfg.early_stop, train_cfg.epochs, rungs(cfg), validation_epochs(cfg)) == ("asha", 6, [1, 3], 6)
+    assert (cfg.ray.early_stop, cfg.train.epochs) == (None, 6)  # the run's own configs are left alone
+    cfg.validation = ValidationConfig(epochs=20)  # validated longer than the trials: they are still --epochs
     cfg.ray.reduction_factor = 2.0
-    assert (trial_epochs(cfg), rungs(cfg)) == (20, [1, 2, 4, 8, 16])
-    cfg.validation = ValidationConfig(top=0)  # no validation: the trials' target is --epochs
-    assert (trial_epochs(cfg), rungs(cfg)) == (2, [1])
+    assert (trial_epochs(cfg), rungs(cfg), validation_epochs(cfg)) == (6, [1, 2, 4], 20)
+    cfg.fidelity = "compressed"
+    cfg.validation = ValidationConfig()
+    assert (trial_epochs(cfg), validation_epochs(cfg)) == (6, 18)  # a stand-in for a target 3x as long
+
+
+def test_a_prefix_run_without_a_first_rung_trains_every_trial_to_the_end():
+    cfg = make()  # --grace-epochs unset and not yet decided (a run decides it from the base hyp's warmup)
+    cfg.validate()
+    ray_cfg, train_cfg = trial_configs(cfg)
+    assert (grace_epochs(cfg), rungs(cfg), ray_cfg.early_stop, train_cfg.epochs) == (None, [], "none", 2)
+    assert EvolveConfig.from_dict(cfg.to_dict()).ray.grace_epochs is None
 
 
 def test_prefix_refuses_early_stop_none_from_python_and_the_command_line_alike(tmp_path):
@@ -350,15 +370,16 @@ def test_a_prefix_run_saved_with_the_old_default_none_resumes_under_asha_with_it
     back = EvolveConfig.from_dict(saved)
     back.validate()
     assert (back.ray.early_stop, early_stop(back), back.to_dict()) == (None, "asha", saved)
-    compressed = EvolveConfig.from_dict(EvolveConfig(trainer="surrogate", project=str(tmp_path)).to_dict())
+    compressed = EvolveConfig.from_dict(EvolveConfig(trainer="surrogate", project=str(tmp_path),
+                                                     fidelity="compressed").to_dict())
     assert (compressed.ray.early_stop, early_stop(compressed)) == ("none", "none")
 
 
 def test_prefix_grace_must_stay_below_the_target_length():
     cfg = make()
-    cfg.fidelity, cfg.ray.grace_epochs = "prefix", 6  # the target is 3 x 2 epochs
-    with pytest.raises(ConfigError, match=r"^--grace-epochs must be below the target length of --fidelity "
-                                          r"prefix \(6 epochs, --validate-epochs \(3x --epochs\)\), got 6$"):
+    cfg.train.epochs, cfg.ray.grace_epochs = 6, 6  # --epochs is the target
+    with pytest.raises(ConfigError, match=r"^--grace-epochs must be below --epochs \(6\) for --early-stop asha "
+                                          r"to stop anything, got 6$"):
         cfg.validate()
     cfg.ray.grace_epochs = 5
     cfg.validate()
@@ -372,21 +393,26 @@ def test_rung_epochs_are_those_asha_judges_at(grace, reduction, max_t, epochs):
     assert rung_epochs(grace, reduction, max_t) == epochs
 
 
-def test_a_resumed_prefix_run_keeps_its_trial_length():
+def test_a_prefix_run_saved_when_its_trials_trained_the_validation_length_keeps_that_length():
+    saved = make().to_dict()
+    del saved[TARGET_MARK]  # as every prefix run saved before --epochs was its target
+    back = EvolveConfig.from_dict(saved)
+    assert (back.train.epochs, validation_epochs(back)) == (6, 6)  # 3 x --epochs 2, validated at the same
+    saved["validation"]["epochs"] = 9
+    assert EvolveConfig.from_dict(saved).train.epochs == 9
+    saved["validation"]["top"] = 0  # validation off: its trials trained --epochs
+    assert EvolveConfig.from_dict(saved).train.epochs == 2
+    assert EvolveConfig.from_dict(saved, upgrade=False).train.epochs == 2
+    assert TARGET_MARK in back.to_dict() and EvolveConfig.from_dict(back.to_dict()).train.epochs == 6
+
+
+def test_a_resumed_prefix_run_may_be_validated_at_another_length():
     saved = make()
-    saved.fidelity = "prefix"
     new = make()
     new.validation = ValidationConfig(epochs=9)
     new.explicit = frozenset({"--validate-epochs"})
-    with pytest.raises(ConfigError, match=r"^--validate-epochs 9: the resumed run's trials train 6 epochs"):
-        resumed_config(saved, new)
-    new.validation = ValidationConfig(top=0)
-    new.explicit = frozenset({"--validate-top"})
-    with pytest.raises(ConfigError, match=r"^--validate-top 0: the resumed run's trials train 6 epochs"):
-        resumed_config(saved, new)
-    saved.fidelity = "compressed"  # there the validation length is no trial's: it may change
-    merged, _ = resumed_config(saved, new)
-    assert merged.validation.top == 0 and merged.fidelity == "compressed"
+    merged, notes = resumed_config(saved, new)
+    assert (merged.train.epochs, validation_epochs(merged), notes) == (2, 9, [])
 
 
 def test_ray_host_must_be_an_ip_of_an_embedded_ray():

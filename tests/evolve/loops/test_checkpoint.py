@@ -144,3 +144,29 @@ def test_a_checkpoint_from_before_the_key_set_gained_a_key_resumes_at_its_defaul
     ev = GenerationalEvolution(resumed, run_dir)  # reads the old evolve.csv: its trials map onto the genomes
     generation, population = ev._start()
     assert generation == 0 and all(ev.space.genome_key(g) in ev.cache for g in population)
+
+
+def test_a_prefix_run_saved_before_epochs_was_its_target_resumes_with_its_trial_length(tmp_path):
+    from evolve.config.run import TARGET_MARK, EvolveConfig
+    from evolve.loops.checkpoint import _digest
+    from evolve.output.rundir import save_checkpoint
+
+    plan = prepare(config(["--trainer", "surrogate", "--population", "4", "--generations", "2", "--seed", "1",
+                           "--epochs", "6", "--project", str(tmp_path)]))
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    ev = GenerationalEvolution(plan, run_dir)
+    ev._first = ev._start()
+    ev._advance()
+    state = load_checkpoint(run_dir)
+    # As an earlier version saved it: --epochs 2, trials of the validation length (3 x 2), no mark.
+    legacy = dict(state["config"], train={**state["config"]["train"], "epochs": 2})
+    del legacy[TARGET_MARK]
+    settings = EvolveConfig.from_dict(legacy, upgrade=False).result_settings()
+    settings.pop(TARGET_MARK)
+    save_checkpoint(run_dir, {**state, "config": legacy, "fingerprint": _digest(settings, plan.space)})
+    again = prepare(config(["--resume", str(run_dir)]))
+    assert (again.cfg.train.epochs, again.fingerprint) == (6, plan.fingerprint)
+    save_checkpoint(run_dir, {**state, "config": legacy, "fingerprint": "0" * 16})  # settings changed since
+    with pytest.raises(ConfigError, match="settings changed since the run started"):
+        prepare(config(["--resume", str(run_dir)]))

@@ -192,13 +192,13 @@ def test_sigkill_mid_generation_then_resume_gives_the_same_rows(reference, ray_a
     assert total == 2 * len(fid) >= 2 * len(df)
 
 
-def test_compressed_trials_count_their_epochs(reference):
+def test_trials_too_short_for_a_rung_count_their_epochs(reference):
     run_dir, _ = reference
     fid = pd.read_csv(run_dir / "fidelity.csv")
-    assert list(fid.columns) == ["trial_id", "status", "epochs", "fitness"]  # no rungs without early stop
+    assert list(fid.columns) == ["trial_id", "status", "epochs", "fitness"]  # no rung fits before epoch 2
     assert fid["trial_id"].tolist() == rows(run_dir)["trial_id"].tolist()
     summary = yaml.safe_load((run_dir / "fidelity.yaml").read_text())
-    assert summary == {"fidelity": "compressed", "target_epochs": 2, "rungs": [], "trials": 16,
+    assert summary == {"fidelity": "prefix", "target_epochs": 2, "rungs": [], "trials": 16,
                        "trial_epochs": 32, "agreement": []}
 
 

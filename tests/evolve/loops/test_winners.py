@@ -84,7 +84,7 @@ def test_an_evolution_validates_top_3_2_sentinels_and_the_base_on_the_same_seeds
     assert sorted(df["candidate"].unique()) == LABELS
     # Every hyp trains on the same new seeds (the trials trained with seed 1): the pairs of the verdict.
     assert all(sorted(g["seed"]) == [2, 3] for _, g in df.groupby("candidate"))
-    assert (df["epochs"] == 3).all() and (df["status"] == "ok").all()  # 3x the trials' epochs
+    assert (df["epochs"] == 1).all() and (df["status"] == "ok").all()  # the target length, --epochs
     # The candidates are the three best distinct trials other than the base, in rank order; the sentinels
     # sit at the median and the 7/8 quantile of the same ranking.
     ranking = _distinct_ranking(trials)
@@ -140,7 +140,7 @@ def test_an_evolution_validates_top_3_2_sentinels_and_the_base_on_the_same_seeds
         assert "# Verdict: the base hyp. No candidate's 95% interval of the paired difference is above 0" \
             in text
         assert "no candidate's 95% interval of the paired difference is above the base hyp over 2 paired " \
-               "seeds of 3 epochs" in verdict[0]
+               "seeds of 1 epochs" in verdict[0]
         assert verdict[0].endswith("; hyp_validated.yaml is the base hyp")
     else:
         assert f"# Verdict: {chosen} (trial_id {top[chosen]}) beats the base hyp" in text
@@ -301,7 +301,7 @@ def test_a_validation_of_other_epochs_is_refused_not_mixed(tmp_path, capsys):
     ValidationRecords(run_dir).append(ValidationRow("base", "g000i000", 1, 7, Metrics().with_fitness()))
     before = (run_dir / "validation.csv").read_bytes()
     code, err = _cli(["--validate", str(run_dir), "--validate-top", "2"], capsys)
-    assert code == 2 and "holds validation runs of 7 epochs, not 3" in err and err.count("\n") == 1
+    assert code == 2 and "holds validation runs of 7 epochs, not 100" in err and err.count("\n") == 1
     assert (run_dir / "validation.csv").read_bytes() == before
 
 

@@ -41,8 +41,8 @@ def finished(ray_address, tmp_path_factory, collect_logs):
 
 def test_the_run_logged_its_planned_budget_first_and_one_cost_estimate(finished):
     # validation: the base, top1 and a sentinel, 2 seeds each
-    assert PROGRESS_LINES[0] == ("planned: at most 60 trial-epochs = evolution at most 12 trials x 2 epochs "
-                                 "+ validation 6 runs x 6 epochs")
+    assert PROGRESS_LINES[0] == ("planned: at most 36 trial-epochs = evolution at most 12 trials x 2 epochs "
+                                 "+ validation 6 runs x 2 epochs")  # validated at the target, --epochs
     estimates = [m for m in PROGRESS_LINES if m.startswith("estimated wall time of the whole run: ")]
     assert len(estimates) == 1 and re.search(r"\(\d+ trial-epochs left at [\d.]+ s each, [12] at once\)$",
                                              estimates[0]), estimates
