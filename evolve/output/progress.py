@@ -112,7 +112,11 @@ class Progress:
         self._gen_trials = 0
         self._gen_finished = 0
         self._trials_per_finished_gen: list[int] = []
-        self._seconds: list[float] = []
+        self._seconds: list[float] = []  # wall seconds of every trial that ended, for the ETA without epochs
+        # ... and of those that ran their whole length (ok), as the watchdog's deadline counts them, for the
+        # slow warning: a trial stopped at a rung is no measure of how long a whole one takes.
+        self._whole_seconds: list[float] = []
+        self._trained_epoch_seconds: list[float] = []  # per epoch trained, of every trial that ended unfailed
         self._concurrency = 1
         self._drawn = False
         self._clock = clock
@@ -178,6 +182,11 @@ class Progress:
             self.best, self._best_rank = metrics.fitness, standing(metrics)
         if seconds > 0:
             self._seconds.append(seconds)
+            if metrics.status == "ok":
+                self._whole_seconds.append(seconds)
+        trained = metrics.epochs or (self.planned.epochs if self.planned is not None else 0)
+        if seconds > 0 and trained > 0 and metrics.status not in FAILED_STATUSES:
+            self._trained_epoch_seconds.append(seconds / trained)
         self._estimate_once()
         if self.tty:
             self._draw()
@@ -210,14 +219,15 @@ class Progress:
         return in_gen + int(round(future * per_gen))
 
     def seconds_per_epoch(self) -> float | None:
-        """Measured wall seconds of one trial-epoch, start-up shared out: the finished trials' median
-        seconds per epoch once a trial has finished, before that a trial's median first epoch plus E - 1
-        median later epochs, over E; None before any epoch or trial (or without a budget)."""
+        """Measured wall seconds of one trial-epoch, start-up shared out: the ended trials' median seconds
+        per epoch they trained (a trial stopped at a rung counts its own epochs) once a trial has ended,
+        before that a trial's median first epoch plus E - 1 median later epochs, over E; None before any
+        epoch or trial (or without a budget)."""
         if self.planned is None:
             return None
         epochs = max(1, self.planned.epochs)
-        if self._seconds:
-            return median([s / epochs for s in self._seconds])
+        if self._trained_epoch_seconds:
+            return median(self._trained_epoch_seconds)
         first, later = median(self._first_epoch_seconds), median(self._epoch_seconds)
         if first is None:
             return later
@@ -243,7 +253,7 @@ class Progress:
 
     def _estimate_once(self) -> None:
         # Printed once a later epoch or a whole trial has been timed: a first epoch alone is mostly start-up.
-        if self._estimated or self.planned is None or not (self._seconds or self._epoch_seconds):
+        if self._estimated or self.planned is None or not (self._trained_epoch_seconds or self._epoch_seconds):
             return
         self._estimated = True
         self._log(f"estimated wall time of the whole run: {format_duration(self.eta_seconds())} "
@@ -252,7 +262,7 @@ class Progress:
 
     def slow(self) -> list[tuple[str, float]]:
         """(trial id, seconds) of the running trials far past the median duration, longest first."""
-        return slow(self._running_since, self._seconds, self._clock())
+        return slow(self._running_since, self._whole_seconds, self._clock())
 
     def tick(self) -> None:
         """Called while trials run: redraw a terminal's line now and then; warn once per slow trial."""
@@ -270,7 +280,7 @@ class Progress:
             if not self.tty and trial_id not in self._warned_slow:
                 self._warned_slow.add(trial_id)
                 LOGGER.warning("trial %s has run %s, far longer than the median %s", trial_id,
-                               format_duration(seconds), format_duration(median(self._seconds)))
+                               format_duration(seconds), format_duration(median(self._whole_seconds)))
 
     def running_trials(self) -> list[tuple[str, int | None, float | None, float]]:
         """(trial id, epoch or None, latest fitness or None, seconds running) of each running trial."""
@@ -301,7 +311,7 @@ class Progress:
         if late:
             more = f" +{len(late) - 1}" if len(late) > 1 else ""
             text += (f" | slow: {late[0][0]} {format_duration(late[0][1])}{more} "
-                     f"(median {format_duration(median(self._seconds))})")
+                     f"(median {format_duration(median(self._whole_seconds))})")
         return text
 
     def _draw(self) -> None:

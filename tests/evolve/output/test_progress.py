@@ -182,6 +182,27 @@ def live_progress(now, lines, stream=None, **kw):
     return p
 
 
+def test_a_trial_stopped_at_a_rung_is_no_measure_of_a_whole_trial_s_length(caplog):
+    now, lines = [0.0], []
+    p = live_progress(now, lines)  # trials of 5 epochs
+    p.start_generation(0, trials=2)
+    p.started("full", now[0])
+    p.started("cut", now[0])
+    now[0] = 8.0
+    p.finished("cut", Metrics(fitness=0.01, status="stopped", epochs=2), 8.0)  # stopped at epoch 2
+    assert p.seconds_per_epoch() == pytest.approx(4.0)  # 8 s over the 2 epochs it trained, not over 5
+    now[0] = 19.0
+    with caplog.at_level("WARNING"):
+        p.tick()
+    assert "slow" not in p.line() and "far longer" not in caplog.text  # 19 s is no hang beside 8 s cut short
+    now[0] = 20.0
+    p.finished("full", Metrics(fitness=0.3, status="ok", epochs=5), 20.0)
+    assert p.seconds_per_epoch() == pytest.approx(4.0)  # median of 4.0 and 4.0
+    p.started("next", now[0])
+    now[0] = 61.0
+    assert p.line().endswith(" | slow: next 41s (median 20s)")  # the median of whole trials only
+
+
 def test_epochs_of_running_trials_give_the_speed_the_eta_and_one_estimate_line():
     now, lines = [0.0], []
     p = live_progress(now, lines)

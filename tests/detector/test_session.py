@@ -1,0 +1,139 @@
+"""Tests of detector/session.py: ``python -m detector`` works in a session of its own where the kernel groups
+by session, passes signals on, leaves nothing behind when killed, and stays put when it should."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from detector import session
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTOGROUP_ON = session.AUTOGROUP.is_file() and session.AUTOGROUP.read_text().strip() == "1"
+needs_autogroup = pytest.mark.skipif(not AUTOGROUP_ON, reason="the kernel has no autogroup scheduling, or it is off")
+
+
+def _wanted_in_child(tmp_path: Path, autogroup: str, env: dict, nice: int = 0) -> bool:
+    """``session.wanted`` as a process that does not lead its session sees it, with its own env and file."""
+    flag = tmp_path / "autogroup"
+    flag.write_text(autogroup)
+    code = ("import os, sys; from pathlib import Path; from detector import session; os.nice(int(sys.argv[2])); "
+            "print(session.wanted(dict(os.environ), Path(sys.argv[1])))")
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", session.ENV)}, "PYTHONPATH": str(ROOT),
+           **env}
+    out = subprocess.run([sys.executable, "-c", code, str(flag), str(nice)], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return out.strip() == "True"
+
+
+def test_the_work_moves_only_where_autogroup_is_on_and_nothing_says_otherwise(tmp_path):
+    assert _wanted_in_child(tmp_path, "1\n", {})
+    assert not _wanted_in_child(tmp_path, "0\n", {})  # autogroup off: a new session gains nothing
+    assert not _wanted_in_child(tmp_path, "1\n", {session.ENV: "0"})  # turned off
+    assert not _wanted_in_child(tmp_path, "1\n", {"RANK": "1"})  # a DDP rank: its launcher owns it
+    assert not _wanted_in_child(tmp_path, "1\n", {}, nice=5)  # asked to yield: a new group would not
+    assert not session.wanted({}, tmp_path / "missing")  # no such kernel setting
+    # A session leader has a session of its own already.
+    leader = subprocess.run([sys.executable, "-c", "import os; from detector import session; "
+                             "print(session.wanted({}, session.AUTOGROUP))"], env={**os.environ,
+                            "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+                            start_new_session=True, check=True)
+    assert leader.stdout.strip() == "False"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _start(tiny_data: Path, tmp_path: Path, epochs: int, **env: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "detector", "train", "--data", str(tiny_data), "--imgsz", "64", "--batch", "8",
+            "--epochs", str(epochs), "--workers", "0", "--project", str(tmp_path / "runs"), "--quiet",
+            "--no-save", "--threads", "1"]
+    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _worker(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = _children(proc.pid)
+        if kids:
+            return kids[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no child process")
+
+
+def _gone(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # ended, not yet reaped by its (dead) parent's reaper
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@needs_autogroup
+def test_training_runs_in_a_session_of_its_own_and_reports_through_the_command(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=1)
+    try:
+        worker = _worker(proc)
+        assert os.getsid(worker) == worker != os.getsid(proc.pid)  # it leads a new session
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "ok"  # the child's stdout is the command's
+
+
+@needs_autogroup
+def test_ctrl_c_reaches_the_training_and_its_status_is_the_command_s(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=200)
+    try:
+        worker = _worker(proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT
+    assert _gone(worker)
+
+
+@needs_autogroup
+def test_a_command_killed_outright_leaves_no_training_behind(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=200)
+    try:
+        worker = _worker(proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert _gone(worker), "the training outlived its command"
+    finally:
+        proc.kill()
+        if not _gone(worker, 0.1):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_turned_off_the_command_trains_in_its_own_process(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=1, **{session.ENV: "0"})
+    try:
+        time.sleep(1.0)
+        assert _children(proc.pid) == []
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
