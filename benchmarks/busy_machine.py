@@ -7,8 +7,10 @@ validation) of our detector at its defaults, and of Ultralytics YOLOv8n at its d
 torch matrices with torch's default thread count (one thread per core, the way most torch programs
 run). The load runs in two placements: in the **same** session as the trainer (how a Ray worker, a batch
 script or a notebook runs its jobs) and in a **new** session (``setsid``). With the kernel's autogroup
-scheduling each session is its own scheduling group, so a load in another session hardly competes and
-only the same-session figure shows what a busy machine costs. Idle and busy runs alternate, ``--repeats``
+scheduling each session is its own scheduling group, so a load in another session competes less; the
+same-session figure shows what a busy machine costs a trainer that stays in its caller's session, and
+``python -m detector`` moves its work into a session of its own where autogroup is on
+(``detector/session.py``), so both placements should now read alike. Idle and busy runs alternate, ``--repeats``
 times, and the medians are compared as ratios (busy / idle; 1.0 = the load costs nothing).
 
     python benchmarks/busy_machine.py

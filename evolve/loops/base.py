@@ -72,14 +72,16 @@ def progress_totals(rows: list[TrialRecord]) -> dict[str, Any]:
 
 
 def progress_options(cfg: EvolveConfig, trials: int, exact: bool) -> dict[str, Any]:
-    """``Progress`` keywords of the run's display mode and its planned budget of ``trials`` trials;
-    ``--quiet`` keeps the plain display of old, without budget or cost lines."""
+    """``Progress`` keywords of the run's display mode and its planned budget of ``trials`` trials (at most
+    that, unless ``exact`` and no trial can be stopped at a rung); ``--quiet`` keeps the plain display of
+    old, without budget or cost lines."""
     if cfg.quiet:
         return {"live": False, "planned": None}
     parts = max(1, len(data_names(cfg.train.data)))  # a trial reports the epochs of every data set in turn
     v = cfg.validation
     runs = (v.top + v.sentinels_wanted + 1) * v.seeds if v.top > 0 else 0  # the base, top K, sentinels
-    budget = Budget(trials, cfg.train.epochs * parts, runs, validation_epochs(cfg) * parts, exact)
+    budget = Budget(trials, cfg.train.epochs * parts, runs, validation_epochs(cfg) * parts,
+                    exact and not rungs(cfg))
     return {"live": True, "planned": budget}
 
 

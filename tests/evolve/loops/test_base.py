@@ -115,3 +115,15 @@ def test_async_prefix_ranks_finished_trials_above_stopped_ones(ray_address, tmp_
     assert statuses == sorted(statuses)  # every finished member ranks above every stopped one
     assert [m[3] for m in members][: statuses.count("ok")] == sorted(
         (f for (i, *_, f) in members if i % 2 == 0), reverse=True)
+
+
+def test_the_planned_budget_is_an_upper_bound_where_trials_may_stop_at_a_rung():
+    from evolve.loops.base import progress_options
+
+    exact = config_from_argv(["--trainer", "surrogate", "--epochs", "3", "--validate-top", "0"])  # no rung fits
+    assert progress_options(exact, 8, exact=True)["planned"].line() == (
+        "planned: 24 trial-epochs = evolution 8 trials x 3 epochs (no validation)")
+    judged = config_from_argv(["--trainer", "surrogate", "--epochs", "20", "--grace-epochs", "4",
+                               "--validate-top", "0"])
+    assert progress_options(judged, 8, exact=True)["planned"].line() == (
+        "planned: at most 160 trial-epochs = evolution at most 8 trials x 20 epochs (no validation)")
