@@ -162,7 +162,8 @@ def common_flags(args: argparse.Namespace, mode: str, seconds: float, seed: int,
              "--surrogate-spread", str(args.spread), "--epochs", str(epochs), "--seed", str(seed),
              "--population", str(args.population), "--generations", str(generations or args.generations),
              "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--num-gpus", str(SLOTS),
-             "--num-cpus", str(SLOTS), "--mode", mode]
+             "--num-cpus", str(SLOTS), "--mode", mode, "--fidelity", "compressed"]
+    # compressed: whole trials of --epochs, stopped only where a part asks for --early-stop asha itself.
     return flags
 
 

@@ -39,12 +39,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--population", type=int, default=4)
     p.add_argument("--epochs", type=int, default=4, help="epochs of every evolution trial")
+    p.add_argument("--fidelity", default="compressed", help="--fidelity of the evolution (compressed: short "
+                   "trials, validated longer)")
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-images", type=int, default=160, help="first N train/val images (0: all)")
     p.add_argument("--validate-top", type=int, default=3)
     p.add_argument("--validate-seeds", type=int, default=2)
-    p.add_argument("--validate-epochs", type=int, default=8, help="epochs of a validation run (0: 3x --epochs)")
+    p.add_argument("--validate-epochs", type=int, default=8, help="epochs of a validation run (0: the fidelity's "
+                   "target length, 3x --epochs under compressed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="runs/bench-real-gain")
     p.add_argument("--name", default="exp")
@@ -53,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def orchestrate_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    argv = ["--data", args.data, "--generations", str(args.generations), "--population", str(args.population),
-            "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch),
+    argv = ["--data", args.data, "--fidelity", args.fidelity, "--generations", str(args.generations),
+            "--population", str(args.population), "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch),
             "--validate-top", str(args.validate_top), "--validate-seeds", str(args.validate_seeds),
             "--seed", str(args.seed), "--project", args.project, "--name", args.name]
     if args.max_images:

@@ -56,11 +56,12 @@ def ours(args: argparse.Namespace, data: Path, project: Path) -> dict:
     from evolve.config import config_from_argv
     from evolve.driver import run
 
-    # Two generations without elites: every individual is trained, trials = 2 x population. No winner
-    # validation after them: model.tune() has none, and the wall time compares the tuning alone.
+    # Two generations without elites: every individual is trained, trials = 2 x population, each to its last
+    # epoch as model.tune()'s are (compressed: no rung stops one). No winner validation after them:
+    # model.tune() has none, and the wall time compares the tuning alone.
     population = max(2, args.trials // 2)
-    argv = ["--trainer", "ultralytics", "--model", args.model, "--data", str(data), "--epochs", str(args.epochs),
-            "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", "0", "--population",
+    argv = ["--trainer", "ultralytics", "--fidelity", "compressed", "--model", args.model, "--data", str(data),
+            "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--workers", "0", "--population",
             str(population), "--generations", "2", "--elite", "0,0", "--validate-top", "0",
             "--seed", str(args.seed), "--project", str(project), "--name", "ours", "--cpus-per-trial",
             str(args.cpus_per_trial)]
