@@ -130,14 +130,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "--epochs", str(args.epochs),
                 "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--seed", str(args.seed),
                 "--project", str(out), "--name", "ours", "--exist-ok", "--quiet"]
+    # Each in a session of its own, so the kernel's autogroup treats both alike (``python -m detector``
+    # would otherwise move its work into one and the peer stay in this script's).
     procs = {"ours": subprocess.Popen(ours_cmd, cwd=harness.ROOT, env=env, preexec_fn=pinned(cores[0]),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)}
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True)}
     if have_peer:
         peer_args = {"data": str(data_yaml), "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
                      "project": str(out), "seed": args.seed}
         procs["peer"] = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, json.dumps(peer_args)], cwd=out,
                                          env=env, preexec_fn=pinned(cores[-1]), stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True)
+                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     logs = {name: proc.communicate()[0] for name, proc in procs.items()}
     for name, proc in procs.items():
         (out / f"{name}.log").write_text(logs[name])

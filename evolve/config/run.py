@@ -154,7 +154,8 @@ class EvolveConfig:
         if self.validation.run_dir and self.resume:
             raise ConfigError("--validate and --resume exclude each other: --validate RUN_DIR validates a "
                               "finished run, --resume RUN_DIR continues one (and validates it at its end)")
-        if self.fidelity == "prefix" and self.ray.early_stop == "none":
+        if self.fidelity == "prefix" and self.ray.early_stop == "none" and not self._continues_a_run():
+            # A resumed or validated run keeps its own fidelity and early stopping (``resumed_config``).
             raise ConfigError("--early-stop none: --fidelity prefix stops the hopeless trials at ASHA rungs; "
                               "drop --early-stop or use --fidelity compressed")
         self.validation.check_sentinels(self.ga.population, self.ga.generations)
@@ -165,6 +166,9 @@ class EvolveConfig:
             raise ConfigError(f"--grace-epochs must be below --epochs ({self.train.epochs}) for "
                               f"--early-stop {early_stop(self)} to stop anything, got "
                               f"{grace}")
+
+    def _continues_a_run(self) -> bool:
+        return bool(self.validation.run_dir) or bool(self.resume and os.path.isdir(self.resume))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (nested dicts, tuples kept) for the checkpoint."""

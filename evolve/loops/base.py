@@ -104,6 +104,9 @@ class Evolution:
         warning = warmup_warning(rung_list, self.space.base.get("warmup_epochs"))
         if warning:
             LOGGER.warning("%s", warning)
+        if self.cfg.fidelity == "prefix" and not rung_list:
+            LOGGER.info("--fidelity prefix: no rung fits before epoch %d after the base hyp's warmup, so every "
+                        "trial trains to the end (give --grace-epochs for one)", trial_epochs(self.cfg))
         self.identity = claim_identity(run_dir, plan.checkpoint)
 
     def first_population(self) -> list[Genome]:

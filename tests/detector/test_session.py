@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,9 @@ def test_the_work_moves_only_where_autogroup_is_on_and_nothing_says_otherwise(tm
     assert not _wanted_in_child(tmp_path, "1\n", {}, nice=5)  # asked to yield: a new group would not
     assert not session.wanted({}, tmp_path / "missing")  # no such kernel setting
     # A session leader has a session of its own already.
-    leader = subprocess.run([sys.executable, "-c", "import os; from detector import session; "
-                             "print(session.wanted({}, session.AUTOGROUP))"], env={**os.environ,
-                            "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
-                            start_new_session=True, check=True)
+    code = "from detector import session; print(session.wanted({}, session.AUTOGROUP))"
+    leader = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60, start_new_session=True, check=True)
     assert leader.stdout.strip() == "False"
 
 
@@ -55,21 +55,40 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _start(tiny_data: Path, tmp_path: Path, epochs: int, **env: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "detector", "train", "--data", str(tiny_data), "--imgsz", "64", "--batch", "8",
+def _start(tiny_data: Path, tmp_path: Path, epochs: int, under: Sequence[str] = (), **env: str) -> subprocess.Popen:
+    """``python -m detector train`` of ``epochs`` on the tiny set, run by the command ``under`` if given."""
+    argv = [*under, sys.executable, "-m", "detector", "train", "--data", str(tiny_data), "--imgsz", "64", "--batch", "8",
             "--epochs", str(epochs), "--workers", "0", "--project", str(tmp_path / "runs"), "--quiet",
             "--no-save", "--threads", "1"]
     return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_terminal_job)
 
 
-def _worker(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+def _as_a_terminal_job() -> None:
+    # As a shell with job control starts a command: its own process group, whose parent (this test) is in
+    # another group of the same session, so the group is not orphaned and Ctrl-Z may stop it; SIGINT and
+    # SIGTSTP at their defaults, which a test runner started in the background may have ignored.
+    os.setpgid(0, 0)
+    for sig in (signal.SIGINT, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z ...), or X when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
+
+
+def _worker(pid: int, timeout: float = 60.0) -> int:
+    """The first child of ``pid``, once it has one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = _children(proc.pid)
+        kids = _children(pid)
         if kids:
             return kids[0]
-        assert proc.poll() is None, proc.communicate()
+        assert _state(pid) not in "ZX", f"{pid} ended without a child"
         time.sleep(0.05)
     raise AssertionError("no child process")
 
@@ -77,11 +96,7 @@ def _worker(proc: subprocess.Popen, timeout: float = 60.0) -> int:
 def _gone(pid: int, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # ended, not yet reaped by its (dead) parent's reaper
+        if _state(pid) in "ZX":  # gone, or ended and not yet reaped
             return True
         time.sleep(0.1)
     return False
@@ -91,7 +106,7 @@ def _gone(pid: int, timeout: float = 30.0) -> bool:
 def test_training_runs_in_a_session_of_its_own_and_reports_through_the_command(tiny_data, tmp_path):
     proc = _start(tiny_data, tmp_path, epochs=1)
     try:
-        worker = _worker(proc)
+        worker = _worker(proc.pid)
         assert os.getsid(worker) == worker != os.getsid(proc.pid)  # it leads a new session
         out, err = proc.communicate(timeout=300)
     finally:
@@ -104,7 +119,7 @@ def test_training_runs_in_a_session_of_its_own_and_reports_through_the_command(t
 def test_ctrl_c_reaches_the_training_and_its_status_is_the_command_s(tiny_data, tmp_path):
     proc = _start(tiny_data, tmp_path, epochs=200)
     try:
-        worker = _worker(proc)
+        worker = _worker(proc.pid)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
@@ -118,7 +133,7 @@ def test_ctrl_c_reaches_the_training_and_its_status_is_the_command_s(tiny_data, 
 def test_a_command_killed_outright_leaves_no_training_behind(tiny_data, tmp_path):
     proc = _start(tiny_data, tmp_path, epochs=200)
     try:
-        worker = _worker(proc)
+        worker = _worker(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         assert _gone(worker), "the training outlived its command"
@@ -133,7 +148,49 @@ def test_turned_off_the_command_trains_in_its_own_process(tiny_data, tmp_path):
     try:
         time.sleep(1.0)
         assert _children(proc.pid) == []
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+
+
+def _wait_state(pid: int, states: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _state(pid) not in states:
+        time.sleep(0.05)
+    return _state(pid)
+
+
+@needs_autogroup
+def test_ctrl_z_stops_the_training_too_and_fg_continues_it(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=200)
+    try:
+        worker = _worker(proc.pid)
+        proc.send_signal(signal.SIGTSTP)  # what the terminal sends the command's process group
+        assert _wait_state(proc.pid, "T") == "T" and _wait_state(worker, "T") == "T"
+        proc.send_signal(signal.SIGCONT)  # fg
+        assert _wait_state(proc.pid, "RS") in "RS" and _wait_state(worker, "RS") in "RS"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT and _gone(worker)
+
+
+# A stand-in for a shell's background job: SIGINT ignored, then the command run under it.
+IGNORING_SHELL = [sys.executable, "-c", ("import signal, subprocess, sys; signal.signal(signal.SIGINT, "
+                                         "signal.SIG_IGN); sys.exit(subprocess.call(sys.argv[1:]))")]
+
+
+@needs_autogroup
+def test_a_signal_the_command_ignores_stays_ignored_by_the_training(tiny_data, tmp_path):
+    proc = _start(tiny_data, tmp_path, epochs=1, under=IGNORING_SHELL)
+    try:
+        command = _worker(proc.pid)
+        _worker(command)  # training has started
+        os.kill(command, signal.SIGINT)  # ignored, as the command alone would ignore it
         out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "ok"

@@ -421,3 +421,12 @@ def test_ray_host_must_be_an_ip_of_an_embedded_ray():
         RayConfig(ray_host="my-laptop")
     with pytest.raises(ConfigError, match=r"^--address 'auto': --ray-host sets where an embedded Ray listens"):
         RayConfig(address="auto", ray_host="0.0.0.0")
+
+
+def test_early_stop_none_is_refused_under_prefix_only_for_a_run_that_starts(tmp_path):
+    with pytest.raises(ConfigError, match=r"^--early-stop none: --fidelity prefix"):
+        config_from_argv(["--early-stop", "none"])
+    # A run folder resumed or validated keeps its own fidelity and early stopping (a compressed run's
+    # old command line, with --resume added, still works).
+    assert config_from_argv(["--resume", str(tmp_path), "--early-stop", "none"]).ray.early_stop == "none"
+    assert config_from_argv(["--validate", str(tmp_path), "--early-stop", "none"]).ray.early_stop == "none"
