@@ -116,6 +116,16 @@ def test_a_checkpoint_from_before_the_key_set_gained_a_key_resumes_at_its_defaul
                              ga_state={"random": None, "archive": [(tuple(g), 0.1) for g in genomes]},
                              records=records_mark(run_dir / "evolve.csv", 2))
     save_checkpoint(run_dir, state)
+    # The same run saved also before --epochs was a prefix run's target length: both upgrades apply.
+    from evolve.config.run import TARGET_MARK, EvolveConfig
+    from evolve.loops.checkpoint import _digest
+
+    both = tmp_path / "both"
+    shutil.copytree(run_dir, both)
+    legacy = {k: v for k, v in state["config"].items() if k != TARGET_MARK}
+    settings = EvolveConfig.from_dict(legacy, upgrade=False).result_settings()
+    settings.pop(TARGET_MARK)
+    save_checkpoint(both, {**state, "config": legacy, "fingerprint": _digest(settings, old)})
     # Its search space edited since (here the base lr0): refused as any edited run is.
     edited = tmp_path / "edited"
     shutil.copytree(run_dir, edited)
@@ -135,6 +145,8 @@ def test_a_checkpoint_from_before_the_key_set_gained_a_key_resumes_at_its_defaul
     assert async_state["pending"] == [(2, "g001i000", grown[1])]
     assert async_state["population"][1][2:] == (0.5, 0.1)
 
+    twice = prepare(config(["--resume", str(both)]))
+    assert twice.checkpoint["population"] == grown and twice.checkpoint["fingerprint"] == twice.fingerprint
     resumed = prepare(config(["--resume", str(run_dir)]))
     population = resumed.checkpoint["population"]
     assert [len(g) for g in population] == [len(resumed.space)] * 2 == [len(old) + 1] * 2
