@@ -204,7 +204,8 @@ class EvolveConfig:
             values[VALIDATION] = ValidationConfig(**values.get(VALIDATION, {}))
             if values["fidelity"] == "prefix" and not target and upgrade:
                 v = values[VALIDATION]
-                length = (v.epochs or COMPRESSION * values["train"].epochs) if v.top > 0 else values["train"].epochs
+                epochs = values["train"].epochs
+                length = (v.epochs or COMPRESSION * epochs) if v.top > 0 else epochs
                 values["train"] = values["train"].replace(epochs=int(length))
             values["explicit"] = frozenset(values.get("explicit", ()))
             known = {f.name for f in fields(cls)}
@@ -292,11 +293,6 @@ def resumed_config(saved: EvolveConfig, new: EvolveConfig) -> tuple[EvolveConfig
         if old_value != new_value:
             notes.append(f"{flag} {_show(new_value)} ignored: the resumed run keeps {_show(old_value)}")
     return merged, notes
-
-
-def flag_path(flag: str) -> str:
-    """The setting path of a command-line flag (``--validate-top`` -> ``validation.top``)."""
-    return next(path for path, spec in flag_paths().items() if spec == flag)
 
 
 def get_setting(cfg: EvolveConfig, path: str) -> Any:

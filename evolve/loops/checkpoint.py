@@ -119,11 +119,11 @@ def _digest(settings: dict[str, Any], space: SearchSpace, without: Sequence[str]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _older_prefix(state: dict[str, Any], run_dir: Path, space: SearchSpace, digest: str,
+def _older_prefix(state: dict[str, Any], run_dir: Path, cfg: EvolveConfig, space: SearchSpace, digest: str,
                   without: Sequence[str] = ()) -> dict[str, Any]:
     """``state`` with fingerprint ``digest`` when it is the checkpoint of a ``prefix`` run saved before
     ``--epochs`` was the target length, whose configuration ``EvolveConfig.from_dict`` has brought to this
-    version, and it fits the search space as that run saw it (``without`` the keys its key set lacked);
+    version (``cfg``, as resumed), and it fits the search space as that run saw it (``without`` the keys its key set lacked);
     else ``state`` as it is."""
     saved = state.get("config")
     if not isinstance(saved, dict) or saved.get("fidelity") != "prefix" or saved.get(TARGET_MARK) \
@@ -137,7 +137,7 @@ def _older_prefix(state: dict[str, Any], run_dir: Path, space: SearchSpace, dige
     if state.get("fingerprint") != _digest(settings, space, without):
         return state
     LOGGER.info("%s: a prefix run saved before --epochs was its target length; it goes on as it began, with "
-                "--epochs %s", checkpoint_path(run_dir), EvolveConfig.from_dict(saved).train.epochs)
+                "--epochs %s", checkpoint_path(run_dir), cfg.train.epochs)
     return {**state, "fingerprint": digest}
 
 
@@ -174,9 +174,9 @@ def upgraded(state: dict[str, Any], run_dir: Path, cfg: EvolveConfig, space: Sea
         with (Path(run_dir) / CSV_NAME).open(encoding="utf-8", newline="") as fh:
             missing = missing_keys(next(csv.reader(fh), []), space.keyset)
     except (OSError, UnicodeDecodeError):
-        return _older_prefix(state, run_dir, space, digest)
+        return _older_prefix(state, run_dir, cfg, space, digest)
     # Both may apply: an older prefix run's fingerprint is carried to the form the key-set step checks.
-    state = _older_prefix(state, run_dir, space, fingerprint(cfg, space, without=missing), missing)
+    state = _older_prefix(state, run_dir, cfg, space, fingerprint(cfg, space, without=missing), missing)
     defaults = space.keyset.default_hyp()
     if (not missing or state.get("fingerprint") == digest or not isinstance(state.get("population"), list)
             or any(space.base[k] != defaults[k] for k in missing)
