@@ -2,13 +2,14 @@
 by session, passes signals on, leaves nothing behind when killed, and stays put when it should."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,22 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _start(tiny_data: Path, tmp_path: Path, epochs: int, under: Sequence[str] = (), **env: str) -> subprocess.Popen:
-    """``python -m detector train`` of ``epochs`` on the tiny set, run by the command ``under`` if given."""
-    argv = [*under, sys.executable, "-m", "detector", "train", "--data", str(tiny_data), "--imgsz", "64", "--batch", "8",
-            "--epochs", str(epochs), "--workers", "0", "--project", str(tmp_path / "runs"), "--quiet",
-            "--no-save", "--threads", "1"]
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_terminal_job)
+@contextlib.contextmanager
+def _running(tiny_data: Path, tmp_path: Path, epochs: int, under: Sequence[str] = (),
+             **env: str) -> Iterator[subprocess.Popen]:
+    """``python -m detector train`` of ``epochs`` on the tiny set, run by the command ``under`` if given;
+    killed (and reaped) when the block ends, whatever happened in it."""
+    argv = [*under, sys.executable, "-m", "detector", "train", "--data", str(tiny_data), "--imgsz", "64",
+            "--batch", "8", "--epochs", str(epochs), "--workers", "0", "--project", str(tmp_path / "runs"),
+            "--quiet", "--no-save", "--threads", "1"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_a_terminal_job)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.communicate()
 
 
 def _as_a_terminal_job() -> None:
@@ -81,6 +91,18 @@ def _state(pid: int) -> str:
         return "X"
 
 
+def _wait_state(pid: int, states: str, timeout: float = 20.0) -> str:
+    """The state of ``pid`` once it is one of ``states``, or whatever it is after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _state(pid) not in states:
+        time.sleep(0.05)
+    return _state(pid)
+
+
+def _gone(pid: int, timeout: float = 30.0) -> bool:
+    return _wait_state(pid, "ZX", timeout) in "ZX"  # gone, or ended and not yet reaped
+
+
 def _worker(pid: int, timeout: float = 60.0) -> int:
     """The first child of ``pid``, once it has one."""
     deadline = time.monotonic() + timeout
@@ -93,88 +115,66 @@ def _worker(pid: int, timeout: float = 60.0) -> int:
     raise AssertionError("no child process")
 
 
-def _gone(pid: int, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _state(pid) in "ZX":  # gone, or ended and not yet reaped
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@needs_autogroup
-def test_training_runs_in_a_session_of_its_own_and_reports_through_the_command(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=1)
-    try:
-        worker = _worker(proc.pid)
-        assert os.getsid(worker) == worker != os.getsid(proc.pid)  # it leads a new session
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
+def _finished_ok(proc: subprocess.Popen) -> None:
+    """The command ends by itself with status 0, its metrics line on its stdout."""
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["status"] == "ok"  # the child's stdout is the command's
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "ok"
 
 
-@needs_autogroup
-def test_ctrl_c_reaches_the_training_and_its_status_is_the_command_s(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=200)
-    try:
-        worker = _worker(proc.pid)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+def _interrupted(proc: subprocess.Popen, worker: int) -> None:
+    """Ctrl-C ends the command with the status a shell reports for SIGINT, and its training with it."""
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT
     assert _gone(worker)
 
 
 @needs_autogroup
-def test_a_command_killed_outright_leaves_no_training_behind(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=200)
-    try:
+def test_training_runs_in_a_session_of_its_own_and_reports_through_the_command(tiny_data, tmp_path):
+    with _running(tiny_data, tmp_path, epochs=1) as proc:
         worker = _worker(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert _gone(worker), "the training outlived its command"
-    finally:
-        proc.kill()
-        if not _gone(worker, 0.1):
-            os.kill(worker, signal.SIGKILL)
+        assert os.getsid(worker) == worker != os.getsid(proc.pid)  # it leads a new session
+        _finished_ok(proc)  # the child's stdout and status are the command's
+
+
+@needs_autogroup
+def test_ctrl_c_reaches_the_training_and_its_status_is_the_command_s(tiny_data, tmp_path):
+    with _running(tiny_data, tmp_path, epochs=200) as proc:
+        worker = _worker(proc.pid)
+        time.sleep(1.0)
+        _interrupted(proc, worker)
+
+
+@needs_autogroup
+def test_a_command_killed_outright_leaves_no_training_behind(tiny_data, tmp_path):
+    with _running(tiny_data, tmp_path, epochs=200) as proc:
+        worker = _worker(proc.pid)
+        try:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            assert _gone(worker), "the training outlived its command"
+        finally:
+            if not _gone(worker, 0.1):
+                os.kill(worker, signal.SIGKILL)
 
 
 def test_turned_off_the_command_trains_in_its_own_process(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=1, **{session.ENV: "0"})
-    try:
+    with _running(tiny_data, tmp_path, epochs=1, **{session.ENV: "0"}) as proc:
         time.sleep(1.0)
         assert _children(proc.pid) == []
-        _, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-
-
-def _wait_state(pid: int, states: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _state(pid) not in states:
-        time.sleep(0.05)
-    return _state(pid)
+        _finished_ok(proc)
 
 
 @needs_autogroup
 def test_ctrl_z_stops_the_training_too_and_fg_continues_it(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=200)
-    try:
+    with _running(tiny_data, tmp_path, epochs=200) as proc:
         worker = _worker(proc.pid)
         proc.send_signal(signal.SIGTSTP)  # what the terminal sends the command's process group
         assert _wait_state(proc.pid, "T") == "T" and _wait_state(worker, "T") == "T"
         proc.send_signal(signal.SIGCONT)  # fg
         assert _wait_state(proc.pid, "RS") in "RS" and _wait_state(worker, "RS") in "RS"
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGINT and _gone(worker)
+        _interrupted(proc, worker)
 
 
 # A stand-in for a shell's background job: SIGINT ignored, then the command run under it.
@@ -184,13 +184,8 @@ IGNORING_SHELL = [sys.executable, "-c", ("import signal, subprocess, sys; signal
 
 @needs_autogroup
 def test_a_signal_the_command_ignores_stays_ignored_by_the_training(tiny_data, tmp_path):
-    proc = _start(tiny_data, tmp_path, epochs=1, under=IGNORING_SHELL)
-    try:
+    with _running(tiny_data, tmp_path, epochs=1, under=IGNORING_SHELL) as proc:
         command = _worker(proc.pid)
         _worker(command)  # training has started
         os.kill(command, signal.SIGINT)  # ignored, as the command alone would ignore it
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["status"] == "ok"
+        _finished_ok(proc)
